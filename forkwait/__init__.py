@@ -1,0 +1,36 @@
+"""forkwait: inter-op and intra-op CPU parallelism for plain Python.
+
+``fork(fn, *args)`` runs a call on a process-wide pool and returns a
+:class:`Future` at once; ``wait(fut)`` returns its value. ``forkwait.ops``
+holds OpenMP kernels that split one operation across a team of threads.
+"""
+
+from forkwait._info import parallel_info
+from forkwait._native.pool import Future, collect_all, fork, wait, wait_all
+from forkwait._threads import (
+    get_intra_op_mode,
+    get_num_interop_threads,
+    get_num_threads,
+    num_threads,
+    set_intra_op_mode,
+    set_num_interop_threads,
+    set_num_threads,
+)
+from forkwait._version import __version__
+
+__all__ = [
+    "Future",
+    "__version__",
+    "collect_all",
+    "fork",
+    "get_intra_op_mode",
+    "get_num_interop_threads",
+    "get_num_threads",
+    "num_threads",
+    "parallel_info",
+    "set_intra_op_mode",
+    "set_num_interop_threads",
+    "set_num_threads",
+    "wait",
+    "wait_all",
+]

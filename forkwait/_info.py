@@ -1,0 +1,92 @@
+"""parallel_info(): what forkwait will run with, in the spirit of
+``torch.__config__.parallel_info()``."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from forkwait._native import _runtime, pool
+from forkwait._threads import SOURCES, available_cpus, get_intra_op_mode
+from forkwait._version import __version__
+
+_ENV_VARS = (
+    "FORKWAIT_NUM_THREADS",
+    "FORKWAIT_NUM_INTEROP_THREADS",
+    "FORKWAIT_INTRA_OP_MODE",
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "OMP_PROC_BIND",
+    "OMP_DYNAMIC",
+    "GOMP_SPINCOUNT",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+)
+
+_OPENMP_VERSIONS = {
+    200505: "2.5", 200805: "3.0", 201107: "3.1", 201307: "4.0",
+    201511: "4.5", 201811: "5.0", 202011: "5.1", 202111: "5.2",
+}
+
+
+def _threadpools() -> list[str]:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ["(install threadpoolctl to list the BLAS and OpenMP pools)"]
+    rows = []
+    for p in threadpool_info():
+        rows.append(
+            f"{p.get('user_api', '?')}: {p.get('internal_api', '?')} "
+            f"{p.get('version') or ''} num_threads={p.get('num_threads')} "
+            f"({os.path.basename(p.get('filepath', ''))})"
+        )
+    return rows or ["(none loaded)"]
+
+
+def parallel_info() -> str:
+    """A report of forkwait's parallel settings, for humans and bug reports.
+
+    Like ``torch.__config__.parallel_info()``: forkwait's version, both thread
+    counts and where they came from, whether OpenMP is compiled in (and its
+    version), the CPUs this process may use, the environment variables that
+    matter and their values, and the thread pools that threadpoolctl sees.
+
+    Returns
+    -------
+    str
+        Several lines of ``name: value``.
+
+    Examples
+    --------
+    >>> import forkwait as fw
+    >>> report = fw.parallel_info()
+    >>> "inter-op threads" in report and "OpenMP" in report
+    True
+    """
+    have_omp, omp_version, omp_max = _runtime.openmp_info()
+    stats = pool._stats()
+    if have_omp:
+        omp = f"yes, OpenMP {_OPENMP_VERSIONS.get(omp_version, '?')} (_OPENMP={omp_version})"
+    else:
+        omp = "no: kernels run on one thread (rebuild with an OpenMP compiler)"
+    lines = [
+        f"forkwait {__version__} (Python {platform.python_version()}, {platform.machine()})",
+        f"intra-op threads (set_num_threads): {_runtime._get_global_threads()}"
+        f" [default from {SOURCES['num_threads']}]",
+        f"intra-op threads in this thread: {_runtime._get_requested_threads()}",
+        f"intra-op mode: {get_intra_op_mode()}",
+        f"inter-op threads (set_num_interop_threads): {pool._get_interop_threads()}"
+        f" [default from {SOURCES['num_interop_threads']}]",
+        f"inter-op pool: {stats['state']}, {stats['workers']} workers, "
+        f"{stats['running']} running, {stats['queued']} queued",
+        f"OpenMP compiled in: {omp}",
+        f"omp_get_max_threads() in this thread: {omp_max}",
+        f"CPUs available to this process: {available_cpus()} (os.cpu_count(): {os.cpu_count()})",
+        "environment:",
+    ]
+    for name in _ENV_VARS:
+        lines.append(f"  {name}={os.environ[name]}" if name in os.environ else f"  {name} (unset)")
+    lines.append("thread pools seen by threadpoolctl:")
+    lines.extend("  " + row for row in _threadpools())
+    return "\n".join(lines)

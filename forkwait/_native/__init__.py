@@ -1,0 +1,14 @@
+"""forkwait's compiled core. Importing it from an unbuilt source tree fails
+with a message that says how to build."""
+
+try:
+    from forkwait._native import _runtime  # noqa: F401
+except ImportError as exc:  # pragma: no cover - only without a build
+    import os
+
+    raise ImportError(
+        "forkwait's compiled modules are missing "
+        f"(looked in {os.path.dirname(__file__)}). Install the package with "
+        "`pip install .` and run from another directory, or build in place with "
+        "`python setup.py build_ext --inplace`."
+    ) from exc

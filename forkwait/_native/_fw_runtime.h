@@ -1,0 +1,28 @@
+/* Process-wide intra-op state. Included by _runtime.pyx only: other modules
+ * reach it through the cdef functions that _runtime.pxd exports, so there is
+ * exactly one copy of each variable in the process. */
+#ifndef FORKWAIT_RUNTIME_H
+#define FORKWAIT_RUNTIME_H
+
+/* Per-thread intra-op override set by `with forkwait.num_threads(n)`; 0: none. */
+static __thread int fw_local_threads = 0;
+/* Process-wide intra-op team size (set_num_threads). */
+static int fw_global_threads = 1;
+/* CPUs this process may use; the budget that concurrent kernels share. */
+static int fw_cpu_budget = 1;
+/* OpenMP threads held by kernels running now (shared mode accounting). */
+static int fw_busy_threads = 0;
+/* 0: shared (no oversubscription), 1: fixed (torch-like). */
+static int fw_mode = 0;
+/* Nesting of kernels on this thread (a kernel called from inside a kernel). */
+static __thread int fw_kernel_depth = 0;
+
+static inline int fw_load(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void fw_store(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline int fw_add(int *p, int v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
+static inline int fw_cas(int *p, int expected, int desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+#endif

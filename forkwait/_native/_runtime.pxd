@@ -1,0 +1,8 @@
+# Intra-op settings shared by the pool and the kernels. cimport these; the
+# state itself lives in _fw_runtime.h, compiled into _runtime only.
+
+cdef int get_local_threads() noexcept nogil
+cdef void set_local_threads(int n) noexcept nogil
+cdef int requested_threads() noexcept nogil
+cdef int team_begin(Py_ssize_t n_items, Py_ssize_t grain) noexcept nogil
+cdef void team_end(int team) noexcept nogil

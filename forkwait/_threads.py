@@ -1,0 +1,229 @@
+"""Thread settings: the intra-op team size and the inter-op pool size.
+
+Validation and defaults live here; the values themselves live in the native
+layer (``_native/_runtime.pyx`` and ``_native/pool.pyx``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import os
+import warnings
+from collections.abc import Iterator
+
+from forkwait._native import _runtime, pool
+
+#: The largest intra-op team forkwait accepts.
+MAX_THREADS = 1024
+#: The largest inter-op pool forkwait accepts.
+MAX_INTEROP_THREADS: int = pool.MAX_INTEROP_THREADS
+
+_MODES = {"shared": 0, "fixed": 1}
+
+
+def available_cpus() -> int:
+    """The number of CPUs this process may run on (its affinity mask)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _check_count(n: object, what: str, limit: int) -> int:
+    if isinstance(n, bool):
+        raise TypeError(f"{what} must be a positive int, got bool {n!r}")
+    try:
+        value = operator.index(n)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} must be a positive int, got {type(n).__name__} {n!r}") from None
+    if value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value}")
+    if value > limit:
+        raise ValueError(f"{what} must be at most {limit}, got {value}")
+    return value
+
+
+def _count_from_env(names: tuple[str, ...], limit: int) -> tuple[int, str]:
+    """The first valid count among environment variables, else the CPU count.
+
+    Returns the count and where it came from. ``OMP_NUM_THREADS`` may be a
+    list ("4,2"); its first entry is the outer level's. An invalid value is
+    warned about and skipped, never fatal at import.
+    """
+    for name in names:
+        raw = os.environ.get(name)
+        if raw is None or not raw.strip():
+            continue
+        first = raw.split(",")[0].strip()
+        try:
+            return _check_count(int(first), name, limit), name
+        except (TypeError, ValueError) as exc:
+            warnings.warn(
+                f"ignoring {name}={raw!r}: {exc if 'must' in str(exc) else 'not an integer'}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return min(available_cpus(), limit), "available CPUs"
+
+
+def set_num_threads(n: int) -> None:
+    """Set the intra-op team size: how many threads one kernel may use.
+
+    Kernels read it when they are called, in whatever thread runs them (the
+    main thread or an inter-op worker). In the default ``"shared"`` mode,
+    kernels that run at the same time share the CPUs instead (see
+    :func:`set_intra_op_mode`).
+
+    Parameters
+    ----------
+    n : int
+        A positive number of threads.
+
+    Raises
+    ------
+    TypeError
+        If `n` is not an int.
+    ValueError
+        If `n` is not positive.
+
+    Examples
+    --------
+    >>> import forkwait as fw
+    >>> old = fw.get_num_threads()
+    >>> fw.set_num_threads(2)
+    >>> fw.get_num_threads()
+    2
+    >>> fw.set_num_threads(old)
+    """
+    _runtime._set_global_threads(_check_count(n, "num_threads", MAX_THREADS))
+
+
+def get_num_threads() -> int:
+    """The intra-op team size for the calling thread.
+
+    That is the override of ``with num_threads(n)`` when one is active in this
+    thread (or was inherited by this forked task), else the process-wide
+    setting of :func:`set_num_threads`.
+
+    Examples
+    --------
+    >>> import forkwait as fw
+    >>> fw.get_num_threads() >= 1
+    True
+    """
+    return int(_runtime._get_requested_threads())
+
+
+@contextlib.contextmanager
+def num_threads(n: int) -> Iterator[None]:
+    """Use `n` intra-op threads in the calling thread within the block.
+
+    Other threads keep their setting; tasks forked inside the block inherit
+    it (as ``torch.set_num_threads`` would not).
+
+    Examples
+    --------
+    >>> import forkwait as fw
+    >>> with fw.num_threads(1):
+    ...     inner = fw.get_num_threads()
+    ...     in_task = fw.fork(fw.get_num_threads).wait()
+    >>> inner, in_task
+    (1, 1)
+    """
+    value = _check_count(n, "num_threads", MAX_THREADS)
+    previous = _runtime._set_local_threads(value)
+    try:
+        yield
+    finally:
+        _runtime._set_local_threads(previous)
+
+
+def set_num_interop_threads(n: int) -> None:
+    """Set the size of the inter-op pool that runs forked calls.
+
+    Unlike ``torch.set_num_interop_threads`` this works at any time, also
+    after work has started: growing starts threads at once, shrinking stops
+    the extra threads as they finish their current task.
+
+    Parameters
+    ----------
+    n : int
+        A positive number of threads.
+
+    Examples
+    --------
+    >>> import forkwait as fw
+    >>> old = fw.get_num_interop_threads()
+    >>> fw.set_num_interop_threads(3)
+    >>> fw.get_num_interop_threads()
+    3
+    >>> fw.set_num_interop_threads(old)
+    """
+    pool._set_interop_threads(_check_count(n, "num_interop_threads", MAX_INTEROP_THREADS))
+
+
+def get_num_interop_threads() -> int:
+    """The size of the inter-op pool.
+
+    Examples
+    --------
+    >>> import forkwait as fw
+    >>> fw.get_num_interop_threads() >= 1
+    True
+    """
+    return int(pool._get_interop_threads())
+
+
+def set_intra_op_mode(mode: str) -> None:
+    """Choose how kernels that run at the same time size their teams.
+
+    ``"shared"`` (the default): kernels running at once on several threads
+    share the CPUs this process may use; each gets at least one thread and at
+    most :func:`get_num_threads`. No oversubscription.
+    ``"fixed"``: every kernel uses :func:`get_num_threads` threads whatever
+    else runs, as PyTorch does.
+
+    Examples
+    --------
+    >>> import forkwait as fw
+    >>> fw.set_intra_op_mode("fixed")
+    >>> fw.get_intra_op_mode()
+    'fixed'
+    >>> fw.set_intra_op_mode("shared")
+    """
+    if mode not in _MODES:
+        raise ValueError(f"intra-op mode must be one of {sorted(_MODES)}, got {mode!r}")
+    _runtime._set_mode(_MODES[mode])
+
+
+def get_intra_op_mode() -> str:
+    """The intra-op mode: ``"shared"`` or ``"fixed"`` (see :func:`set_intra_op_mode`).
+
+    Examples
+    --------
+    >>> import forkwait as fw
+    >>> fw.get_intra_op_mode() in ("shared", "fixed")
+    True
+    """
+    mode = _runtime._get_mode()
+    return next(name for name, value in _MODES.items() if value == mode)
+
+
+def _init_from_env() -> dict[str, str]:
+    """Apply the environment's defaults at import; return where each came from."""
+    intra, intra_src = _count_from_env(("FORKWAIT_NUM_THREADS", "OMP_NUM_THREADS"), MAX_THREADS)
+    inter, inter_src = _count_from_env(("FORKWAIT_NUM_INTEROP_THREADS",), MAX_INTEROP_THREADS)
+    _runtime._set_cpu_budget(available_cpus())
+    _runtime._set_global_threads(intra)
+    pool._set_interop_threads(inter)
+    mode = os.environ.get("FORKWAIT_INTRA_OP_MODE", "").strip()
+    if mode:
+        try:
+            set_intra_op_mode(mode)
+        except ValueError as exc:
+            warnings.warn(f"ignoring FORKWAIT_INTRA_OP_MODE: {exc}", RuntimeWarning, stacklevel=2)
+    return {"num_threads": intra_src, "num_interop_threads": inter_src}
+
+
+SOURCES = _init_from_env()
