@@ -8,6 +8,7 @@ FORKWAIT_DEBUG=1           Cython bounds/wraparound checks on, -O0 -g
 FORKWAIT_SANITIZE=...      e.g. "address,undefined": build with sanitizers
 FORKWAIT_PORTABLE=1        no -march=native (for binaries run on other CPUs)
 FORKWAIT_ANNOTATE=1        write Cython's annotated HTML next to each .pyx
+FORKWAIT_BUILD_ONLY=a,b    (development) build only the named _native modules
 """
 
 import glob
@@ -133,9 +134,12 @@ def extensions():
         "embedsignature": True,
         "binding": True,
     }
+    only = [m.strip() for m in os.environ.get("FORKWAIT_BUILD_ONLY", "").split(",") if m.strip()]
     exts = []
     for pyx in sorted(glob.glob(os.path.join(NATIVE, "*.pyx"))):
         name = os.path.splitext(pyx)[0].replace(os.sep, ".")
+        if only and name.rsplit(".", 1)[1] not in only:
+            continue
         exts.append(
             Extension(
                 name,
@@ -148,6 +152,7 @@ def extensions():
         exts,
         compiler_directives=directives,
         annotate=_env_flag("FORKWAIT_ANNOTATE"),
+        force=debug or bool(os.environ.get("FORKWAIT_SANITIZE")),
         nthreads=int(os.environ.get("FORKWAIT_CYTHON_JOBS", "0")) or None,
     )
 

@@ -137,8 +137,9 @@ cdef inline Node *q_claim(Node *n) noexcept nogil:
 
 # ---------------------------------------------------------------- the Future
 
+# No @cython.freelist: an object that the cyclic GC finalized keeps its
+# 'finalized' flag in a freelist, and __del__ would then never run again.
 @cython.final
-@cython.freelist(256)
 cdef class Future:
     """The result of an asynchronous call, as in ``torch.futures.Future``.
 
@@ -461,7 +462,8 @@ cdef void _report_unretrieved(Future fut):
     try:
         exc = fut._exc
         _logger.error(
-            "forkwait: a future failed and nobody retrieved its exception: %r", fut,
+            "forkwait: a future failed and nobody retrieved its exception: %s",
+            repr(fut),  # a string: the record must not keep the future alive
             exc_info=(type(exc), exc, exc.__traceback__),
         )
     except BaseException:  # interpreter shutdown: logging may be gone

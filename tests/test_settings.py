@@ -1,0 +1,129 @@
+"""Thread settings: validation, defaults from the environment, parallel_info."""
+
+import numpy as np
+import pytest
+from conftest import run_python
+
+import forkwait as fw
+from forkwait._native import _runtime
+
+SETTERS = [
+    (fw.set_num_threads, "num_threads"),
+    (fw.set_num_interop_threads, "num_interop_threads"),
+]
+
+
+@pytest.mark.parametrize("setter,name", SETTERS)
+@pytest.mark.parametrize("bad", [0, -1, -100])
+def test_non_positive_count_is_value_error(setter, name, bad):
+    with pytest.raises(ValueError, match=f"{name} must be a positive int, got {bad}"):
+        setter(bad)
+
+
+@pytest.mark.parametrize("setter,name", SETTERS)
+@pytest.mark.parametrize("bad", ["2", 2.0, None, True, [2]])
+def test_non_int_count_is_type_error(setter, name, bad):
+    with pytest.raises(TypeError, match=f"{name} must be a positive int, got {type(bad).__name__}"):
+        setter(bad)
+
+
+@pytest.mark.parametrize("setter,name", SETTERS)
+def test_too_large_count_is_value_error(setter, name):
+    with pytest.raises(ValueError, match="at most"):
+        setter(10**6)
+
+
+def test_set_get_round_trip(intra, interop):
+    intra(np.int64(3))  # any integer type
+    assert fw.get_num_threads() == 3
+    interop(5)
+    assert fw.get_num_interop_threads() == 5
+
+
+def test_num_threads_context_is_per_thread_and_inherited(intra):
+    intra(2)
+    with fw.num_threads(1):
+        assert fw.get_num_threads() == 1
+        assert fw.wait(fw.fork(fw.get_num_threads)) == 1
+        # another Python thread is not affected
+        import threading
+
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(fw.get_num_threads()))
+        t.start()
+        t.join()
+        assert seen == [2]
+    assert fw.get_num_threads() == 2
+    assert fw.wait(fw.fork(fw.get_num_threads)) == 2
+    with pytest.raises(ValueError):
+        with fw.num_threads(0):
+            pass
+
+
+def test_probe_sees_the_setting_in_main_thread_and_workers(intra):
+    """A compiled probe reports omp_get_num_threads() from inside a prange."""
+    have_omp = _runtime.openmp_info()[0]
+    intra(2)
+    expected = 2 if have_omp else 1
+    assert _runtime._probe_team() == expected
+    assert fw.wait(fw.fork(_runtime._probe_team)) == expected
+    intra(1)
+    assert _runtime._probe_team() == 1
+    assert fw.wait(fw.fork(_runtime._probe_team)) == 1
+
+
+def test_intra_op_mode():
+    assert fw.get_intra_op_mode() == "shared"
+    with pytest.raises(ValueError, match="shared"):
+        fw.set_intra_op_mode("turbo")
+
+
+def _defaults(env, pre=""):
+    out = run_python(
+        pre + "import forkwait as fw\n"
+        "print(fw.get_num_threads(), fw.get_num_interop_threads())",
+        env=env,
+    )
+    return tuple(int(x) for x in out.stdout.split()), out.stderr
+
+
+def test_defaults_follow_cpu_affinity():
+    got, _ = _defaults({}, "import os\nos.sched_setaffinity(0, {0})\n")
+    assert got == (1, 1)
+
+
+def test_defaults_from_environment():
+    assert _defaults({"FORKWAIT_NUM_THREADS": "3"})[0][0] == 3
+    assert _defaults({"OMP_NUM_THREADS": "5,2"})[0][0] == 5
+    assert _defaults({"OMP_NUM_THREADS": "5", "FORKWAIT_NUM_THREADS": "4"})[0][0] == 4
+    assert _defaults({"FORKWAIT_NUM_INTEROP_THREADS": "7"})[0][1] == 7
+
+
+def test_invalid_environment_value_warns_and_falls_back():
+    (n, _), err = _defaults(
+        {"FORKWAIT_NUM_THREADS": "lots", "OMP_NUM_THREADS": "3"},
+    )
+    assert n == 3
+    assert "FORKWAIT_NUM_THREADS" in err and "RuntimeWarning" in err
+
+
+def test_parallel_info_reports_settings(intra, interop):
+    intra(1)
+    interop(3)
+    info = fw.parallel_info()
+    assert f"forkwait {fw.__version__}" in info
+    assert "intra-op threads (set_num_threads): 1" in info
+    assert "inter-op threads (set_num_interop_threads): 3" in info
+    assert "OpenMP compiled in:" in info
+    assert "CPUs available to this process:" in info
+    assert "thread pools seen by threadpoolctl:" in info
+
+
+def test_parallel_info_lists_environment():
+    out = run_python(
+        "import forkwait as fw; print(fw.parallel_info())",
+        env={"OMP_WAIT_POLICY": "passive", "FORKWAIT_NUM_INTEROP_THREADS": "2"},
+    ).stdout
+    assert "OMP_WAIT_POLICY=passive" in out
+    assert "FORKWAIT_NUM_INTEROP_THREADS=2" in out
+    assert "default from FORKWAIT_NUM_INTEROP_THREADS" in out
