@@ -7,6 +7,7 @@ holds OpenMP kernels that split one operation across a team of threads.
 
 from forkwait._info import parallel_info
 from forkwait._native.pool import Future, collect_all, fork, wait, wait_all
+from forkwait._profile import profile
 from forkwait._threads import (
     get_intra_op_mode,
     get_num_interop_threads,
@@ -28,6 +29,7 @@ __all__ = [
     "get_num_threads",
     "num_threads",
     "parallel_info",
+    "profile",
     "set_intra_op_mode",
     "set_num_interop_threads",
     "set_num_threads",

@@ -6,6 +6,10 @@ import inspect
 import pytest
 
 import forkwait as fw
+from forkwait._profile import Profile
+
+# Returned by public calls, so their methods are public too.
+RETURNED_TYPES = [Profile]
 
 
 def _public_objects():
@@ -21,6 +25,11 @@ def _public_objects():
         if inspect.ismodule(obj):
             for attr in getattr(obj, "__all__", []):
                 yield f"{name}.{attr}", getattr(obj, attr)
+    for cls in RETURNED_TYPES:
+        yield cls.__name__, cls
+        for attr, member in vars(cls).items():
+            if not attr.startswith("_") and callable(member):
+                yield f"{cls.__name__}.{attr}", member
 
 
 PUBLIC = list(_public_objects())

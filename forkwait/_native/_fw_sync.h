@@ -45,4 +45,10 @@ static inline int fw_cond_wait_until(double deadline) {
     return pthread_cond_timedwait(&fw_pool_cond, &fw_pool_mutex, &ts) == ETIMEDOUT;
 }
 
+/* Profiling (forkwait.profile): on/off, and per thread the task that runs
+ * now (0: none) and the seconds it has spent blocked in wait(). */
+static int fw_prof_on = 0;
+static __thread long long fw_cur_task = 0;
+static __thread double fw_wait_acc = 0.0;
+
 #endif

@@ -39,6 +39,9 @@ cdef extern from "_fw_sync.h" nogil:
     void fw_cond_wait()
     int fw_cond_wait_until(double deadline)
     double fw_now()
+    int fw_prof_on
+    long long fw_cur_task
+    double fw_wait_acc
 
 _logger = logging.getLogger("forkwait")
 
@@ -170,6 +173,11 @@ cdef class Future:
     cdef int _intra
     cdef bint _is_task
     cdef bint _retrieved
+    # profiling (only set while forkwait.profile() records)
+    cdef long long _prof_id
+    cdef long long _prof_parent
+    cdef double _t_fork
+    cdef unsigned long _fork_thread
     cdef object __weakref__
 
     def __cinit__(self):
@@ -574,8 +582,20 @@ cdef int _run_task(Future fut) except -1:
     Returns 1 when the task raised KeyboardInterrupt in the main thread (the
     waiter must then raise it too, so Ctrl-C is never swallowed), else 0.
     """
+    global fw_cur_task, fw_wait_acc
     cdef int saved = get_local_threads()
     cdef int interrupted = 0
+    cdef long long outer_task = 0
+    cdef double outer_wait = 0.0, t0 = 0.0, t1
+    cdef bint profiled = fw_prof_on and fut._prof_id != 0
+    cdef object name
+    if profiled:
+        name = _task_name(fut._fn)
+        outer_task = fw_cur_task
+        outer_wait = fw_wait_acc
+        fw_cur_task = fut._prof_id
+        fw_wait_acc = 0.0
+        t0 = fw_now()
     set_local_threads(fut._intra)
     try:
         if fut._kwargs is None:
@@ -586,11 +606,65 @@ cdef int _run_task(Future fut) except -1:
         set_local_threads(saved)
         if isinstance(exc, KeyboardInterrupt) and PyThread_get_thread_ident() == main_ident:
             interrupted = 1
+        if profiled:
+            t1 = fw_now()
+            _record_task(fut, name, t0, t1, outer_task, outer_wait, "failed")
         _finish(fut, FAILED, None, exc)
     else:
         set_local_threads(saved)
+        if profiled:
+            t1 = fw_now()
+            _record_task(fut, name, t0, t1, outer_task, outer_wait, "finished")
         _finish(fut, FINISHED, value, None)
     return interrupted
+
+
+cdef object _prof_sink = None   # a list that profile() owns while it records
+cdef long long _prof_next_id = 0
+
+
+cdef object _task_name(fn):
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if name is None:
+        name = type(fn).__name__
+    return name
+
+
+cdef void _record_task(Future fut, object name, double t0, double t1,
+                       long long outer_task, double outer_wait, str outcome):
+    global fw_cur_task, fw_wait_acc
+    cdef double waited = fw_wait_acc
+    fw_cur_task = outer_task
+    fw_wait_acc = outer_wait
+    sink = _prof_sink
+    if sink is not None:
+        sink.append((
+            "task", fut._prof_id, fut._prof_parent, name, fut._t_fork, fut._fork_thread,
+            t0, t1, PyThread_get_thread_ident(), waited, outcome,
+        ))
+
+
+cdef void _prof_fork(Future fut) noexcept:
+    global _prof_next_id
+    _prof_next_id += 1
+    fut._prof_id = _prof_next_id
+    fut._prof_parent = fw_cur_task
+    fut._t_fork = fw_now()
+    fut._fork_thread = PyThread_get_thread_ident()
+
+
+def _set_profiler(sink):
+    """Start recording into the list `sink` (None stops). Returns the old one."""
+    global _prof_sink, fw_prof_on
+    old = _prof_sink
+    _prof_sink = sink
+    fw_prof_on = sink is not None
+    return old
+
+
+def _current_task():
+    """The profiling id of the task running in this thread (0: none)."""
+    return fw_cur_task
 
 
 # ---------------------------------------------------------------- waiting
@@ -598,8 +672,8 @@ cdef int _run_task(Future fut) except -1:
 cdef int _next_for_waiter(Node *target, double deadline, bint helps, bint is_main,
                           Node **other) noexcept nogil:
     """Under the mutex: decide what a thread waiting on `target` does next."""
-    cdef int action
-    cdef double until, now
+    cdef int action, timed_out
+    cdef double until, now, slept_from = 0.0
     fw_lock()
     while True:
         if target.state >= FINISHED:
@@ -619,17 +693,27 @@ cdef int _next_for_waiter(Node *target, double deadline, bint helps, bint is_mai
             until = now + SIGNAL_POLL_S
         target.waiters += 1
         n_sleeping_add(1)
+        if fw_prof_on:
+            slept_from = fw_now()
         if until < 0.0:
             fw_cond_wait()
-        elif fw_cond_wait_until(until) and is_main and (deadline < 0.0 or until < deadline):
-            target.waiters -= 1
-            n_sleeping_add(-1)
-            action = W_POLL
-            break
+            timed_out = 0
+        else:
+            timed_out = fw_cond_wait_until(until)
+        if fw_prof_on:
+            _add_wait(fw_now() - slept_from)
         target.waiters -= 1
         n_sleeping_add(-1)
+        if timed_out and is_main and (deadline < 0.0 or until < deadline):
+            action = W_POLL
+            break
     fw_unlock()
     return action
+
+
+cdef inline void _add_wait(double seconds) noexcept nogil:
+    global fw_wait_acc
+    fw_wait_acc += seconds
 
 
 cdef inline void n_sleeping_add(int d) noexcept nogil:
@@ -662,10 +746,15 @@ cdef int _wait_done(Future fut, double timeout, bint helps) except -1:
     if timeout >= 0.0:
         deadline = fw_now() + timeout
     is_main = PyThread_get_thread_ident() == main_ident
+    cdef double w0 = fw_now() if fw_prof_on else 0.0
     while True:
         with nogil:
             action = _next_for_waiter(node, deadline, helps, is_main, &other)
         if action == W_DONE:
+            if fw_prof_on and _prof_sink is not None and w0 > 0.0:
+                _prof_sink.append(
+                    ("wait", fut._prof_id, w0, fw_now(), PyThread_get_thread_ident())
+                )
             return 0
         if action == W_RUN:
             task = <Future>other.fut
@@ -783,6 +872,8 @@ def fork(fn, *args, **kwargs):
     fut._kwargs = kwargs if kwargs else None
     fut._intra = get_local_threads()
     fut._is_task = True
+    if fw_prof_on:
+        _prof_fork(fut)
     Py_INCREF(fut)  # owned by the queue while linked
     fw_lock()
     q_push(&fut.node)
@@ -1001,6 +1092,11 @@ def _shutdown_at_exit():
         pool_state = POOL_DRAINING
         fw_broadcast()
         fw_unlock()
+
+
+def _now():
+    """The pool's clock (monotonic seconds), as used in profile records."""
+    return fw_now()
 
 
 def _stats():

@@ -1,0 +1,130 @@
+"""forkwait.profile(): records, Chrome trace structure and nesting, summary, PNG."""
+
+import json
+import threading
+from collections import defaultdict
+
+import pytest
+
+import forkwait as fw
+
+
+def fib(n):
+    if n < 2:
+        return n
+    a, b = fw.fork(fib, n - 1), fw.fork(fib, n - 2)
+    return fw.wait(a) + fw.wait(b)
+
+
+def _check_nesting(events):
+    """Slices ('X') on one track must nest: none may end inside another that
+    it started within but outlive it (Perfetto rejects that)."""
+    by_tid = defaultdict(list)
+    for e in events:
+        if e["ph"] == "X":
+            by_tid[e["tid"]].append((e["ts"], -e["dur"], e["name"]))
+    for tid, slices in by_tid.items():
+        stack = []
+        for ts, neg_dur, name in sorted(slices):
+            end = ts - neg_dur
+            while stack and stack[-1][0] <= ts:
+                stack.pop()
+            if stack:
+                assert end <= stack[-1][0], f"tid {tid}: {name} overlaps {stack[-1][1]} unnested"
+            stack.append((end, name))
+
+
+@pytest.mark.parametrize("n_interop", [1, 2])
+def test_profile_records_tasks_with_parents(interop, n_interop, tmp_path):
+    interop(n_interop)
+    with fw.profile() as prof:
+        assert fib(8) == 21
+    # fib(8) forks 2 * (number of inner calls) tasks
+    assert len(prof.tasks) == 66
+    ids = {t.id for t in prof.tasks}
+    assert len(ids) == 66
+    top = [t for t in prof.tasks if t.parent == 0]
+    assert len(top) == 2  # the two forks made by the main program
+    assert all(t.parent in ids for t in prof.tasks if t.parent)
+    for t in prof.tasks:
+        assert t.name == "fib"
+        assert t.fork_time <= t.start <= t.end
+        assert t.outcome == "finished"
+        assert t.thread in prof.thread_names
+
+    path = tmp_path / "trace.json"
+    prof.export_chrome_trace(path)
+    trace = json.loads(path.read_text())
+    events = trace["traceEvents"]
+    names = {e["tid"]: e["args"]["name"] for e in events if e.get("name") == "thread_name"}
+    assert "MainThread" in names.values() or all(
+        n.startswith("forkwait-interop-") for n in names.values()
+    )
+    task_slices = [e for e in events if e.get("cat") == "task"]
+    assert len(task_slices) == 66
+    for e in task_slices:
+        assert e["tid"] in names and e["dur"] >= 0 and e["ts"] >= 0
+    starts = {e["id"] for e in events if e["ph"] == "s"}
+    finishes = {e["id"] for e in events if e["ph"] == "f"}
+    assert starts == finishes == ids
+    _check_nesting(events)
+
+
+def test_profile_records_failures_and_waits(tmp_path):
+    gate = threading.Event()
+
+    def slow():
+        gate.wait(30)
+        return 1
+
+    with fw.profile() as prof:
+        f = fw.fork(slow)
+        bad = fw.fork(int, "x")
+        while not f.running() and not f.done():
+            pass
+        t = threading.Timer(0.05, gate.set)
+        t.start()
+        assert fw.wait(f) == 1
+        with pytest.raises(ValueError):
+            fw.wait(bad)
+    t.join()
+    outcomes = sorted(r.outcome for r in prof.tasks)
+    assert outcomes == ["failed", "finished"]
+    assert any(w.task == next(r.id for r in prof.tasks if r.name == "test_profile_records_failures_and_waits.<locals>.slow") for w in prof.waits)
+    _check_nesting(prof.chrome_trace()["traceEvents"])
+
+
+def test_profile_off_records_nothing_and_one_at_a_time():
+    with fw.profile() as prof:
+        pass
+    fw.wait(fw.fork(abs, 1))
+    assert prof.tasks == []
+    with fw.profile():
+        with pytest.raises(RuntimeError, match="already recording"):
+            with fw.profile():
+                pass
+    # recording stopped cleanly after the error
+    with fw.profile() as again:
+        fw.wait(fw.fork(abs, 2))
+    assert len(again.tasks) == 1
+
+
+def test_summary_table():
+    with fw.profile() as prof:
+        fw.wait_all([fw.fork(sum, range(1000)) for _ in range(5)])
+    text = prof.summary()
+    assert "forkwait profile:" in text
+    row = next(line for line in text.splitlines() if line.startswith("task") and "sum" in line)
+    assert row.split()[2] == "5"
+    assert "thread busy fraction:" in text
+    fractions = prof.busy_fraction()
+    assert fractions and all(0.0 <= v <= 1.0 for v in fractions.values())
+
+
+def test_plot_timeline_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    with fw.profile() as prof:
+        fib(6)
+    path = tmp_path / "timeline.png"
+    prof.plot_timeline(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
