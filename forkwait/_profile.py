@@ -136,7 +136,16 @@ class Profile:
     # -- Chrome / Perfetto trace --------------------------------------------
     def chrome_trace(self) -> dict[str, Any]:
         """The trace as a dict in Chrome's trace-event format (see
-        :meth:`export_chrome_trace`)."""
+        :meth:`export_chrome_trace`).
+
+        Examples
+        --------
+        >>> import forkwait as fw
+        >>> with fw.profile() as prof:
+        ...     _ = fw.wait(fw.fork(abs, -1))
+        >>> sorted({e["ph"] for e in prof.chrome_trace()["traceEvents"]})
+        ['M', 'X', 'f', 's']
+        """
         pid = os.getpid()
         threads = sorted(self.thread_names, key=lambda ident: self._thread_order(ident))
         tid = {ident: i + 1 for i, ident in enumerate(threads)}
@@ -218,7 +227,16 @@ class Profile:
     # -- summary ------------------------------------------------------------
     def busy_fraction(self) -> dict[str, float]:
         """Per thread: the fraction of the recording it spent in tasks or
-        kernels (nested slices counted once)."""
+        kernels (nested slices counted once).
+
+        Examples
+        --------
+        >>> import forkwait as fw
+        >>> with fw.profile() as prof:
+        ...     _ = fw.wait(fw.fork(sum, range(1000)))
+        >>> all(0.0 <= f <= 1.0 for f in prof.busy_fraction().values())
+        True
+        """
         spans: dict[int, list[tuple[float, float]]] = defaultdict(list)
         for rec in (*self.tasks, *self.kernels):
             spans[rec.thread].append((rec.start, rec.end))
