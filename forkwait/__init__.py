@@ -17,6 +17,7 @@ from forkwait._threads import (
     set_num_interop_threads,
     set_num_threads,
 )
+from forkwait._tune import tune
 from forkwait._version import __version__
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "set_intra_op_mode",
     "set_num_interop_threads",
     "set_num_threads",
+    "tune",
     "wait",
     "wait_all",
 ]

@@ -89,13 +89,16 @@ def demo(
                     t0 = time.perf_counter()
                     result = runner(work)
                     times[name].append(time.perf_counter() - t0)
-                    if not all(np.allclose(a, b, atol=1e-4) for a, b in zip(result, reference)):
+                    pairs = zip(result, reference, strict=True)
+                    if not all(np.allclose(a, b, atol=1e-4) for a, b in pairs):
                         raise AssertionError(f"{name}: results differ from the serial run")
     finally:
         fw.set_num_interop_threads(saved[0])
         fw.set_num_threads(saved[1])
     base = statistics.median(times[settings[0][0]])
-    table = [(name, statistics.median(ts), base / statistics.median(ts)) for name, ts in times.items()]
+    table = [
+        (name, statistics.median(ts), base / statistics.median(ts)) for name, ts in times.items()
+    ]
     width = max(len(name) for name, *_ in table)
     out(
         f"forkwait demo: {branches} independent branches of {steps} x (matmul {size}x{size} "

@@ -308,8 +308,8 @@ def test_ctrl_c_interrupts_wait_and_pool_stays_usable():
             "import threading, forkwait as fw\n"
             "gate = threading.Event()\n"
             "fut = fw.fork(gate.wait, 60)\n"
-            "print('waiting', flush=True)\n"
             "try:\n"
+            "    print('waiting', flush=True)\n"
             "    fw.wait(fut)\n"
             "except KeyboardInterrupt:\n"
             "    print('interrupted', flush=True)\n"
@@ -322,7 +322,7 @@ def test_ctrl_c_interrupts_wait_and_pool_stays_usable():
     )
     try:
         assert proc.stdout.readline().strip() == "waiting"
-        time.sleep(0.2)
+        time.sleep(0.5)  # let it enter wait(); a signal sooner is still caught
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=TIMEOUT)
     finally:
@@ -344,7 +344,8 @@ def test_child_of_os_fork_has_a_working_pool():
         print("parent", fib(12), flush=True)
         pid = os.fork()
         if pid == 0:
-            ok = fib(12) == 144 and fw.wait_all([fw.fork(abs, -i) for i in range(50)]) == list(range(50))
+            values = fw.wait_all([fw.fork(abs, -i) for i in range(50)])
+            ok = fib(12) == 144 and values == list(range(50))
             os._exit(0 if ok else 1)
         _, status = os.waitpid(pid, 0)
         print("child exit", os.waitstatus_to_exitcode(status))
