@@ -139,8 +139,10 @@ def main(argv=None) -> int:
     before = loadavg()
     with ThreadPoolExecutor(2) as executor, blas_threads(1):
         rows = overhead(args.rounds, executor) + branches(args.rounds, executor)
-    print(f"# inter-op benchmarks: {os.cpu_count()} CPUs, {args.rounds} rounds, "
-          f"loadavg before {before}, after {loadavg()}")
+    print(
+        f"# inter-op benchmarks: {os.cpu_count()} CPUs, {args.rounds} rounds, "
+        f"loadavg before {before}, after {loadavg()}"
+    )
     print("| measurement | median ratio |")
     print("| --- | --- |")
     for label, value in rows:

@@ -5,6 +5,8 @@
 holds OpenMP kernels that split one operation across a team of threads.
 """
 
+# first: sets OpenMP's wait policy before any native module loads libgomp
+from forkwait import _env  # noqa: F401, I001
 from forkwait._info import parallel_info
 from forkwait._native.pool import Future, collect_all, fork, wait, wait_all
 from forkwait._profile import profile
@@ -19,6 +21,7 @@ from forkwait._threads import (
 )
 from forkwait._tune import tune
 from forkwait._version import __version__
+from forkwait import ops  # noqa: I001 - after the names it uses
 
 __all__ = [
     "Future",
@@ -29,6 +32,7 @@ __all__ = [
     "get_num_interop_threads",
     "get_num_threads",
     "num_threads",
+    "ops",
     "parallel_info",
     "profile",
     "set_intra_op_mode",

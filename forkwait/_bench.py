@@ -145,9 +145,10 @@ def kernel_rows(rounds: int) -> list[dict]:
     try:
         import numexpr as ne
 
-        cases["exp 1M float32"][1]["numexpr"] = lambda: ne.evaluate("exp(x)")
-        cases["tanh 1M float32"][1]["numexpr"] = lambda: ne.evaluate("tanh(x)")
-        cases["add 1M float32"][1]["numexpr"] = lambda: ne.evaluate("x + y")
+        env = {"x": x, "y": y}
+        cases["exp 1M float32"][1]["numexpr"] = lambda: ne.evaluate("exp(x)", local_dict=env)
+        cases["tanh 1M float32"][1]["numexpr"] = lambda: ne.evaluate("tanh(x)", local_dict=env)
+        cases["add 1M float32"][1]["numexpr"] = lambda: ne.evaluate("x + y", local_dict=env)
     except ImportError:
         ne = None
     try:

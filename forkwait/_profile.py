@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
@@ -66,6 +67,12 @@ def record_kernel(op: str, shape: tuple, dtype: str, team: int, start: float, en
                      threading.get_ident(), pool._current_task()))
 
 
+def _kernel_tables(on: bool) -> None:
+    ops = sys.modules.get("forkwait.ops")
+    if ops is not None:
+        ops._set_profiling(on)
+
+
 def now() -> float:
     """The clock of all records (monotonic seconds)."""
     return pool._now()
@@ -103,10 +110,12 @@ class Profile:
             self.start = now()
             _sink = self._raw
             pool._set_profiler(self._raw)
+            _kernel_tables(True)
 
     def _finish(self) -> None:
         global _sink
         with _lock:
+            _kernel_tables(False)
             pool._set_profiler(None)
             _sink = None
             self.end = now()

@@ -27,7 +27,10 @@ def intra():
 def run_python(code, env=None, timeout=60, check=True, **kwargs):
     """Run `code` in a fresh interpreter; return the CompletedProcess."""
     full_env = dict(os.environ)
-    for name in ("FORKWAIT_NUM_THREADS", "FORKWAIT_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+    for name in (
+        "FORKWAIT_NUM_THREADS", "FORKWAIT_NUM_INTEROP_THREADS", "OMP_NUM_THREADS",
+        "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "FORKWAIT_INTRA_OP_MODE",
+    ):
         full_env.pop(name, None)
     full_env.update(env or {})
     proc = subprocess.run(

@@ -129,3 +129,32 @@ def test_plot_timeline_writes_png(tmp_path):
     path = tmp_path / "timeline.png"
     prof.plot_timeline(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_profile_records_kernel_calls_with_team(intra):
+    np = pytest.importorskip("numpy")
+    intra(2)
+    x = np.random.default_rng(0).random((300, 400))
+    with fw.profile() as prof:
+        fw.ops.exp(x)
+        fut = fw.fork(fw.ops.softmax, x)
+        fw.wait(fut)
+        fw.ops.sum(x, axis=1)
+        with fw.num_threads(1):
+            fw.ops.tanh(x)
+    ops = [(k.op, k.shape, k.dtype) for k in prof.kernels]
+    assert ops == [
+        ("exp", (120000,), "float64"),
+        ("softmax", (300, 400), "float64"),
+        ("sum", (300, 400, 1), "float64"),
+        ("tanh", (120000,), "float64"),
+    ]
+    teams = [k.team for k in prof.kernels]
+    assert teams[-1] == 1 and all(1 <= t <= 2 for t in teams)
+    softmax = prof.kernels[1]
+    task = next(t for t in prof.tasks if t.id == softmax.task)
+    assert task.thread == softmax.thread and task.start <= softmax.start <= softmax.end <= task.end
+    _check_nesting(prof.chrome_trace()["traceEvents"])
+    # recording off again: the plain kernels are back
+    fw.ops.exp(x)
+    assert len(prof.kernels) == 4

@@ -16,6 +16,8 @@ static int fw_busy_threads = 0;
 static int fw_mode = 0;
 /* Nesting of kernels on this thread (a kernel called from inside a kernel). */
 static __thread int fw_kernel_depth = 0;
+/* Team size of the last kernel this thread started (read by the profiler). */
+static __thread int fw_last_team = 0;
 
 static inline int fw_load(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void fw_store(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }

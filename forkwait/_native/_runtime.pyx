@@ -21,14 +21,39 @@ cdef extern from "_fw_runtime.h" nogil:
     int fw_busy_threads
     int fw_mode
     int fw_kernel_depth
+    int fw_last_team
     int fw_load(const int *p)
     void fw_store(int *p, int v)
     int fw_add(int *p, int v)
     int fw_cas(int *p, int expected, int desired)
 
+cdef extern from "_fw_team.h" nogil:
+    int fw_tokens_held
+    int fw_team_nowait
+    int fw_team_acquire(int *busy, const int *budget, int want)
+    void fw_team_release(int *busy, int tokens)
+    void fw_team_atfork_child()
+
+cdef extern from "<pthread.h>" nogil:
+    int pthread_atfork(void (*prepare)() noexcept nogil,
+                       void (*parent)() noexcept nogil,
+                       void (*child)() noexcept nogil)
+
 cdef enum:
     MODE_SHARED = 0
     MODE_FIXED = 1
+
+# High-water mark of fw_busy_threads (tests check "no oversubscription" with it).
+cdef int _busy_peak = 0
+
+
+cdef inline void _note_busy(int busy) noexcept nogil:
+    global _busy_peak
+    cdef int peak = fw_load(&_busy_peak)
+    while busy > peak:
+        if fw_cas(&_busy_peak, peak, busy):
+            return
+        peak = fw_load(&_busy_peak)
 
 
 cdef int get_local_threads() noexcept nogil:
@@ -51,38 +76,51 @@ cdef int requested_threads() noexcept nogil:
 cdef int team_begin(Py_ssize_t n_items, Py_ssize_t grain) noexcept nogil:
     """Reserve and return the team size for a kernel over ``n_items`` items.
 
-    One decision in one place: a kernel runs serially (team 1) below its grain
-    size, inside another kernel's parallel region, or when one thread is asked
-    for. Otherwise, in shared mode, the kernels that run at the same time share
-    the CPU budget (each gets at least one thread, none more than it asked
-    for); in fixed mode every kernel gets what it asked for.
+    One decision in one place: a kernel runs serially (team 1, on the calling
+    thread, holding no CPU token) below its grain size, inside another
+    kernel's parallel region, or when one thread is asked for. Otherwise, in
+    shared mode, parallel kernels take CPU tokens: between 1 and what they ask
+    for, never more than are free; when none is free the kernel runs at once
+    on its caller's thread alone (by default; or waits, blocked, for a token:
+    see _fw_team.h). In fixed mode every kernel gets what it asked for.
     Every call must be paired with ``team_end(returned value)``.
     """
-    global fw_kernel_depth
+    global fw_kernel_depth, fw_tokens_held, fw_last_team
     cdef int want = requested_threads()
-    cdef int busy, avail, team
+    cdef int team
     fw_kernel_depth += 1
     if want <= 1 or n_items < grain or fw_kernel_depth > 1 or omp_in_parallel():
-        team = 1
-    elif fw_load(&fw_mode) == MODE_FIXED:
+        fw_last_team = 1
+        return 1
+    if fw_load(&fw_mode) == MODE_FIXED:
         team = want
+        _note_busy(fw_add(&fw_busy_threads, team))
     else:
-        while True:
-            busy = fw_load(&fw_busy_threads)
-            avail = fw_load(&fw_cpu_budget) - busy
-            team = want if want < avail else avail
-            if team < 1:
-                team = 1
-            if fw_cas(&fw_busy_threads, busy, busy + team):
-                return team
-    fw_add(&fw_busy_threads, team)
+        team = fw_team_acquire(&fw_busy_threads, &fw_cpu_budget, want)
+        _note_busy(fw_load(&fw_busy_threads))
+    fw_tokens_held = team
+    fw_last_team = team
     return team
 
 
 cdef void team_end(int team) noexcept nogil:
-    global fw_kernel_depth
+    global fw_kernel_depth, fw_tokens_held
+    cdef int held
     fw_kernel_depth -= 1
-    fw_add(&fw_busy_threads, -team)
+    if fw_kernel_depth == 0 and fw_tokens_held > 0:
+        held = fw_tokens_held
+        fw_tokens_held = 0
+        fw_team_release(&fw_busy_threads, held)
+
+
+cdef void _atfork_child() noexcept nogil:
+    global fw_kernel_depth
+    fw_store(&fw_busy_threads, 0)
+    fw_kernel_depth = 0
+    fw_team_atfork_child()
+
+
+pthread_atfork(NULL, NULL, _atfork_child)
 
 
 # ---------------------------------------------------------------- Python side
@@ -126,8 +164,40 @@ def _get_mode():
     return fw_load(&fw_mode)
 
 
+def _last_team():
+    """The team size of the last kernel started in this thread (profiler)."""
+    return fw_last_team
+
+
 def _busy_threads():
     return fw_load(&fw_busy_threads)
+
+
+def _set_shared_wait(bint wait):
+    """Shared mode with no free CPU: wait for one (True) or run on 1 thread (False)."""
+    global fw_team_nowait
+    fw_team_nowait = 0 if wait else 1
+
+
+def _busy_peak_reset():
+    """Reset and return the high-water mark of OpenMP threads held by kernels."""
+    global _busy_peak
+    cdef int old = fw_load(&_busy_peak)
+    fw_store(&_busy_peak, 0)
+    return old
+
+
+def _get_busy_peak():
+    return fw_load(&_busy_peak)
+
+
+def _hold(Py_ssize_t n_items=1 << 30, Py_ssize_t grain=1):
+    """Test helper: reserve a team as a kernel would (pair with _release)."""
+    return team_begin(n_items, grain)
+
+
+def _release(int team):
+    team_end(team)
 
 
 def openmp_info():

@@ -1,0 +1,503 @@
+"""forkwait.ops against NumPy, numexpr and PyTorch, interleaved, as median ratios.
+
+Every candidate of a comparison runs in the same round, in turn, for several
+rounds; the figures are medians over rounds. Peers that are not installed are
+skipped. Run from the repository root (after the in-place build):
+
+    python bench/ops_ratios.py                 # everything
+    python bench/ops_ratios.py compute memory  # some sections
+    python bench/ops_ratios.py --rounds 9
+
+Sections: compute, memory, small, matmul, branches, waitpolicy, grain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import forkwait as fw  # noqa: E402
+from forkwait import ops  # noqa: E402
+
+try:
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None
+try:
+    import numexpr
+except ImportError:  # pragma: no cover
+    numexpr = None
+try:
+    import scipy.special as sps
+except ImportError:  # pragma: no cover
+    sps = None
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    threadpool_limits = None
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def timeit(fn, reps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t0) / reps
+
+
+def interleaved(cands: dict, rounds: int, reps: int) -> dict:
+    """Median seconds per call of each candidate, run in turn in every round."""
+    for fn in cands.values():  # warm up
+        fn()
+    times: dict = {k: [] for k in cands}
+    for _ in range(rounds):
+        for k, fn in cands.items():
+            times[k].append(timeit(fn, reps))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """forkwait, torch and BLAS at n threads."""
+    old_t = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(n)
+    lim = threadpool_limits(n, user_api="blas") if threadpool_limits else contextlib.nullcontext()
+    with fw.num_threads(n), lim:
+        yield
+    if torch is not None:
+        torch.set_num_threads(old_t)
+
+
+def with_threads(n, fn):
+    def run():
+        with fw.num_threads(n):
+            fn()
+
+    return run
+
+
+def torch_threads(n, fn):
+    def run():
+        torch.set_num_threads(n)
+        fn()
+
+    return run
+
+
+def geomean(xs):
+    return float(np.exp(np.mean(np.log(xs))))
+
+
+# ------------------------------------------------------------------ sections
+
+
+def _compute_dtype(dt, rng, args, rows):
+    x = rng.uniform(-5, 5, (1000, 1000)).astype(dt)
+    w = rng.standard_normal(1000).astype(dt)
+    b = rng.standard_normal(1000).astype(dt)
+    out = np.empty_like(x)
+    tmp = np.empty_like(x)
+    tx = torch.from_numpy(x) if torch is not None else None
+    tw = torch.from_numpy(w) if torch is not None else None
+    tb = torch.from_numpy(b) if torch is not None else None
+    to = torch.from_numpy(out) if torch is not None else None
+
+    def np_sigmoid(x=x, tmp=tmp, out=out):
+        np.negative(x, out=tmp)
+        np.exp(tmp, out=tmp)
+        np.add(tmp, 1, out=tmp)
+        np.divide(1, tmp, out=out)
+
+    def np_gelu(x=x, tmp=tmp, out=out):
+        np.multiply(x, 1 / np.sqrt(2), out=tmp)
+        sps.erf(tmp, out=tmp)
+        np.add(tmp, 1, out=tmp)
+        np.multiply(x, tmp, out=out)
+        np.multiply(out, 0.5, out=out)
+
+    def np_softmax(x=x, out=out):
+        m = x.max(axis=1, keepdims=True)
+        np.subtract(x, m, out=out)
+        np.exp(out, out=out)
+        np.divide(out, out.sum(axis=1, keepdims=True), out=out)
+
+    def np_layer_norm(x=x, out=out, w=w, b=b):
+        m = x.mean(axis=1, keepdims=True)
+        np.subtract(x, m, out=out)
+        v = np.mean(out * out, axis=1, keepdims=True)
+        np.divide(out, np.sqrt(v + 1e-5), out=out)
+        np.multiply(out, w, out=out)
+        np.add(out, b, out=out)
+
+    cases = {
+        "exp": (
+            lambda: ops.exp(x, out=out),
+            lambda: np.exp(x, out=out),
+            lambda: torch.exp(tx, out=to),
+        ),
+        "tanh": (
+            lambda: ops.tanh(x, out=out),
+            lambda: np.tanh(x, out=out),
+            lambda: torch.tanh(tx, out=to),
+        ),
+        "sigmoid": (
+            lambda: ops.sigmoid(x, out=out),
+            np_sigmoid,
+            lambda: torch.sigmoid(tx, out=to),
+        ),
+        "gelu": (
+            lambda: ops.gelu(x, out=out),
+            np_gelu,
+            lambda: to.copy_(torch.nn.functional.gelu(tx)),
+        ),
+        "softmax": (
+            lambda: ops.softmax(x, out=out),
+            np_softmax,
+            lambda: torch.softmax(tx, dim=-1, out=to) if hasattr(torch, "softmax") else None,
+        ),
+        "layer_norm": (
+            lambda: ops.layer_norm(x, w, b, out=out),
+            np_layer_norm,
+            lambda: to.copy_(torch.nn.functional.layer_norm(tx, (1000,), tw, tb)),
+        ),
+    }
+    for name, (f, g, t) in cases.items():
+        cands = {"fw1": with_threads(1, f), "fw2": with_threads(2, f), "np": g}
+        if torch is not None:
+            cands["torch1"] = torch_threads(1, t)
+            cands["torch2"] = torch_threads(2, t)
+        r = interleaved(cands, args.rounds, args.reps)
+        row = {
+            "op": f"{name} {np.dtype(dt).name}",
+            "fw2/fw1": r["fw1"] / r["fw2"],
+            "vs numpy": r["np"] / r["fw2"],
+            "fw2 ms": r["fw2"] * 1e3,
+        }
+        if torch is not None:
+            row["vs torch1"] = r["torch1"] / r["fw1"]
+            row["vs torch2"] = r["torch2"] / r["fw2"]
+        rows.append(row)
+        print(
+            "  ".join(
+                f"{k}={v:.2f}" if isinstance(v, float) else f"{v:<20}" for k, v in row.items()
+            ),
+            flush=True,
+        )
+
+
+def section_compute(args):
+    print("\n## compute-bound ops, 10^6 elements (softmax/layer_norm: 1000 x 1000)")
+    print("ratios > 1: forkwait faster. fw2/fw1: 2 vs 1 thread; np: NumPy (1 thread) /")
+    print("forkwait 2 threads; torch1/torch2: torch at 1/2 threads / forkwait at 1/2 threads")
+    rng = np.random.default_rng(0)
+    rows = []
+    for dt in (np.float32, np.float64):
+        _compute_dtype(dt, rng, args, rows)
+    print(
+        f"geomean fw2/fw1 {geomean([r['fw2/fw1'] for r in rows]):.2f}  "
+        f"vs numpy {geomean([r['vs numpy'] for r in rows]):.2f}",
+        end="",
+    )
+    if torch is not None:
+        print(
+            f"  vs torch1 {geomean([r['vs torch1'] for r in rows]):.2f}"
+            f"  vs torch2 {geomean([r['vs torch2'] for r in rows]):.2f}"
+        )
+    print()
+
+
+def _triad_lib():
+    src = os.path.join(HERE, "_stream_triad.c")
+    so = os.path.join(tempfile.gettempdir(), f"fw_triad_{os.getuid()}.so")
+    subprocess.run(
+        ["gcc", "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", src, "-o", so], check=True
+    )
+    lib = ctypes.CDLL(so)
+    p = ctypes.c_void_p
+    lib.triad.argtypes = [p, p, p, ctypes.c_double, ctypes.c_ssize_t, ctypes.c_int]
+    return lib
+
+
+def section_memory(args):
+    print("\n## memory-bound ops, 10^7 float64 elements: bandwidth vs a STREAM triad")
+    print("(bytes counted as STREAM does: 3 arrays for add/mul/triad, 1 for sum/max)")
+    n = 10_000_000
+    rng = np.random.default_rng(1)
+    a, b, c = (rng.standard_normal(n) for _ in range(3))
+    lib = _triad_lib()
+    pa, pb, pc = (arr.ctypes.data for arr in (a, b, c))
+    for nt in (1, 2):
+        cands = {
+            "triad": lambda nt=nt: lib.triad(pa, pb, pc, 3.0, n, nt),
+            "add": with_threads(nt, lambda: ops.add(b, c, out=a)),
+            "mul": with_threads(nt, lambda: ops.mul(b, c, out=a)),
+            "sum": with_threads(nt, lambda: ops.sum(b)),
+            "max": with_threads(nt, lambda: ops.max(b)),
+            "np.add": lambda: np.add(b, c, out=a),
+            "np.sum": lambda: np.sum(b),
+        }
+        r = interleaved(cands, args.rounds, max(1, args.reps // 4))
+        nbytes = {"triad": 24, "add": 24, "mul": 24, "sum": 8, "max": 8, "np.add": 24, "np.sum": 8}
+        bw = {k: nbytes[k] * n / r[k] / 1e9 for k in r}
+        print(f"threads={nt}: " + "  ".join(f"{k} {bw[k]:.1f} GB/s" for k in bw))
+        print(
+            "  fraction of triad: "
+            + "  ".join(f"{k} {bw[k] / bw['triad']:.2f}" for k in ("add", "mul", "sum", "max")),
+            flush=True,
+        )
+
+
+def section_small(args):
+    print("\n## small arrays, 10^3 float64 elements: forkwait call / NumPy call")
+    x = np.random.default_rng(2).uniform(0.1, 2, 1000)
+    y = x.copy()
+    x32 = x.astype(np.float32)
+    cases = {
+        "add": (lambda: ops.add(x, y), lambda: np.add(x, y)),
+        "mul": (lambda: ops.mul(x, y), lambda: np.multiply(x, y)),
+        "add scalar": (lambda: ops.add(x, 2.0), lambda: np.add(x, 2.0)),
+        "exp": (lambda: ops.exp(x), lambda: np.exp(x)),
+        "exp f32": (lambda: ops.exp(x32), lambda: np.exp(x32)),
+        "tanh": (lambda: ops.tanh(x), lambda: np.tanh(x)),
+        "sum": (lambda: ops.sum(x), lambda: np.sum(x)),
+        "max": (lambda: ops.max(x), lambda: np.max(x)),
+        "sqrt": (lambda: ops.sqrt(x), lambda: np.sqrt(x)),
+    }
+    for name, (f, g) in cases.items():
+        r = interleaved({"fw": f, "np": g}, args.rounds, args.reps * 200)
+        print(
+            f"{name:<11} fw {r['fw'] * 1e6:6.2f} us  numpy {r['np'] * 1e6:6.2f} us  "
+            f"ratio {r['fw'] / r['np']:.2f}",
+            flush=True,
+        )
+
+
+def _matmul_case(size, dt, rng, args):
+    a = rng.standard_normal((size, size)).astype(dt)
+    b = rng.standard_normal((size, size)).astype(dt)
+    out = np.empty((size, size), dt)
+    for nt in (1, 2):
+        _matmul_threads(size, dt, nt, a, b, out, args)
+
+
+def _matmul_threads(size, dt, nt, a, b, out, args):
+    with threadpool_limits(nt, user_api="blas"):
+        cands = {
+            "fw": with_threads(nt, lambda: ops.matmul(a, b, out=out)),
+            "np": lambda: np.matmul(a, b, out=out),
+        }
+        if torch is not None:
+            ta, tb, to = (torch.from_numpy(v) for v in (a, b, out))
+            cands["torch"] = torch_threads(nt, lambda: torch.matmul(ta, tb, out=to))
+        r = interleaved(cands, args.rounds, max(1, args.reps // 2))
+    line = (
+        f"{size} {np.dtype(dt).name} threads={nt}: fw {r['fw'] * 1e3:.2f} ms  "
+        f"np/fw {r['np'] / r['fw']:.2f}"
+    )
+    if torch is not None:
+        line += f"  torch/fw {r['torch'] / r['fw']:.2f}"
+    print(line, flush=True)
+
+
+def section_matmul(args):
+    print("\n## matmul: NumPy's BLAS (same thread count) time / forkwait time")
+    rng = np.random.default_rng(3)
+    for size in (512, 1024):
+        for dt in (np.float32, np.float64):
+            _matmul_case(size, dt, rng, args)
+
+
+def _branch_work(x, out, n):
+    for _ in range(n):
+        ops.exp(x, out=out)
+        ops.softmax(x, out=out)
+        ops.add(x, out, out=out)
+        ops.sum(out)
+
+
+def two_branches(mode: str, n: int = 6):
+    """Two forked branches of kernels; mode: shared, fixed, split (1 + 1)."""
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal((1000, 1000)) for _ in range(2)]
+    outs = [np.empty_like(x) for x in xs]
+    fw.set_num_interop_threads(2)
+    fw.set_num_threads(2)
+
+    def branch(i):
+        if mode == "split":
+            with fw.num_threads(1):
+                _branch_work(xs[i], outs[i], n)
+        else:
+            _branch_work(xs[i], outs[i], n)
+
+    def run():
+        fw.set_intra_op_mode("fixed" if mode == "fixed" else "shared")
+        futs = [fw.fork(branch, i) for i in range(2)]
+        fw.wait_all(futs)
+        fw.set_intra_op_mode("shared")
+
+    return run
+
+
+def section_branches(args):
+    print("\n## two forked branches, set_num_interop_threads(2), set_num_threads(2)")
+    cands = {m: two_branches(m) for m in ("shared", "fixed", "split")}
+    r = interleaved(cands, args.rounds, 1)
+    print("  ".join(f"{k} {v * 1e3:.1f} ms" for k, v in r.items()))
+    print(
+        f"shared/split {r['shared'] / r['split']:.3f} (target <= 1.05)  "
+        f"fixed/shared {r['fixed'] / r['shared']:.3f} (target > 1)",
+        flush=True,
+    )
+
+
+WAIT_CODE = r"""
+import sys, time, statistics
+sys.path.insert(0, {root!r})
+import numpy as np
+import forkwait as fw
+from forkwait import ops
+sys.path.insert(0, {here!r})
+import ops_ratios as b
+mode = sys.argv[1]
+run = b.two_branches(mode)
+x = np.random.default_rng(0).standard_normal((1000, 1000)); out = np.empty_like(x)
+def single():
+    with fw.num_threads(2):
+        for _ in range(6):
+            ops.exp(x, out=out); ops.softmax(x, out=out)
+def mixed():
+    # intra-op kernels interleaved with short Python/GIL work in other branches
+    def py_branch():
+        s = 0
+        for i in range(200000):
+            s += i
+        return s
+    futs = [fw.fork(b._branch_work, x, out, 4), fw.fork(py_branch)]
+    fw.wait_all(futs)
+run(); single(); mixed()
+res = {{}}
+for name, fn in (("branches", run), ("single", single), ("mixed", mixed)):
+    ts = []
+    for _ in range({rounds}):
+        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+    res[name] = statistics.median(ts)
+print(res)
+"""
+
+
+def section_waitpolicy(args):
+    print("\n## OMP_WAIT_POLICY / GOMP_SPINCOUNT (fresh process each; median ms)")
+    root = os.path.dirname(HERE)
+    code = WAIT_CODE.format(root=root, here=HERE, rounds=args.rounds)
+    settings = [
+        ("default", {}),
+        ("passive", {"OMP_WAIT_POLICY": "passive"}),
+        ("active", {"OMP_WAIT_POLICY": "active"}),
+        ("spin 10k", {"GOMP_SPINCOUNT": "10000"}),
+    ]
+    for load in (False, True):
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load else None
+        try:
+            for mode in ("shared", "fixed"):
+                for label, env in settings:
+                    e = dict(os.environ)
+                    for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+                        e.pop(k, None)
+                    e.update(env)
+                    r = subprocess.run(
+                        [sys.executable, "-c", code, mode],
+                        env=e,
+                        capture_output=True,
+                        text=True,
+                        timeout=600,
+                    )
+                    if r.returncode:
+                        print(r.stderr)
+                        continue
+                    res = eval(r.stdout.strip().splitlines()[-1])
+                    print(
+                        f"busy-process={int(load)} mode={mode:<6} {label:<9} "
+                        + "  ".join(f"{k} {v * 1e3:.1f}" for k, v in res.items()),
+                        f"(load {loadavg()})",
+                        flush=True,
+                    )
+        finally:
+            if hog is not None:
+                hog.kill()
+                hog.wait()
+
+
+def _grain_ratio(name, n, rng, args):
+    x = rng.standard_normal(n)
+    out = np.empty_like(x)
+    f = {
+        "add": lambda: ops.add(x, x, out=out),
+        "exp": lambda: ops.exp(x, out=out),
+        "sum": lambda: ops.sum(x),
+        "softmax": lambda: ops.softmax(x.reshape(-1, 64), out=out.reshape(-1, 64)),
+    }[name]
+    saved = (ops.GRAIN_CHEAP, ops.GRAIN_MATH, ops.GRAIN_REDUCE, ops.GRAIN_ROWS)
+    ops.GRAIN_CHEAP = ops.GRAIN_MATH = ops.GRAIN_REDUCE = ops.GRAIN_ROWS = 1
+    r = interleaved({"1": with_threads(1, f), "2": with_threads(2, f)}, args.rounds, args.reps * 20)
+    ops.GRAIN_CHEAP, ops.GRAIN_MATH, ops.GRAIN_REDUCE, ops.GRAIN_ROWS = saved
+    return r["1"] / r["2"]
+
+
+def section_grain(args):
+    print("\n## grain: 1-thread time / 2-thread time by size (serial below the crossover)")
+    rng = np.random.default_rng(5)
+    for name in ("add", "exp", "sum", "softmax"):
+        line = f"{name:<8}"
+        for n in (1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18):
+            line += f"  {n}: {_grain_ratio(name, n, rng, args):.2f}"
+        print(line, flush=True)
+
+
+SECTIONS = {
+    "compute": section_compute,
+    "memory": section_memory,
+    "small": section_small,
+    "matmul": section_matmul,
+    "branches": section_branches,
+    "waitpolicy": section_waitpolicy,
+    "grain": section_grain,
+}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("sections", nargs="*", default=list(SECTIONS))
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--reps", type=int, default=10)
+    args = p.parse_args(argv)
+    print(f"# forkwait.ops ratios; cpus={os.cpu_count()} load(before)={loadavg()}")
+    print(
+        f"# numpy {np.__version__}, torch {torch.__version__ if torch else 'absent'}, "
+        f"numexpr {numexpr.__version__ if numexpr else 'absent'}"
+    )
+    for s in args.sections:
+        SECTIONS[s](args)
+    print(f"\n# load(after)={loadavg()}")
+
+
+if __name__ == "__main__":
+    main()

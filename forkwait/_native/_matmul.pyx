@@ -1,0 +1,176 @@
+"""matmul: rows split over the OpenMP team, each block a single-threaded GEMM.
+
+The GEMM is SciPy's BLAS when SciPy is importable (found at run time through
+``scipy.linalg.cython_blas``: no build dependency) and its OpenBLAS thread
+count can be pinned to 1, so that BLAS's own threads never oversubscribe the
+team; otherwise a plain blocked loop of our own (correct, slower).
+"""
+
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
+from cython cimport floating
+from cython.parallel cimport prange
+
+from forkwait._native._runtime cimport team_begin, team_end
+
+cdef extern from "<dlfcn.h>" nogil:
+    ctypedef struct Dl_info:
+        const char* dli_fname
+    int dladdr(const void* addr, Dl_info* info)
+    void* dlopen(const char* filename, int flags)
+    void* dlsym(void* handle, const char* symbol)
+    int RTLD_NOW
+    int RTLD_NOLOAD
+
+ctypedef void (*sgemm_t)(char* ta, char* tb, int* m, int* n, int* k,
+                         float* alpha, float* a, int* lda, float* b, int* ldb,
+                         float* beta, float* c, int* ldc) noexcept nogil
+ctypedef void (*dgemm_t)(char* ta, char* tb, int* m, int* n, int* k,
+                         double* alpha, double* a, int* lda, double* b, int* ldb,
+                         double* beta, double* c, int* ldc) noexcept nogil
+ctypedef void (*set_threads_t)(int n) noexcept nogil
+ctypedef int (*get_threads_t)() noexcept nogil
+
+cdef sgemm_t _sgemm = NULL
+cdef dgemm_t _dgemm = NULL
+cdef set_threads_t _blas_set_threads = NULL
+cdef get_threads_t _blas_get_threads = NULL
+_backend = None
+
+cdef enum:
+    ROW_ALIGN = 8
+
+
+def load_blas():
+    """Find SciPy's GEMM; returns the backend name ("scipy-openblas" or "own")."""
+    global _sgemm, _dgemm, _blas_set_threads, _blas_get_threads, _backend
+    cdef Dl_info info
+    cdef void* handle
+    cdef void* ps
+    cdef void* pd
+    cdef void* fset = NULL
+    cdef void* fget = NULL
+    if _backend is not None:
+        return _backend
+    _backend = "own"
+    try:
+        from scipy.linalg import cython_blas
+        caps = cython_blas.__pyx_capi__
+        ps = PyCapsule_GetPointer(caps["sgemm"], PyCapsule_GetName(caps["sgemm"]))
+        pd = PyCapsule_GetPointer(caps["dgemm"], PyCapsule_GetName(caps["dgemm"]))
+    except Exception:           # no SciPy, or a SciPy without these capsules
+        return _backend
+    if dladdr(ps, &info) == 0 or info.dli_fname == NULL:
+        return _backend
+    handle = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD)
+    if handle == NULL:
+        return _backend
+    for prefix in (b"scipy_openblas", b"openblas"):
+        fset = dlsym(handle, prefix + b"_set_num_threads")
+        fget = dlsym(handle, prefix + b"_get_num_threads")
+        if fset != NULL and fget != NULL:
+            break
+    if fset == NULL or fget == NULL:
+        return _backend         # a BLAS whose threads we cannot pin: use our own
+    _sgemm = <sgemm_t>ps
+    _dgemm = <dgemm_t>pd
+    _blas_set_threads = <set_threads_t>fset
+    _blas_get_threads = <get_threads_t>fget
+    _backend = "scipy-openblas"
+    return _backend
+
+
+def use_own_kernel(bint own):
+    """Testing switch: force the built-in kernel (True) or BLAS again (False)."""
+    global _backend
+    if own:
+        _backend = "own"
+    else:
+        _backend = None
+        load_blas()
+
+
+cdef void _own_gemm(const floating* a, const floating* b, floating* c,
+                    Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """c = a @ b, row-major, blocked over k and n so a panel of b stays in cache."""
+    cdef Py_ssize_t i, j, p, p0, p1, j0, j1
+    cdef floating s
+    cdef const floating* brow
+    cdef floating* crow
+    for i in range(m * n):
+        c[i] = 0
+    p0 = 0
+    while p0 < k:
+        p1 = p0 + 128 if p0 + 128 < k else k
+        j0 = 0
+        while j0 < n:
+            j1 = j0 + 512 if j0 + 512 < n else n
+            for i in range(m):
+                crow = c + i * n
+                for p in range(p0, p1):
+                    s = a[i * k + p]
+                    brow = b + p * n
+                    for j in range(j0, j1):
+                        crow[j] = crow[j] + s * brow[j]
+            j0 = j1
+        p0 = p1
+
+
+cdef void _gemm(const floating* a, const floating* b, floating* c,
+                Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint blas) noexcept nogil:
+    """c (m x n) = a (m x k) @ b (k x n), all row-major and contiguous."""
+    cdef char tr = b"N"
+    cdef int im = <int>m, in_ = <int>n, ik = <int>k
+    cdef int lda = <int>(k if k > 0 else 1)
+    cdef int ldb = <int>(n if n > 0 else 1)
+    cdef float sone = 1, szero = 0
+    cdef double done = 1, dzero = 0
+    if m == 0:
+        return
+    if not blas:
+        _own_gemm(a, b, c, m, n, k)
+    elif floating is float:
+        # row-major C = A B is column-major C^T = B^T A^T
+        _sgemm(&tr, &tr, &in_, &im, &ik, &sone, <float*>b, &ldb, <float*>a, &lda,
+               &szero, c, &ldb)
+    else:
+        _dgemm(&tr, &tr, &in_, &im, &ik, &done, <double*>b, &ldb, <double*>a, &lda,
+               &dzero, c, &ldb)
+
+
+def matmul(const floating[::1] a, const floating[::1] b, floating[::1] out,
+           Py_ssize_t batch, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+           bint a_batched, bint b_batched, Py_ssize_t grain):
+    """out[i] = a[i] @ b[i] for i < batch; a is (m, k), b (k, n), out (m, n).
+
+    A non-batched operand is the same matrix for every i. All flat and
+    C-contiguous; m, n, k < 2**31; m, n > 0.
+    """
+    cdef bint blas = _backend == "scipy-openblas"
+    cdef Py_ssize_t sa = m * k if a_batched else 0
+    cdef Py_ssize_t sb = k * n if b_batched else 0
+    cdef Py_ssize_t per, rc, items, item, bi, r0, r1
+    cdef const floating* pa = &a[0]
+    cdef const floating* pb = &b[0]
+    cdef floating* pc = &out[0]
+    cdef int team
+    if blas and _blas_get_threads() != 1:
+        _blas_set_threads(1)
+    with nogil:
+        team = team_begin(batch * m * n * k, grain)
+        # work items: (matrix, block of rows); enough of them for the team
+        per = (team + batch - 1) // batch
+        rc = (m + per - 1) // per
+        rc = ((rc + ROW_ALIGN - 1) // ROW_ALIGN) * ROW_ALIGN
+        per = (m + rc - 1) // rc
+        items = batch * per
+        if team == 1:
+            for bi in range(batch):
+                _gemm(pa + bi * sa, pb + bi * sb, pc + bi * m * n, m, n, k, blas)
+        else:
+            for item in prange(items, schedule="static", num_threads=team):
+                bi = item // per
+                r0 = (item % per) * rc
+                r1 = r0 + rc if r0 + rc < m else m
+                _gemm(pa + bi * sa + r0 * k, pb + bi * sb, pc + bi * m * n + r0 * n,
+                      r1 - r0, n, k, blas)
+        team_end(team)

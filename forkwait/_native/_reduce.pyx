@@ -1,0 +1,460 @@
+"""Reductions (sum, mean, max, min, argmax) and row ops along the last axis
+(softmax, log_softmax, layer_norm).
+
+Reproducibility: a sum over contiguous elements is always the same tree, built
+from the element count only: fixed blocks of ``BLOCK`` elements, each summed
+pairwise down to 16-accumulator leaves, and the block partials combined
+pairwise in index order. A team of any size computes the same block partials
+and combines them in the same order, so the result is bitwise the same for
+1 or 64 threads (and the serial path is that same tree, not another one).
+"""
+
+from libc.stdlib cimport free, malloc
+from cython cimport floating
+from cython.parallel cimport prange
+
+from forkwait._native._fw_math cimport fw_exp, fw_expf, log, logf, sqrt
+from forkwait._native._runtime cimport team_begin, team_end
+
+cdef enum:
+    SUM = 0
+    MAX = 1
+    MIN = 2
+    ARGMAX = 3
+
+cdef enum:
+    SOFTMAX = 0
+    LOG_SOFTMAX = 1
+
+cdef enum:
+    LEAF = 256      # pairwise leaves: 16 accumulators x 16 elements
+    BLOCK = 4096    # the unit of parallel work and of reproducibility
+    COLW = 128      # column tile of an axis reduction (stack buffer)
+    CHUNK = 256     # stack buffer of the row ops
+
+#: Reduction op codes, by name.
+REDUCE = {"sum": SUM, "max": MAX, "min": MIN, "argmax": ARGMAX}
+#: Row op codes, by name.
+ROWS = {"softmax": SOFTMAX, "log_softmax": LOG_SOFTMAX}
+
+
+# ----------------------------------------------------------------- sums
+
+cdef floating _leaf_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    """Sum of n <= LEAF elements with 16 independent accumulators."""
+    cdef floating acc[16]
+    cdef floating tail = 0
+    cdef Py_ssize_t i, k, m = n - n % 16
+    for k in range(16):
+        acc[k] = 0
+    i = 0
+    while i < m:
+        for k in range(16):
+            acc[k] = acc[k] + x[i + k]
+        i += 16
+    for i in range(m, n):
+        tail = tail + x[i]
+    for k in range(8):
+        acc[k] = acc[k] + acc[k + 8]
+    for k in range(4):
+        acc[k] = acc[k] + acc[k + 4]
+    return ((acc[0] + acc[2]) + (acc[1] + acc[3])) + tail
+
+
+cdef floating _pairwise_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    """Pairwise sum of n <= BLOCK elements (split at a multiple of 16)."""
+    cdef Py_ssize_t h
+    if n <= LEAF:
+        return _leaf_sum(x, n)
+    h = n // 2
+    h -= h % 16
+    return _pairwise_sum(x, h) + _pairwise_sum(x + h, n - h)
+
+
+cdef floating _sum_contig(const floating* x, Py_ssize_t n) noexcept nogil:
+    """The canonical sum: blocks of BLOCK, combined pairwise (see module doc)."""
+    cdef Py_ssize_t nb, left
+    if n <= BLOCK:
+        return _pairwise_sum(x, n)
+    nb = (n + BLOCK - 1) // BLOCK
+    left = ((nb + 1) // 2) * BLOCK
+    return _sum_contig(x, left) + _sum_contig(x + left, n - left)
+
+
+cdef floating _combine_sum(const floating* p, Py_ssize_t lo,
+                           Py_ssize_t hi) noexcept nogil:
+    """Block partials p[lo:hi] combined with _sum_contig's tree."""
+    cdef Py_ssize_t left
+    if hi - lo == 1:
+        return p[lo]
+    left = lo + (hi - lo + 1) // 2
+    return _combine_sum(p, lo, left) + _combine_sum(p, left, hi)
+
+
+# ------------------------------------------------------------ max / min
+
+cdef floating _max_contig(const floating* x, Py_ssize_t n,
+                          bint is_max) noexcept nogil:
+    """max (or min) of n >= 1 elements; any NaN makes the result NaN."""
+    cdef floating acc[16]
+    cdef floating r, v
+    cdef Py_ssize_t i, k, m = n - n % 16
+    for k in range(16):
+        acc[k] = x[0]
+    i = 0
+    if is_max:
+        while i < m:
+            for k in range(16):
+                v = x[i + k]
+                acc[k] = v if (v > acc[k] or v != v) else acc[k]
+            i += 16
+    else:
+        while i < m:
+            for k in range(16):
+                v = x[i + k]
+                acc[k] = v if (v < acc[k] or v != v) else acc[k]
+            i += 16
+    r = acc[0]
+    for k in range(1, 16):
+        r = _pick(r, acc[k], is_max)
+    for i in range(m, n):
+        r = _pick(r, x[i], is_max)
+    return r
+
+
+cdef inline floating _pick(floating r, floating v, bint is_max) noexcept nogil:
+    """The running max/min r updated with v; NaN is sticky."""
+    if r != r:
+        return r
+    if v != v:
+        return v
+    if is_max:
+        return v if v > r else r
+    return v if v < r else r
+
+
+cdef Py_ssize_t _find(const floating* x, Py_ssize_t n, floating m) noexcept nogil:
+    """First index of m in x (of the first NaN when m is NaN)."""
+    cdef Py_ssize_t i
+    if m != m:
+        for i in range(n):
+            if x[i] != x[i]:
+                return i
+    else:
+        for i in range(n):
+            if x[i] == m:
+                return i
+    return 0
+
+
+cdef inline bint _better(floating v, floating best) noexcept nogil:
+    """argmax rule: a NaN wins over any number, else strictly greater."""
+    if best != best:
+        return False
+    return v != v or v > best
+
+
+# --------------------------------------------------------- whole arrays
+
+cdef void _reduce_range(int op, const floating* x, Py_ssize_t n,
+                        floating* value, Py_ssize_t* index) noexcept nogil:
+    """Serial reduction of x[:n] (n >= 1 except for SUM)."""
+    if op == SUM:
+        value[0] = _sum_contig(x, n)
+    elif op == MAX or op == MIN:
+        value[0] = _max_contig(x, n, op == MAX)
+    else:
+        value[0] = _max_contig(x, n, True)
+        index[0] = _find(x, n, value[0])
+
+
+cdef void _reduce_parallel(int op, const floating* x, Py_ssize_t n, int team,
+                           floating* value, Py_ssize_t* index) noexcept nogil:
+    """x[:n] reduced by a team over fixed blocks; same bits as the serial path."""
+    cdef Py_ssize_t nb = (n + BLOCK - 1) // BLOCK
+    cdef Py_ssize_t b, start, length, best
+    cdef floating* part = <floating*>malloc(nb * sizeof(floating))
+    cdef Py_ssize_t* pidx = <Py_ssize_t*>malloc(nb * sizeof(Py_ssize_t))
+    if part == NULL or pidx == NULL:        # out of memory: the serial path
+        free(part)
+        free(pidx)
+        _reduce_range(op, x, n, value, index)
+        return
+    for b in prange(nb, schedule="static", num_threads=team):
+        start = b * BLOCK
+        length = BLOCK if start + BLOCK <= n else n - start
+        _reduce_range(op, x + start, length, part + b, pidx + b)
+    if op == SUM:
+        value[0] = _combine_sum(part, 0, nb)
+    elif op == MAX or op == MIN:
+        value[0] = part[0]
+        for b in range(1, nb):
+            value[0] = _pick(value[0], part[b], op == MAX)
+    else:
+        best = 0
+        for b in range(1, nb):
+            if _better(part[b], part[best]):
+                best = b
+        value[0] = part[best]
+        index[0] = best * BLOCK + pidx[best]
+    free(part)
+    free(pidx)
+
+
+def reduce_all(int op, const floating[::1] x, Py_ssize_t grain):
+    """(value, index) of the ``REDUCE`` op over all of x (index: argmax only)."""
+    cdef Py_ssize_t n = x.shape[0]
+    cdef floating value = 0
+    cdef Py_ssize_t index = 0
+    cdef int team
+    if n == 0:
+        return 0.0, 0
+    with nogil:
+        team = team_begin(n, grain)
+        if team == 1 or n <= BLOCK:
+            _reduce_range(op, &x[0], n, &value, &index)
+        else:
+            _reduce_parallel(op, &x[0], n, team, &value, &index)
+        team_end(team)
+    return value, index
+
+
+# ----------------------------------------------------------- along an axis
+
+cdef void _colsum(const floating* x, Py_ssize_t k, Py_ssize_t stride,
+                  Py_ssize_t w, floating* out) noexcept nogil:
+    """out[j] = sum over r < k of x[r * stride + j], j < w <= COLW, pairwise in r."""
+    cdef floating tmp[COLW]
+    cdef Py_ssize_t r, j, h
+    cdef const floating* row
+    if k <= 8:
+        for j in range(w):
+            out[j] = x[j]
+        for r in range(1, k):
+            row = x + r * stride
+            for j in range(w):
+                out[j] = out[j] + row[j]
+        return
+    h = k // 2
+    _colsum(x, h, stride, w, out)
+    _colsum(x + h * stride, k - h, stride, w, tmp)
+    for j in range(w):
+        out[j] = out[j] + tmp[j]
+
+
+cdef void _colmax(int op, const floating* x, Py_ssize_t k, Py_ssize_t stride,
+                  Py_ssize_t w, floating* out, Py_ssize_t* idx) noexcept nogil:
+    cdef Py_ssize_t r, j
+    cdef const floating* row
+    cdef floating v
+    for j in range(w):
+        out[j] = x[j]
+    if op == ARGMAX:
+        for j in range(w):
+            idx[j] = 0
+        for r in range(1, k):
+            row = x + r * stride
+            for j in range(w):
+                if _better(row[j], out[j]):
+                    out[j] = row[j]
+                    idx[j] = r
+    elif op == MAX:
+        for r in range(1, k):
+            row = x + r * stride
+            for j in range(w):
+                v = row[j]
+                out[j] = v if (v > out[j] or v != v) else out[j]
+            # NaN sticky: once out[j] is NaN, v > NaN is false and v == v
+    else:
+        for r in range(1, k):
+            row = x + r * stride
+            for j in range(w):
+                v = row[j]
+                out[j] = v if (v < out[j] or v != v) else out[j]
+
+
+cdef void _axis_item(int op, const floating* x, Py_ssize_t k, Py_ssize_t inner,
+                     Py_ssize_t item, Py_ssize_t tiles, floating* out,
+                     Py_ssize_t* idx, Py_ssize_t divisor) noexcept nogil:
+    """One work item of an axis reduction: row o, column tile t (item = o*tiles+t)."""
+    cdef Py_ssize_t o = item // tiles
+    cdef Py_ssize_t j0 = (item % tiles) * COLW
+    cdef Py_ssize_t w = COLW if j0 + COLW <= inner else inner - j0
+    cdef Py_ssize_t j
+    cdef const floating* base = x + o * k * inner + j0
+    cdef floating* dst = out + o * inner + j0
+    if inner == 1:
+        _reduce_range(op, base, k, dst, idx + o)
+    elif op == SUM:
+        _colsum(base, k, inner, w, dst)
+    else:
+        _colmax(op, base, k, inner, w, dst, idx + o * inner + j0)
+    if divisor > 0:
+        for j in range(w):
+            dst[j] = dst[j] / divisor
+
+
+def reduce_axis(int op, const floating[::1] x, Py_ssize_t outer, Py_ssize_t k,
+                Py_ssize_t inner, floating[::1] out, Py_ssize_t[::1] idx,
+                Py_ssize_t divisor, Py_ssize_t grain):
+    """Reduce x viewed as (outer, k, inner) over its middle axis into out.
+
+    ``out`` has outer * inner elements (for ARGMAX: the max values, and ``idx``
+    the indices; idx may be any length otherwise). k >= 1, outer * inner >= 1.
+    ``divisor`` > 0 divides the results (mean).
+    """
+    cdef Py_ssize_t tiles = 1 if inner == 1 else (inner + COLW - 1) // COLW
+    cdef Py_ssize_t items = outer * tiles
+    cdef Py_ssize_t item, o
+    cdef Py_ssize_t* pidx = &idx[0]
+    cdef int team
+    with nogil:
+        team = team_begin(outer * k * inner, grain)
+        if team == 1:
+            for item in range(items):
+                _axis_item(op, &x[0], k, inner, item, tiles, &out[0], pidx, divisor)
+        elif inner == 1 and outer < 2 * team and k > BLOCK:
+            # a few long rows: each row by the whole team (same bits)
+            for o in range(outer):
+                _reduce_parallel(op, &x[0] + o * k, k, team, &out[0] + o, pidx + o)
+                if divisor > 0:
+                    out[o] = out[o] / divisor
+        else:
+            for item in prange(items, schedule="static", num_threads=team):
+                _axis_item(op, &x[0], k, inner, item, tiles, &out[0], pidx, divisor)
+        team_end(team)
+
+
+# ------------------------------------------------------- rows: softmax etc.
+
+cdef void _exp_shift(const floating* x, floating m, floating* y,
+                     Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if floating is float:
+            y[i] = fw_expf(x[i] - m)
+        else:
+            y[i] = fw_exp(x[i] - m)
+
+
+cdef void _softmax_row(int op, const floating* x, floating* y,
+                       Py_ssize_t d) noexcept nogil:
+    """softmax / log_softmax of one row; y may be x (in place)."""
+    cdef floating m = _max_contig(x, d, True)
+    cdef floating s = 0
+    cdef floating buf[CHUNK]
+    cdef Py_ssize_t i, j, n
+    if op == SOFTMAX:
+        _exp_shift(x, m, y, d)
+        s = _sum_contig(y, d)
+        for i in range(d):
+            y[i] = y[i] / s
+    else:
+        for i in range(d):
+            y[i] = x[i] - m
+        j = 0
+        while j < d:
+            n = CHUNK if j + CHUNK <= d else d - j
+            _exp_shift(y + j, 0, buf, n)
+            s = s + _pairwise_sum(buf, n)
+            j += n
+        if floating is float:
+            s = logf(s)
+        else:
+            s = log(s)
+        for i in range(d):
+            y[i] = y[i] - s
+
+
+cdef void _layer_norm_row(const floating* x, floating* y, Py_ssize_t d,
+                          const floating* w, const floating* b,
+                          double eps) noexcept nogil:
+    """(x - mean) / sqrt(var + eps) * w + b for one row (biased var); y may be x.
+
+    Mean and variance are accumulated in float64 (pairwise) also for float32
+    input, so that a constant row gives exactly 0 and float32 results are
+    correctly rounded in all but rare cases.
+    """
+    cdef double buf[CHUNK]
+    cdef double mean = 0, var = 0, rstd, t
+    cdef Py_ssize_t i, j, n
+    j = 0
+    while j < d:
+        n = CHUNK if j + CHUNK <= d else d - j
+        for i in range(n):
+            buf[i] = x[j + i]
+        mean = mean + _pairwise_sum(buf, n)
+        j += n
+    mean = mean / d
+    j = 0
+    while j < d:
+        n = CHUNK if j + CHUNK <= d else d - j
+        for i in range(n):
+            t = x[j + i] - mean
+            buf[i] = t * t
+        var = var + _pairwise_sum(buf, n)
+        j += n
+    rstd = 1 / sqrt(var / d + eps)
+    if w != NULL and b != NULL:
+        for i in range(d):
+            y[i] = <floating>((x[i] - mean) * rstd * w[i] + b[i])
+    elif w != NULL:
+        for i in range(d):
+            y[i] = <floating>((x[i] - mean) * rstd * w[i])
+    elif b != NULL:
+        for i in range(d):
+            y[i] = <floating>((x[i] - mean) * rstd + b[i])
+    else:
+        for i in range(d):
+            y[i] = <floating>((x[i] - mean) * rstd)
+
+
+cdef void _rows_range(int op, const floating* x, floating* y, Py_ssize_t d,
+                      Py_ssize_t r0, Py_ssize_t r1, const floating* w,
+                      const floating* b, double eps) noexcept nogil:
+    cdef Py_ssize_t r
+    for r in range(r0, r1):
+        if op < 0:
+            _layer_norm_row(x + r * d, y + r * d, d, w, b, eps)
+        else:
+            _softmax_row(op, x + r * d, y + r * d, d)
+
+
+cdef void _rows(int op, const floating* x, floating* y, Py_ssize_t rows,
+                Py_ssize_t d, const floating* w, const floating* b,
+                floating eps, Py_ssize_t grain) noexcept nogil:
+    cdef Py_ssize_t chunk, r0, r1
+    cdef int team, t
+    # rows are the unit of work: a single row runs serially
+    team = team_begin(rows * d if rows > 1 else 0, grain)
+    if team == 1:
+        _rows_range(op, x, y, d, 0, rows, w, b, eps)
+    else:
+        chunk = (rows + team - 1) // team
+        for t in prange(team, schedule="static", num_threads=team):
+            r0 = t * chunk
+            r1 = r0 + chunk if r0 + chunk < rows else rows
+            if r0 < r1:
+                _rows_range(op, x, y, d, r0, r1, w, b, eps)
+    team_end(team)
+
+
+def softmax_rows(int op, const floating[::1] x, floating[::1] out,
+                 Py_ssize_t rows, Py_ssize_t d, Py_ssize_t grain):
+    """softmax (op 0) or log_softmax (op 1) of each row of x viewed as (rows, d)."""
+    with nogil:
+        _rows(op, &x[0], &out[0], rows, d, NULL, NULL, 0, grain)
+
+
+def layer_norm_rows(const floating[::1] x, floating[::1] out, Py_ssize_t rows,
+                    Py_ssize_t d, const floating[::1] weight,
+                    const floating[::1] bias, double eps, Py_ssize_t grain):
+    """layer_norm of each row; ``weight``/``bias`` of length d, or None."""
+    cdef const floating* pw = NULL
+    cdef const floating* pb = NULL
+    if weight is not None:
+        pw = &weight[0]
+    if bias is not None:
+        pb = &bias[0]
+    with nogil:
+        _rows(-1, &x[0], &out[0], rows, d, pw, pb, eps, grain)

@@ -1,0 +1,221 @@
+"""Thread behaviour of the kernels, checked with compiled probes, never timings.
+
+The probe is the unary kernel's own parallel path (``PROBE_OP``): each element
+receives ``omp_get_num_threads()`` as seen inside the kernel's prange.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import forkwait as fw
+from forkwait import ops
+from forkwait._native import _elementwise, _runtime
+
+BIG = np.zeros(1 << 20)
+
+
+def probe() -> int:
+    out = np.empty_like(BIG)
+    _elementwise.unary(_elementwise.PROBE_OP, BIG, out, ops.GRAIN_MATH)
+    assert np.all(out == out[0])
+    return int(out[0])
+
+
+@pytest.fixture(autouse=True)
+def _restore_settings():
+    n, mode, inter = fw.get_num_threads(), fw.get_intra_op_mode(), fw.get_num_interop_threads()
+    budget = _runtime._get_cpu_budget()
+    yield
+    fw.set_num_threads(n)
+    fw.set_intra_op_mode(mode)
+    fw.set_num_interop_threads(inter)
+    _runtime._set_cpu_budget(budget)
+
+
+def test_set_num_threads_honoured_in_main_thread_and_workers():
+    fw.set_intra_op_mode("fixed")
+    for n in (1, 2, 3, 5):
+        fw.set_num_threads(n)
+        assert probe() == n
+        assert fw.fork(probe).wait() == n
+        assert _runtime._probe_team() == n
+
+
+def test_small_arrays_run_serially():
+    fw.set_intra_op_mode("fixed")
+    fw.set_num_threads(4)
+    x = np.zeros(100)
+    out = np.empty_like(x)
+    _elementwise.unary(_elementwise.PROBE_OP, x, out, ops.GRAIN_MATH)
+    assert out[0] == 1
+
+
+def test_num_threads_context_is_per_thread_and_inherited():
+    fw.set_intra_op_mode("fixed")
+    fw.set_num_threads(3)
+    seen = {}
+    inside = threading.Event()
+    release = threading.Event()
+
+    def other():
+        inside.wait()
+        seen["other"] = probe()
+        release.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    with fw.num_threads(2):
+        seen["main"] = probe()
+        seen["forked"] = fw.fork(probe).wait()
+        seen["nested"] = fw.fork(lambda: fw.fork(probe).wait()).wait()
+        inside.set()
+        release.wait()
+    t.join()
+    seen["after"] = probe()
+    assert seen == {"main": 2, "forked": 2, "nested": 2, "other": 3, "after": 3}
+
+
+def test_shared_mode_caps_team_by_free_cpus():
+    fw.set_intra_op_mode("shared")
+    _runtime._set_cpu_budget(3)
+    fw.set_num_threads(2)
+    held = {}
+    ready, done = threading.Event(), threading.Event()
+
+    def holder():
+        held["team"] = _runtime._hold()
+        ready.set()
+        done.wait()
+        _runtime._release(held["team"])
+
+    t = threading.Thread(target=holder)
+    t.start()
+    ready.wait()
+    try:
+        assert held["team"] == 2
+        assert probe() == 1  # one CPU left of three
+    finally:
+        done.set()
+        t.join()
+    assert probe() == 2
+    fw.set_num_threads(8)
+    assert probe() == 3  # never more than the CPU budget in shared mode
+
+
+def test_shared_mode_without_free_cpus_runs_serially_or_waits():
+    fw.set_intra_op_mode("shared")
+    _runtime._set_cpu_budget(2)
+    fw.set_num_threads(2)
+    ready, done = threading.Event(), threading.Event()
+    order = []
+
+    def holder():
+        team = _runtime._hold()
+        ready.set()
+        done.wait()
+        order.append("released")
+        _runtime._release(team)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    ready.wait()
+    try:
+        assert probe() == 1  # default: no free CPU -> the caller's thread alone, at once
+        _runtime._set_shared_wait(True)
+        fut = fw.fork(lambda: (probe(), order.append("kernel ran"))[0])
+        time.sleep(0.05)
+        assert not fut.done()  # waiting for a CPU token, not running a 3rd thread
+    finally:
+        done.set()
+    assert fut.wait() == 2
+    _runtime._set_shared_wait(False)
+    t.join()
+    assert order == ["released", "kernel ran"]
+
+
+def _branch(n_kernels, x):
+    teams = []
+    for _ in range(n_kernels):
+        out = np.empty_like(x)
+        _elementwise.unary(_elementwise.PROBE_OP, x, out, ops.GRAIN_MATH)
+        teams.append(int(out[0]))
+        ops.exp(x, out=out)
+    return teams
+
+
+@pytest.mark.parametrize("mode", ["shared", "fixed"])
+def test_concurrent_kernels_never_exceed_cpus_in_shared_mode(mode):
+    fw.set_intra_op_mode(mode)
+    fw.set_num_interop_threads(2)
+    fw.set_num_threads(2)
+    budget = _runtime._get_cpu_budget()
+    x = np.random.default_rng(0).standard_normal(1 << 18)
+    _runtime._busy_peak_reset()
+    futs = [fw.fork(_branch, 30, x) for _ in range(2)]
+    teams = [t for f in futs for t in f.wait()]
+    peak = _runtime._get_busy_peak()
+    assert all(1 <= t <= 2 for t in teams)
+    if mode == "shared":
+        # each kernel at least one thread: a kernel that starts while the other
+        # holds every CPU adds its own thread only, never a team
+        assert peak <= budget + 1
+    else:
+        assert all(t == 2 for t in teams)
+    assert _runtime._busy_threads() == 0
+
+
+def test_gil_released_while_a_forked_kernel_runs():
+    x = np.random.default_rng(1).standard_normal(1 << 23)
+    out = np.empty_like(x)
+    marks = {}
+    started = threading.Event()
+
+    def task():
+        with fw.num_threads(1):
+            started.set()
+            marks["start"] = time.perf_counter()
+            for _ in range(3):
+                ops.exp(x, out=out)  # ~8M elements: milliseconds of nogil work
+            marks["end"] = time.perf_counter()
+
+    fut = fw.fork(task)
+    started.wait()
+    ticks = []
+    while not fut.done():
+        ticks.append(time.perf_counter())
+    fut.wait()
+    inside = [t for t in ticks if marks["start"] < t < marks["end"]]
+    assert len(inside) > 100  # the main thread kept running Python meanwhile
+
+
+def test_teams_balanced_after_errors():
+    with pytest.raises(ValueError):
+        ops.add(np.ones(3), np.ones(4))
+    with pytest.raises(TypeError):
+        ops.exp(np.ones(3, np.complex64))
+    probe()
+    assert _runtime._busy_threads() == 0
+
+
+@pytest.mark.slow
+def test_wait_policy_setting_in_subprocess():
+    # OMP_WAIT_POLICY is read once, when libgomp starts: only a fresh process shows it
+    code = (
+        "import numpy as np, forkwait as fw; from forkwait import ops;"
+        "x=np.ones(1<<20); print(float(ops.sum(ops.exp(x))))"
+    )
+    for policy in ("passive", "active"):
+        env = dict(os.environ, OMP_WAIT_POLICY=policy)
+        r = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode == 0, r.stderr
+        assert float(r.stdout) == pytest.approx(np.e * (1 << 20))
