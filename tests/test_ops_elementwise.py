@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forkwait import ops
-from tests._ops_helpers import BINARY_REF, FLOATS, TOL, UNARY_REF, arrays, shapes, variants
+from _ops_helpers import BINARY_REF, FLOATS, TOL, UNARY_REF, arrays, shapes, variants
 
 SETTINGS = settings(max_examples=25, deadline=None)
 UNARY = sorted(UNARY_REF)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import forkwait as fw
 from forkwait import ops
-from tests._ops_helpers import (
+from _ops_helpers import (
     FLOATS,
     arrays,
     layer_norm_ref,
