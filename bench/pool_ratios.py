@@ -129,6 +129,46 @@ def branches(rounds: int, executor: ThreadPoolExecutor) -> list[tuple[str, str]]
     return rows
 
 
+def profiler_cost(rounds: int) -> list[tuple[str, str]]:
+    """What recording costs per event: fork+wait of a no-op (one task event),
+    and a small kernel call (one kernel event), with fw.profile() on and off."""
+    import numpy as np
+
+    n = 2000
+    x = np.ones(1000)
+
+    def trips():
+        for _ in range(n):
+            fw.wait(fw.fork(w.noop))
+
+    def kernels():
+        for _ in range(n):
+            fw.ops.exp(x)
+
+    def recorded(fn):
+        def run():
+            with fw.profile():
+                fn()
+
+        return run
+
+    peers = {"trip": trips, "trip+prof": recorded(trips)}
+    peers.update({"exp": kernels, "exp+prof": recorded(kernels)})
+    t = interleaved(peers, rounds)
+    rows = []
+    for name, label in (("trip", "fork+wait of a no-op"), ("exp", "ops.exp on 1000 float64")):
+        off = statistics.median(t[name]) / n * 1e6
+        on = statistics.median(t[name + "+prof"]) / n * 1e6
+        rows.append(
+            (
+                f"profiler: {label}, recording on vs off (cost per event)",
+                f"{median_ratio(t[name + '+prof'], t[name]):.2f}x  "
+                f"({off:.2f} us -> {on:.2f} us: +{on - off:.2f} us)",
+            )
+        )
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -138,7 +178,11 @@ def main(argv=None) -> int:
     fw.set_num_threads(1)
     before = loadavg()
     with ThreadPoolExecutor(2) as executor, blas_threads(1):
-        rows = overhead(args.rounds, executor) + branches(args.rounds, executor)
+        rows = (
+            overhead(args.rounds, executor)
+            + branches(args.rounds, executor)
+            + profiler_cost(args.rounds)
+        )
     print(
         f"# inter-op benchmarks: {os.cpu_count()} CPUs, {args.rounds} rounds, "
         f"loadavg before {before}, after {loadavg()}"

@@ -45,6 +45,16 @@ def _threadpools() -> list[str]:
     return rows or ["(none loaded)"]
 
 
+def _kernels_here() -> str:
+    fork_serial = getattr(_runtime, "_fork_serial", None)
+    if fork_serial is not None and fork_serial():
+        return (
+            "serial (this is the child of os.fork() and this thread had run an OpenMP "
+            "team before the fork: GCC bug 60035; other threads run kernels in parallel)"
+        )
+    return "parallel when asked for"
+
+
 def parallel_info() -> str:
     """A report of forkwait's parallel settings, for humans and bug reports.
 
@@ -80,9 +90,11 @@ def parallel_info() -> str:
         f"inter-op threads (set_num_interop_threads): {pool._get_interop_threads()}"
         f" [default from {SOURCES['num_interop_threads']}]",
         f"inter-op pool: {stats['state']}, {stats['workers']} workers, "
-        f"{stats['running']} running, {stats['queued']} queued",
+        f"{stats['running']} running, {stats['queued']} queued, "
+        f"{stats['spares']} spare (compensating) threads",
         f"OpenMP compiled in: {omp}",
         f"omp_get_max_threads() in this thread: {omp_max}",
+        f"kernels in this thread: {_kernels_here()}",
         f"CPUs available to this process: {available_cpus()} (os.cpu_count(): {os.cpu_count()})",
         "environment:",
     ]

@@ -308,6 +308,8 @@ def test_ctrl_c_interrupts_wait_and_pool_stays_usable():
             "import threading, forkwait as fw\n"
             "gate = threading.Event()\n"
             "fut = fw.fork(gate.wait, 60)\n"
+            "while not fut.running():\n"
+            "    gate.wait(0.001)\n"
             "try:\n"
             "    print('waiting', flush=True)\n"
             "    fw.wait(fut)\n"

@@ -16,6 +16,14 @@ static int fw_busy_threads = 0;
 static int fw_mode = 0;
 /* Nesting of kernels on this thread (a kernel called from inside a kernel). */
 static __thread int fw_kernel_depth = 0;
+/* GCC bug 60035 (docs/reliability.md): fw_ran_team is set once this thread
+ * has started an OpenMP team of more than one thread (libgomp then keeps a
+ * thread pool for it). In the child of fork(), the forking thread's pool refers
+ * to threads that the child does not have, and its next parallel region hangs:
+ * the at-fork handler sets fw_team_serial there, and team_begin returns 1 in
+ * that thread from then on. Other threads of the child are not affected. */
+static __thread int fw_ran_team = 0;
+static __thread int fw_team_serial = 0;
 /* Team size of the last kernel this thread started (read by the profiler). */
 static __thread int fw_last_team = 0;
 

@@ -22,6 +22,8 @@ cdef extern from "_fw_runtime.h" nogil:
     int fw_mode
     int fw_kernel_depth
     int fw_last_team
+    int fw_ran_team
+    int fw_team_serial
     int fw_load(const int *p)
     void fw_store(int *p, int v)
     int fw_add(int *p, int v)
@@ -85,11 +87,12 @@ cdef int team_begin(Py_ssize_t n_items, Py_ssize_t grain) noexcept nogil:
     see _fw_team.h). In fixed mode every kernel gets what it asked for.
     Every call must be paired with ``team_end(returned value)``.
     """
-    global fw_kernel_depth, fw_tokens_held, fw_last_team
+    global fw_kernel_depth, fw_tokens_held, fw_last_team, fw_ran_team
     cdef int want = requested_threads()
     cdef int team
     fw_kernel_depth += 1
-    if want <= 1 or n_items < grain or fw_kernel_depth > 1 or omp_in_parallel():
+    if (want <= 1 or n_items < grain or fw_kernel_depth > 1 or fw_team_serial
+            or omp_in_parallel()):
         fw_last_team = 1
         return 1
     if fw_load(&fw_mode) == MODE_FIXED:
@@ -100,6 +103,8 @@ cdef int team_begin(Py_ssize_t n_items, Py_ssize_t grain) noexcept nogil:
         _note_busy(fw_load(&fw_busy_threads))
     fw_tokens_held = team
     fw_last_team = team
+    if team > 1:
+        fw_ran_team = 1
     return team
 
 
@@ -114,7 +119,9 @@ cdef void team_end(int team) noexcept nogil:
 
 
 cdef void _atfork_child() noexcept nogil:
-    global fw_kernel_depth
+    global fw_kernel_depth, fw_team_serial
+    if fw_ran_team:
+        fw_team_serial = 1  # GCC bug 60035: see _fw_runtime.h
     fw_store(&fw_busy_threads, 0)
     fw_kernel_depth = 0
     fw_team_atfork_child()
@@ -198,6 +205,12 @@ def _hold(Py_ssize_t n_items=1 << 30, Py_ssize_t grain=1):
 
 def _release(int team):
     team_end(team)
+
+
+def _fork_serial():
+    """True in the thread of a fork() child that forked after running an
+    OpenMP team: kernels run serially in this thread (GCC bug 60035)."""
+    return bool(fw_team_serial)
 
 
 def openmp_info():

@@ -13,6 +13,22 @@ A thread that holds the GIL may therefore take the mutex at any time.
 No deadlock, whatever the nesting: ``wait`` on a future that has not started
 takes it out of the queue and runs it in the waiting thread; ``wait`` on a
 running future runs other queued tasks meanwhile (help-while-waiting).
+
+Deep nesting: every task run inside a wait adds frames to the waiter's stack.
+When the waiting thread is near Python's recursion limit (fewer than a quarter
+of ``sys.getrecursionlimit()`` frames left) or near the end of its C stack, it
+neither runs the task inline nor helps. It blocks instead, and the pool starts
+a *compensating* thread (a "spare", with a fresh stack) for as long as it
+is blocked, as Java's ForkJoinPool does for managed blocking: there are always
+at least as many spare threads as threads blocked this way, so progress never
+depends on a blocked thread. Spares retire when they are no longer needed.
+
+Life in the process: at interpreter exit the queued tasks still run (workers
+drain the queue; a task that runs then may fork children), after which
+``fork`` raises RuntimeError. In the child of ``os.fork()`` the pool restarts
+at the next fork; tasks that other threads of the parent were running (in a
+worker or inline in a wait) fail with RuntimeError, since their threads do not
+exist in the child.
 """
 
 cimport cython
@@ -23,6 +39,7 @@ from cpython.pythread cimport PyThread_get_thread_ident
 
 from forkwait._native._runtime cimport get_local_threads, set_local_threads
 
+import _thread
 import logging
 import os
 import threading
@@ -42,6 +59,14 @@ cdef extern from "_fw_sync.h" nogil:
     int fw_prof_on
     long long fw_cur_task
     double fw_wait_acc
+    unsigned long fw_thread_id()
+    int fw_task_depth
+    size_t fw_stack_left()
+    size_t fw_stack_total()
+
+cdef extern from "_fw_sync.h":
+    int fw_py_frames_left()
+    int Py_GetRecursionLimit()
 
 _logger = logging.getLogger("forkwait")
 
@@ -71,6 +96,11 @@ cdef enum:
 
 DEF MAX_INTEROP = 4096
 MAX_INTEROP_THREADS = MAX_INTEROP
+# Compensating threads at most (beyond it, a deep waiter helps inline anyway).
+DEF MAX_SPARES = 2048
+# A deep waiter blocks when fewer C stack bytes than this are left
+# (or a quarter of the thread's stack, when that is smaller).
+DEF STACK_MARGIN = 512 * 1024
 # The main thread wakes this often while it waits, so that Ctrl-C is seen.
 cdef double SIGNAL_POLL_S = 0.05
 
@@ -81,6 +111,7 @@ ctypedef struct Node:
     int state
     int queued          # linked in the queue; the queue then owns one reference
     int waiters         # threads sleeping until this future is done
+    unsigned long runner  # while RUNNING: the thread that runs it (fw_thread_id)
 
 # ---------------------------------------------------------------- pool state
 # All of it is guarded by the mutex in _fw_sync.h.
@@ -88,12 +119,18 @@ cdef Node *q_head = NULL
 cdef Node *q_tail = NULL
 cdef Py_ssize_t q_len = 0
 cdef int n_sleeping = 0          # threads in a condition wait (workers and waiters)
+cdef int n_passive = 0           # of those, threads that would not take queued work
+cdef Node *r_head = NULL         # running tasks (linked through prev/next)
+cdef int n_deep = 0              # threads blocked in a wait because they are too deep
+cdef int n_spares = 0            # live compensating threads
+cdef long long n_completed = 0   # forked tasks finished (any outcome), for stats
+cdef long long n_spawned_spares = 0
+cdef long long n_spare_failures = 0  # spares that could not be started
 cdef int n_running = 0           # tasks running now, in workers or inline
 cdef int target_workers = 1
 cdef int live_workers = 0
 cdef int pool_state = POOL_IDLE
 cdef char slot_alive[MAX_INTEROP]
-cdef Node *slot_current[MAX_INTEROP]
 cdef unsigned long main_ident = 0
 
 fw_sync_init()
@@ -130,12 +167,35 @@ cdef inline void q_unlink(Node *n) noexcept nogil:
 
 
 cdef inline Node *q_claim(Node *n) noexcept nogil:
-    """Take a queued node out of the queue and mark it running (mutex held)."""
-    global n_running
+    """Take a queued node out of the queue and mark it running (mutex held).
+
+    A running node is linked in the running list, so that the child of
+    os.fork() can fail the tasks whose threads it does not have.
+    """
+    global n_running, r_head
     q_unlink(n)
     n.state = RUNNING
+    n.runner = fw_thread_id()
+    n.prev = NULL
+    n.next = r_head
+    if r_head != NULL:
+        r_head.prev = n
+    r_head = n
     n_running += 1
     return n
+
+
+cdef inline void r_unlink(Node *n) noexcept nogil:
+    """Take a running node out of the running list (mutex held)."""
+    global r_head
+    if n.prev != NULL:
+        n.prev.next = n.next
+    else:
+        r_head = n.next
+    if n.next != NULL:
+        n.next.prev = n.prev
+    n.prev = NULL
+    n.next = NULL
 
 
 # ---------------------------------------------------------------- the Future
@@ -187,6 +247,7 @@ cdef class Future:
         self.node.state = PENDING
         self.node.queued = 0
         self.node.waiters = 0
+        self.node.runner = 0
 
     __class_getitem__ = classmethod(types.GenericAlias)
 
@@ -543,7 +604,7 @@ cdef bint _finish(Future fut, int state, object result, object exc,
                   bint only_pending=False) except -1:
     """Move `fut` to a final state once; run its callbacks. False if done
     already (or, with `only_pending`, if it has started)."""
-    global n_running
+    global n_running, n_completed
     cdef bint ok = False
     cdef bint unqueued = False
     cdef list callbacks = None
@@ -553,7 +614,10 @@ cdef bint _finish(Future fut, int state, object result, object exc,
             q_unlink(&fut.node)
             unqueued = True
         if fut.node.state == RUNNING:
+            r_unlink(&fut.node)
             n_running -= 1
+        if fut._is_task:
+            n_completed += 1
         # Old values are None: these assignments free nothing, run no code.
         fut._result = result
         fut._exc = exc
@@ -582,7 +646,7 @@ cdef int _run_task(Future fut) except -1:
     Returns 1 when the task raised KeyboardInterrupt in the main thread (the
     waiter must then raise it too, so Ctrl-C is never swallowed), else 0.
     """
-    global fw_cur_task, fw_wait_acc
+    global fw_cur_task, fw_wait_acc, fw_task_depth
     cdef int saved = get_local_threads()
     cdef int interrupted = 0
     cdef long long outer_task = 0
@@ -597,12 +661,14 @@ cdef int _run_task(Future fut) except -1:
         fw_wait_acc = 0.0
         t0 = fw_now()
     set_local_threads(fut._intra)
+    fw_task_depth += 1
     try:
         if fut._kwargs is None:
             value = fut._fn(*fut._args)
         else:
             value = fut._fn(*fut._args, **fut._kwargs)
     except BaseException as exc:
+        fw_task_depth -= 1
         set_local_threads(saved)
         if isinstance(exc, KeyboardInterrupt) and PyThread_get_thread_ident() == main_ident:
             interrupted = 1
@@ -611,6 +677,7 @@ cdef int _run_task(Future fut) except -1:
             _record_task(fut, name, t0, t1, outer_task, outer_wait, "failed")
         _finish(fut, FAILED, None, exc)
     else:
+        fw_task_depth -= 1
         set_local_threads(saved)
         if profiled:
             t1 = fw_now()
@@ -693,6 +760,8 @@ cdef int _next_for_waiter(Node *target, double deadline, bint helps, bint is_mai
             until = now + SIGNAL_POLL_S
         target.waiters += 1
         n_sleeping_add(1)
+        if not helps:
+            n_passive_add(1)
         if fw_prof_on:
             slept_from = fw_now()
         if until < 0.0:
@@ -704,6 +773,8 @@ cdef int _next_for_waiter(Node *target, double deadline, bint helps, bint is_mai
             _add_wait(fw_now() - slept_from)
         target.waiters -= 1
         n_sleeping_add(-1)
+        if not helps:
+            n_passive_add(-1)
         if timed_out and is_main and (deadline < 0.0 or until < deadline):
             action = W_POLL
             break
@@ -721,19 +792,101 @@ cdef inline void n_sleeping_add(int d) noexcept nogil:
     n_sleeping += d
 
 
+cdef inline void n_passive_add(int d) noexcept nogil:
+    global n_passive
+    n_passive += d
+
+
+cdef inline void _wake_for_work() noexcept nogil:
+    """A task was queued (mutex held): wake a thread that will take it.
+
+    A signal may wake any sleeper; when some sleepers would not take work
+    (waiters that do not help), wake them all so that the wake-up is not lost.
+    """
+    if n_sleeping > 0:
+        if n_passive > 0:
+            fw_broadcast()
+        else:
+            fw_signal()
+
+
+cdef bint _too_deep():
+    """True when a task run inline here could overflow the Python or C stack.
+
+    Needs the GIL. The margin is a quarter of the recursion limit (at least
+    50 frames) and STACK_MARGIN bytes of C stack (at most a quarter of it).
+    """
+    cdef int limit = Py_GetRecursionLimit()
+    cdef int margin = limit // 4
+    cdef size_t total = fw_stack_total()
+    cdef size_t smargin = STACK_MARGIN
+    if margin < 50:
+        margin = 50
+    if total != <size_t>-1 and total // 4 < smargin:
+        smargin = total // 4
+    return fw_py_frames_left() < margin or fw_stack_left() < smargin
+
+
+cdef bint _begin_blocking() except -1:
+    """This thread blocks in a wait without helping: keep the pool's capacity.
+
+    Counts it as blocked and starts a spare thread when the spares are fewer
+    than the blocked threads. False when no spare could be had (the caller
+    then helps as usual, deep or not).
+    """
+    global n_deep, n_spares, n_spawned_spares, n_spare_failures
+    cdef bint spawn = False
+    fw_lock()
+    if n_spares < n_deep + 1 and n_spares >= MAX_SPARES:
+        fw_unlock()
+        return False
+    n_deep += 1
+    if n_spares < n_deep:
+        n_spares += 1
+        n_spawned_spares += 1
+        spawn = True
+    fw_unlock()
+    if spawn:
+        # _thread, not threading: start_new_thread runs no Python code, so no
+        # signal handler (Ctrl-C) can interrupt it half way and leave the
+        # count wrong; either the thread exists or it raised. Such a thread
+        # is never joined at exit (like a daemon thread).
+        try:
+            _thread.start_new_thread(_spare_main, ())
+        except Exception:
+            fw_lock()
+            n_spares -= 1
+            n_deep -= 1
+            n_spare_failures += 1
+            fw_unlock()
+            return False
+    return True
+
+
+cdef void _end_blocking() noexcept nogil:
+    global n_deep
+    fw_lock()
+    n_deep -= 1
+    if n_spares > n_deep:
+        fw_broadcast()  # a spare that is not needed any more retires
+    fw_unlock()
+
+
 cdef int _wait_done(Future fut, double timeout, bint helps) except -1:
     """Return once `fut` is done (or raise TimeoutError / KeyboardInterrupt).
 
     `helps`: run the future itself if it has not started, and other queued
-    tasks while it runs elsewhere. Without it the caller only sleeps.
+    tasks while it runs elsewhere. Without it the caller only sleeps. A
+    thread too deep to run more tasks on its stack (see the module
+    docstring) does not help either; a spare thread works meanwhile.
     """
-    cdef Node *other = NULL
     cdef Node *node = &fut.node
-    cdef int action
-    cdef double deadline = -1.0
-    cdef bint is_main
+    cdef bint deep = False
     if node.state >= FINISHED:
         return 0
+    if helps and _too_deep() and _begin_blocking():
+        helps = False
+        deep = True
     if helps:
         fw_lock()
         if node.queued:
@@ -743,6 +896,21 @@ cdef int _wait_done(Future fut, double timeout, bint helps) except -1:
             _run_task(fut)
             return 0
         fw_unlock()
+    if not deep:
+        return _wait_loop(fut, timeout, helps)
+    try:
+        return _wait_loop(fut, timeout, False)
+    finally:
+        with nogil:
+            _end_blocking()
+
+
+cdef int _wait_loop(Future fut, double timeout, bint helps) except -1:
+    cdef Node *other = NULL
+    cdef Node *node = &fut.node
+    cdef int action
+    cdef double deadline = -1.0
+    cdef bint is_main
     if timeout >= 0.0:
         deadline = fw_now() + timeout
     is_main = PyThread_get_thread_ident() == main_ident
@@ -776,16 +944,14 @@ cdef Node *_worker_next(int slot, bint block, bint *stop) noexcept nogil:
     NULL with ``stop[0]`` set: the worker stops (pool shrunk or exiting).
     NULL otherwise: no work and `block` was false.
     """
-    global live_workers
+    global live_workers, pool_state
     cdef Node *n = NULL
     fw_lock()
-    slot_current[slot] = NULL  # the previous task of this worker is finished
     while True:
         if slot >= target_workers or pool_state == POOL_CLOSED:
             break
         if q_head != NULL:
             n = q_claim(q_head)
-            slot_current[slot] = n
             fw_unlock()
             return n
         if pool_state == POOL_DRAINING:
@@ -798,25 +964,87 @@ cdef Node *_worker_next(int slot, bint block, bint *stop) noexcept nogil:
         n_sleeping_add(-1)
     slot_alive[slot] = 0
     live_workers -= 1
+    if pool_state == POOL_DRAINING and live_workers == 0:
+        pool_state = POOL_CLOSED  # the queue is empty and nobody can drain it
     stop[0] = True
     fw_unlock()
     return NULL
 
 
+cdef void _run_guarded(Future task):
+    """Run a claimed task in a pool thread; nothing it raises ends the thread."""
+    try:
+        _run_task(task)
+    except BaseException as exc:  # an internal failure (e.g. MemoryError)
+        try:
+            _finish(task, FAILED, None, exc)
+            _logger.error(
+                "forkwait: internal error running %r", repr(task), exc_info=True
+            )
+        except BaseException:
+            pass
+
+
 def _worker_main(int slot):
     """The loop of inter-op worker `slot` (the target of its Python thread)."""
+    global live_workers
     cdef Node *n
     cdef bint stop = False
-    while not stop:
+    try:
+        while not stop:
+            with nogil:
+                n = _worker_next(slot, True, &stop)
+            while n != NULL:
+                task = <Future>n.fut
+                Py_DECREF(task)  # the queue's reference; `task` holds one
+                _run_guarded(task)
+                task = None
+                # Keep the GIL while there is more work: no release per task.
+                n = _worker_next(slot, False, &stop)
+    finally:
+        if not stop:  # left by an exception: free the slot for a new worker
+            fw_lock()
+            slot_alive[slot] = 0
+            live_workers -= 1
+            fw_unlock()
+
+
+cdef Node *_spare_next(bint *stop) noexcept nogil:
+    """Under the mutex: the next task for a spare, or NULL and ``stop[0]``
+    when it is not needed any more (no more blocked threads than spares)."""
+    global n_spares
+    cdef Node *n = NULL
+    fw_lock()
+    while True:
+        if n_spares > n_deep or pool_state == POOL_CLOSED:
+            break
+        if q_head != NULL:
+            n = q_claim(q_head)
+            fw_unlock()
+            return n
+        n_sleeping_add(1)
+        fw_cond_wait()
+        n_sleeping_add(-1)
+    n_spares -= 1
+    stop[0] = True
+    fw_unlock()
+    return NULL
+
+
+def _spare_main():
+    """The loop of a compensating thread: run queued tasks while a thread of
+    the pool is blocked too deep to help (see the module docstring)."""
+    cdef Node *n
+    cdef bint stop = False
+    while True:
         with nogil:
-            n = _worker_next(slot, True, &stop)
-        while n != NULL:
-            task = <Future>n.fut
-            Py_DECREF(task)  # the queue's reference; `task` holds one
-            _run_task(task)
-            task = None
-            # Keep the GIL while there is more work: no release per task.
-            n = _worker_next(slot, False, &stop)
+            n = _spare_next(&stop)
+        if stop:
+            return
+        task = <Future>n.fut
+        Py_DECREF(task)  # the queue's reference; `task` holds one
+        _run_guarded(task)
+        task = None
 
 
 # ---------------------------------------------------------------- public calls
@@ -864,7 +1092,7 @@ def fork(fn, *args, **kwargs):
             f"fork() needs a callable as its first argument, got {type(fn).__name__}: "
             f"{_short_repr(fn)}"
         )
-    if pool_state != POOL_RUNNING:
+    if pool_state == POOL_IDLE:
         _start_pool()
     cdef Future fut = Future.__new__(Future)
     fut._fn = fn
@@ -876,11 +1104,27 @@ def fork(fn, *args, **kwargs):
         _prof_fork(fut)
     Py_INCREF(fut)  # owned by the queue while linked
     fw_lock()
-    q_push(&fut.node)
-    if n_sleeping > 0:
-        fw_signal()
+    # While the pool drains at exit, a running task may still fork (its
+    # children run before the workers stop); nothing else may.
+    if pool_state == POOL_RUNNING or (
+        pool_state == POOL_DRAINING and fw_task_depth > 0 and live_workers > 0
+    ):
+        q_push(&fut.node)
+        _wake_for_work()
+        fw_unlock()
+        return fut
     fw_unlock()
-    return fut
+    Py_DECREF(fut)
+    fut._fn = fut._args = fut._kwargs = None
+    _refuse_fork()
+
+
+cdef _refuse_fork():
+    raise RuntimeError(
+        "forkwait's inter-op pool has shut down (the interpreter is exiting); "
+        "fork() is not possible any more. Wait on your futures before the main "
+        "thread ends, or run the call directly."
+    )
 
 
 def wait(fut):
@@ -1021,10 +1265,7 @@ def _start_pool():
     global pool_state, _atexit_registered
     with _spawn_lock:
         if pool_state >= POOL_DRAINING:
-            raise RuntimeError(
-                "forkwait's inter-op pool has shut down (the interpreter is exiting); "
-                "fork() is not possible any more"
-            )
+            _refuse_fork()
         if not _atexit_registered:
             threading._register_atexit(_shutdown_at_exit)
             _atexit_registered = True
@@ -1083,13 +1324,27 @@ def _get_interop_threads():
 def _shutdown_at_exit():
     """threading's at-exit hook: queued tasks still run, then the workers stop.
 
-    Called before the interpreter joins its non-daemon threads, as
-    concurrent.futures does; fork() raises RuntimeError from here on.
+    Called before the interpreter joins its non-daemon threads (which include
+    the workers), as concurrent.futures does. From here on only a running
+    task may fork (so that queued fork trees complete); anything else gets
+    RuntimeError. Queued tasks are never dropped: where no worker runs (the
+    child of os.fork() before its first fork), workers start to drain them.
     """
     global pool_state
+    cdef bint start
     with _spawn_lock:
         fw_lock()
-        pool_state = POOL_DRAINING
+        start = pool_state == POOL_IDLE and q_head != NULL
+        if start:
+            pool_state = POOL_RUNNING
+        fw_unlock()
+        if start:
+            try:
+                _spawn_missing()
+            except BaseException:
+                pass
+        fw_lock()
+        pool_state = POOL_DRAINING if live_workers > 0 else POOL_CLOSED
         fw_broadcast()
         fw_unlock()
 
@@ -1102,12 +1357,15 @@ def _now():
 def _stats():
     """A snapshot of the pool for parallel_info() and tests."""
     fw_lock()
-    d = (q_len, n_running, n_sleeping, live_workers, target_workers, pool_state)
+    d = (q_len, n_running, n_sleeping, live_workers, target_workers, pool_state,
+         n_spares, n_deep, n_completed, n_spawned_spares, n_spare_failures)
     fw_unlock()
     return {
         "queued": d[0], "running": d[1], "sleeping": d[2], "workers": d[3],
         "target": d[4],
         "state": ("idle", "running", "draining", "closed")[d[5]],
+        "spares": d[6], "blocked_deep": d[7], "completed": d[8],
+        "spares_started": d[9], "spare_failures": d[10],
     }
 
 
@@ -1125,31 +1383,66 @@ def _after_fork_child():
     """The child has only the thread that forked: reset the pool around it.
 
     Queued tasks stay queued (the child's pool starts at its next fork; a wait
-    runs them inline meanwhile). Tasks that parent workers were running
-    cannot finish in the child: their futures fail with RuntimeError.
+    runs them inline meanwhile; at exit they are drained). Tasks that other
+    threads of the parent were running, in a worker, a spare or inline in a
+    wait, cannot finish in the child: their futures fail with RuntimeError.
+    The forking thread's own running tasks (os.fork() called from a task)
+    carry on. (The intra-op runtime has its own at-fork handler, see
+    docs/reliability.md on GCC bug 60035.)
     """
-    global pool_state, live_workers, n_sleeping, n_running, main_ident, _spawn_lock
+    global pool_state, live_workers, n_sleeping, n_passive, n_running, main_ident
+    global _spawn_lock, n_deep, n_spares, r_head
     cdef int slot
     cdef list orphans = []
+    cdef Node *n
+    cdef Node *keep = NULL
+    cdef Node *nxt
+    cdef unsigned long me = fw_thread_id()
     fw_sync_init()
     main_ident = PyThread_get_thread_ident()
     _spawn_lock = threading.Lock()
+    # Split the running list: this thread's tasks stay, the others are orphans.
+    n = r_head
+    r_head = NULL
+    while n != NULL:
+        nxt = n.next
+        n.prev = NULL
+        n.next = NULL
+        if n.runner == me:
+            n.next = r_head
+            if r_head != NULL:
+                r_head.prev = n
+            r_head = n
+        else:
+            n.next = keep
+            keep = n  # a private list of orphans, linked through next
+        n = nxt
+    n_running = 0
+    n = r_head
+    while n != NULL:
+        n_running += 1
+        n = n.next
+    n = keep
+    while n != NULL:
+        nxt = n.next
+        n.next = NULL
+        n.state = PENDING  # so that _finish takes it without unlinking it
+        orphans.append(<Future>n.fut)
+        n = nxt
     for slot in range(MAX_INTEROP):
-        if slot_current[slot] != NULL:
-            orphans.append(<Future>slot_current[slot].fut)
-            slot_current[slot] = NULL
         slot_alive[slot] = 0
     live_workers = 0
     n_sleeping = 0
-    n_running = 0
+    n_passive = 0
+    n_deep = 0
+    n_spares = 0
     if pool_state == POOL_RUNNING:
         pool_state = POOL_IDLE
     for fut in orphans:
         _finish(fut, FAILED, None, RuntimeError(
-            "this task was running in a worker thread of the parent process when "
+            "this task was running in another thread of the parent process when "
             "os.fork() was called; the child process has no copy of that thread"
         ))
-        n_running = 0
 
 
 os.register_at_fork(
