@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 
 def _positive_int(text: str) -> int:
@@ -27,7 +28,7 @@ def _positive_float(text: str) -> float:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2
+    def error(self, message: str) -> NoReturn:  # one line, exit code 2
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -141,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
 
         flags = ["--trace", args.output] + (["--png", args.png] if args.png else [])
         try:
-            result = _run_script(args.script, args.args, {}, flags, args.timeout)
+            run = _run_script(args.script, args.args, {}, flags, args.timeout)
         except ScriptError as exc:
             parser.exit(1, f"python -m forkwait trace: {exc}\n")
-        sys.stdout.write(result["stdout"])
-        print(result["summary"])
+        sys.stdout.write(run["stdout"])
+        print(run["summary"])
         print(f"trace: {args.output} (open it in https://ui.perfetto.dev or chrome://tracing)")
         if args.png:
             print(f"timeline: {args.png}")

@@ -161,7 +161,7 @@ def kernel_rows(rounds: int) -> list[dict]:
         cases["sum 1M float32"][1]["torch"] = lambda: torch.sum(tx)
         cases["softmax 1000x1000 float32"][1]["torch"] = lambda: torch.softmax(tm, dim=-1)
     except ImportError:
-        torch = None
+        torch = None  # type: ignore[assignment]
     saved = fw.get_num_threads()
     try:
         for threads in sorted({1, available_cpus()}):

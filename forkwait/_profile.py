@@ -129,7 +129,8 @@ class Profile:
             elif kind == "wait":
                 self.waits.append(WaitRecord(*rec[1:]))
         self._raw = []
-        for rec in (*self.tasks, *self.kernels, *self.waits):
+        records: list[TaskRecord | KernelRecord | WaitRecord] = [*self._slices(), *self.waits]
+        for rec in records:
             self.thread_names.setdefault(rec.thread, f"thread-{rec.thread}")
 
     def _names_now(self) -> None:
@@ -247,23 +248,26 @@ class Profile:
         True
         """
         spans: dict[int, list[tuple[float, float]]] = defaultdict(list)
-        for rec in (*self.tasks, *self.kernels):
+        for rec in self._slices():
             spans[rec.thread].append((rec.start, rec.end))
         out = {}
         total = self.duration or 1e-12
         for ident, intervals in spans.items():
-            busy, cur_s, cur_e = 0.0, None, None
-            for s, e in sorted(intervals):
-                if cur_e is None or s > cur_e:
-                    if cur_e is not None:
-                        busy += cur_e - cur_s
+            intervals.sort()
+            busy = 0.0
+            cur_s, cur_e = intervals[0]
+            for s, e in intervals[1:]:
+                if s > cur_e:  # a gap: close the merged interval
+                    busy += cur_e - cur_s
                     cur_s, cur_e = s, e
                 else:
                     cur_e = max(cur_e, e)
-            if cur_e is not None:
-                busy += cur_e - cur_s
+            busy += cur_e - cur_s
             out[self.thread_names.get(ident, str(ident))] = min(busy / total, 1.0)
         return out
+
+    def _slices(self) -> list[TaskRecord | KernelRecord]:
+        return [*self.tasks, *self.kernels]
 
     def summary(self) -> str:
         """A table: per task function and per op the count, total and mean

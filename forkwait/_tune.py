@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from forkwait._threads import _check_count, available_cpus
 
@@ -333,7 +334,7 @@ class ScriptError(RuntimeError):
 
 def _run_script(
     script: str, args: Sequence[str], env: dict[str, str], flags: Sequence[str], timeout: float
-) -> dict:
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         stats = os.path.join(tmp, "stats.json")
         cmd = [sys.executable, "-m", "forkwait._runner", stats, *flags, script, *args]
@@ -348,15 +349,15 @@ def _run_script(
                 f"{script} did not finish within {timeout:g} s (raise it with --timeout)"
             ) from None
         if not os.path.exists(stats):
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            last = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             raise ScriptError(
                 f"{script} ended without finishing (exit code {proc.returncode}):\n"
-                + "\n".join(tail)
+                + "\n".join(last)
             )
         with open(stats) as f:
             result = json.load(f)
     if result["status"] != 0:
-        detail = result.get("error") or proc.stderr.strip()
+        detail: str = result.get("error") or proc.stderr.strip()
         tail = "\n".join(detail.strip().splitlines()[-8:]) if detail else ""
         raise ScriptError(f"{script} failed (exit status {result['status']}):\n{tail}")
     result["stdout"] = proc.stdout
