@@ -144,7 +144,7 @@ def extensions():
             Extension(
                 name,
                 [pyx],
-                include_dirs=[NATIVE],
+                include_dirs=[NATIVE, __import__("numpy").get_include()],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             )
         )

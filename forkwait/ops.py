@@ -91,6 +91,9 @@ _MATMUL_FN = {dt: _matmul.matmul[s] for dt, s in _SPEC.items()}
 _NO_INDEX = np.zeros(1, dtype=np.intp)  # never written: only argmax writes indices
 
 _U = _elementwise.UNARY
+# The small-array fast path (plain float arrays, checked in C); None: not taken.
+_fast_unary = _elementwise.fast_unary
+_fast_binary = _elementwise.fast_binary
 _B = _elementwise.BINARY
 _R = _reduce.REDUCE
 _MATH_OPS = frozenset(("exp", "log", "sqrt", "tanh", "sigmoid", "gelu"))
@@ -171,6 +174,9 @@ def _axis(name: str, axis: Any, ndim: int) -> int:
 
 
 def _unary(name: str, x: Any, out: Any, numpy_fn: Any = None) -> Any:
+    res = _fast_unary(_U[name], x, out, GRAIN_MATH if name in _MATH_OPS else GRAIN_CHEAP)
+    if res is not None:
+        return res
     if type(x) is not _ndarray:
         x = np.asarray(x)
     dt = x.dtype
@@ -182,7 +188,7 @@ def _unary(name: str, x: Any, out: Any, numpy_fn: Any = None) -> Any:
             )
         dt = _float_dtype(name, dt)
         fn = _UNARY_FN[dt]
-        x = np.ascontiguousarray(x, dtype=dt)
+        x = np.asarray(x, dtype=dt, order="C")  # (ascontiguousarray makes 0-d 1-d)
     elif not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
     if out is None:
@@ -221,6 +227,9 @@ def _trailing(small: tuple, full: tuple) -> bool:
 
 def _binary(name: str, a: Any, b: Any, out: Any, numpy_fn: Any) -> Any:
     code = _B[name]
+    res = _fast_binary(code, a, b, out, GRAIN_CHEAP)
+    if res is not None:
+        return res
     ta = type(a)
     tb = type(b)
     # fast paths: same dtype arrays of the same shape; array with Python scalar
@@ -283,8 +292,8 @@ def _binary_general(name: str, code: int, a: Any, b: Any, out: Any, numpy_fn: An
         dt = _F64
     if dt not in _SPEC:
         raise _unsupported(name, dt)
-    a = np.ascontiguousarray(wa, dtype=dt)
-    b = np.ascontiguousarray(wb, dtype=dt)
+    a = np.asarray(wa, dtype=dt, order="C")  # C-contiguous; 0-d stays 0-d
+    b = np.asarray(wb, dtype=dt, order="C")
     sa, sb = a.shape, b.shape
     shape = sa if sa == sb else np.broadcast_shapes(sa, sb)
     if out is None:
@@ -950,7 +959,7 @@ def _describers() -> dict:
     }
 
 
-_TABLES = {
+_TABLES: dict[str, dict[Any, Any]] = {
     "unary": _UNARY_FN,
     "binary": _BINARY_FN,
     "scalar": _SCALAR_FN,
@@ -983,6 +992,7 @@ def _traced(kernel: Any, describe: Any, dtype: str) -> Any:
 def _set_profiling(on: bool) -> None:
     """Swap recording wrappers into the kernel tables (forkwait.profile)."""
     describers = _describers()
+    _elementwise._set_fast(not on)  # the fast path bypasses the tables
     for kind, table in _TABLES.items():
         for dt, kernel in _PLAIN[kind].items():
             table[dt] = _traced(kernel, describers[kind], dt.name) if on else kernel

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _ops_helpers import BINARY_REF, FLOATS, TOL, UNARY_REF, arrays, shapes, variants
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forkwait import ops
-from _ops_helpers import BINARY_REF, FLOATS, TOL, UNARY_REF, arrays, shapes, variants
 
 SETTINGS = settings(max_examples=25, deadline=None)
 UNARY = sorted(UNARY_REF)

@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import forkwait as fw
-from forkwait import ops
 from _ops_helpers import (
     FLOATS,
     arrays,
@@ -18,6 +13,11 @@ from _ops_helpers import (
     softmax_ref,
     variants,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import forkwait as fw
+from forkwait import ops
 
 SETTINGS = settings(max_examples=30, deadline=None)
 REF = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "argmax": np.argmax}

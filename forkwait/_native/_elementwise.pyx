@@ -3,8 +3,16 @@
 Entry points take 1-D C-contiguous views (the Python layer flattens, promotes
 and allocates) and a grain size; the loop bodies are ``noexcept nogil`` and
 call the branch-free math of ``_fw_math.h``, so that gcc vectorises them.
+
+``fast_unary`` and ``fast_binary`` are the small-array fast path: they take
+the arguments as they came, check the common case in C (exact float32/float64
+ndarrays, C-contiguous, aligned, native byte order, equal shapes or a Python
+scalar, a suitable ``out``), allocate with the NumPy C API and run the same
+loops; anything else returns None and the Python layer's general path runs.
 """
 
+cimport numpy as cnp
+from cpython.float cimport PyFloat_AS_DOUBLE
 from cython cimport floating
 from cython.parallel cimport prange
 
@@ -12,9 +20,15 @@ from forkwait._native._fw_common cimport chunk_size
 from forkwait._native._openmp cimport omp_get_num_threads
 from forkwait._native._fw_math cimport (
     fabs, fabsf, fw_exp, fw_expf, fw_gelu, fw_geluf, fw_sigmoid, fw_sigmoidf,
-    fw_tanh, fw_tanhf, log, logf, sqrt, sqrtf,
+    fw_tanh, fw_tanhf, log, logf,
 )
 from forkwait._native._runtime cimport team_begin, team_end
+
+cdef extern from "_fw_simd.h" nogil:
+    void fw_sqrt_f(const float* x, float* y, Py_ssize_t n)
+    void fw_sqrt_d(const double* x, double* y, Py_ssize_t n)
+
+cnp.import_array()
 
 cdef enum:
     NEG = 0
@@ -80,11 +94,10 @@ cdef void _unary_loop(int op, const floating* x, floating* y,
             else:
                 y[i] = log(x[i])
     elif op == SQRT:
-        for i in range(n):
-            if floating is float:
-                y[i] = sqrtf(x[i])
-            else:
-                y[i] = sqrt(x[i])
+        if floating is float:
+            fw_sqrt_f(x, y, n)
+        else:
+            fw_sqrt_d(x, y, n)
     elif op == TANH:
         for i in range(n):
             if floating is float:
@@ -207,27 +220,69 @@ cdef void _binary_range(int op, const floating* a, Py_ssize_t la,
             i += m
 
 
+# ------------------------------------------------------------ parallel runs
+
+cdef void _unary_run(int op, const floating* px, floating* py, Py_ssize_t n,
+                     Py_ssize_t grain) noexcept nogil:
+    cdef Py_ssize_t chunk, start, stop
+    cdef int team, t
+    team = team_begin(n, grain)
+    if team == 1:
+        _unary_loop(op, px, py, n)
+    else:
+        chunk = chunk_size(n, team)
+        for t in prange(team, schedule="static", num_threads=team):
+            start = t * chunk
+            stop = start + chunk if start + chunk < n else n
+            if start < stop:
+                _unary_loop(op, px + start, py + start, stop - start)
+    team_end(team)
+
+
+cdef void _binary_run(int op, const floating* pa, Py_ssize_t la,
+                      const floating* pb, Py_ssize_t lb, floating* py,
+                      Py_ssize_t n, Py_ssize_t grain) noexcept nogil:
+    cdef Py_ssize_t chunk, start, stop
+    cdef int team, t
+    team = team_begin(n, grain)
+    if team == 1:
+        _binary_range(op, pa, la, pb, lb, py, 0, n)
+    else:
+        chunk = chunk_size(n, team)
+        for t in prange(team, schedule="static", num_threads=team):
+            start = t * chunk
+            stop = start + chunk if start + chunk < n else n
+            if start < stop:
+                _binary_range(op, pa, la, pb, lb, py, start, stop)
+    team_end(team)
+
+
+cdef void _scalar_run(int op, const floating* pa, floating v, bint left,
+                      floating* py, Py_ssize_t n, Py_ssize_t grain) noexcept nogil:
+    cdef Py_ssize_t chunk, start, stop
+    cdef int team, t
+    team = team_begin(n, grain)
+    if team == 1:
+        _scalar_loop(op, pa, v, py, n, left)
+    else:
+        chunk = chunk_size(n, team)
+        for t in prange(team, schedule="static", num_threads=team):
+            start = t * chunk
+            stop = start + chunk if start + chunk < n else n
+            if start < stop:
+                _scalar_loop(op, pa + start, v, py + start, stop - start, left)
+    team_end(team)
+
+
 # ------------------------------------------------------------ entry points
 
 def unary(int op, const floating[::1] x, floating[::1] out, Py_ssize_t grain):
     """out[i] = op(x[i]) for the ``UNARY`` code ``op``; len(x) == len(out) > 0."""
     cdef Py_ssize_t n = out.shape[0]
-    cdef Py_ssize_t chunk, start, stop
     cdef const floating* px = &x[0]
     cdef floating* py = &out[0]
-    cdef int team, t
     with nogil:
-        team = team_begin(n, grain)
-        if team == 1:
-            _unary_loop(op, px, py, n)
-        else:
-            chunk = chunk_size(n, team)
-            for t in prange(team, schedule="static", num_threads=team):
-                start = t * chunk
-                stop = start + chunk if start + chunk < n else n
-                if start < stop:
-                    _unary_loop(op, px + start, py + start, stop - start)
-        team_end(team)
+        _unary_run(op, px, py, n, grain)
 
 
 def binary(int op, const floating[::1] a, const floating[::1] b,
@@ -239,43 +294,186 @@ def binary(int op, const floating[::1] a, const floating[::1] b,
     """
     cdef Py_ssize_t n = out.shape[0]
     cdef Py_ssize_t la = a.shape[0], lb = b.shape[0]
-    cdef Py_ssize_t chunk, start, stop
     cdef const floating* pa = &a[0]
     cdef const floating* pb = &b[0]
     cdef floating* py = &out[0]
-    cdef int team, t
     with nogil:
-        team = team_begin(n, grain)
-        if team == 1:
-            _binary_range(op, pa, la, pb, lb, py, 0, n)
-        else:
-            chunk = chunk_size(n, team)
-            for t in prange(team, schedule="static", num_threads=team):
-                start = t * chunk
-                stop = start + chunk if start + chunk < n else n
-                if start < stop:
-                    _binary_range(op, pa, la, pb, lb, py, start, stop)
-        team_end(team)
+        _binary_run(op, pa, la, pb, lb, py, n, grain)
 
 
 def binary_scalar(int op, const floating[::1] a, double s, bint left,
                   floating[::1] out, Py_ssize_t grain):
     """out = a op s, or s op a when ``left``; s is cast to a's type first."""
     cdef Py_ssize_t n = out.shape[0]
-    cdef Py_ssize_t chunk, start, stop
     cdef floating v = <floating>s
     cdef const floating* pa = &a[0]
     cdef floating* py = &out[0]
-    cdef int team, t
     with nogil:
-        team = team_begin(n, grain)
-        if team == 1:
-            _scalar_loop(op, pa, v, py, n, left)
+        _scalar_run(op, pa, v, left, py, n, grain)
+
+
+# ------------------------------------------------- small-array fast path
+
+# Off while forkwait.profile() records (ops._set_profiling): the calls then go
+# through the Python layer's kernel tables, which hold the recording wrappers.
+cdef bint _fast_on = True
+
+
+def _set_fast(bint on):
+    """Enable (True) or disable the fast path (the profiler turns it off)."""
+    global _fast_on
+    _fast_on = on
+
+
+cdef inline int _plain_type(object x):
+    """NPY_FLOAT/NPY_DOUBLE for an exact, C-contiguous, aligned, native-order
+    float32/float64 ndarray; -1 for anything else."""
+    cdef cnp.ndarray a
+    cdef int t
+    if not cnp.PyArray_CheckExact(x):
+        return -1
+    a = <cnp.ndarray>x
+    t = cnp.PyArray_TYPE(a)
+    if t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT:
+        return -1
+    if not cnp.PyArray_CHKFLAGS(a, cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED):
+        return -1
+    if not cnp.PyArray_ISNOTSWAPPED(a):
+        return -1
+    return t
+
+
+cdef inline bint _apart(cnp.ndarray x, cnp.ndarray out) noexcept:
+    """x can be read while out is written: the same memory (in place; both
+    C-contiguous with the same shape and dtype) or no overlap at all."""
+    cdef char* px = <char*>cnp.PyArray_DATA(x)
+    cdef char* po = <char*>cnp.PyArray_DATA(out)
+    cdef Py_ssize_t nb = cnp.PyArray_NBYTES(out)
+    return px == po or px + nb <= po or po + nb <= px
+
+
+cdef object _result(cnp.ndarray like, int t, object out):
+    """A new C-ordered array of like's shape and type t, or ``out`` where it
+    is an exact, writable, C-contiguous, aligned ndarray of that shape and
+    type; None where out is anything else (the general path checks it)."""
+    if out is None:
+        return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(like), cnp.PyArray_DIMS(like), t, 0)
+    if _plain_type(out) != t:
+        return None
+    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+        return None
+    if not cnp.PyArray_SAMESHAPE(like, <cnp.ndarray>out):
+        return None
+    return out
+
+
+def fast_unary(int op, object x, object out, Py_ssize_t grain):
+    """``unary`` for a plain float32/float64 array (see the module doc).
+
+    Returns the result (a new array, or ``out``), or None where the general
+    path must handle the call: then nothing has been written.
+    """
+    cdef int t
+    cdef cnp.ndarray ax, res
+    cdef Py_ssize_t n
+    cdef object r
+    if not _fast_on:
+        return None
+    t = _plain_type(x)
+    if t < 0:
+        return None
+    ax = <cnp.ndarray>x
+    r = _result(ax, t, out)
+    if r is None:
+        return None
+    res = <cnp.ndarray>r
+    if out is not None and not _apart(ax, res):
+        return None
+    n = cnp.PyArray_SIZE(ax)
+    if n > 0:
+        if t == cnp.NPY_DOUBLE:
+            with nogil:
+                _unary_run[double](op, <const double*>cnp.PyArray_DATA(ax),
+                                   <double*>cnp.PyArray_DATA(res), n, grain)
         else:
-            chunk = chunk_size(n, team)
-            for t in prange(team, schedule="static", num_threads=team):
-                start = t * chunk
-                stop = start + chunk if start + chunk < n else n
-                if start < stop:
-                    _scalar_loop(op, pa + start, v, py + start, stop - start, left)
-        team_end(team)
+            with nogil:
+                _unary_run[float](op, <const float*>cnp.PyArray_DATA(ax),
+                                  <float*>cnp.PyArray_DATA(res), n, grain)
+    return res
+
+
+def fast_binary(int op, object a, object b, object out, Py_ssize_t grain):
+    """``binary``/``binary_scalar`` for two plain float32/float64 arrays of
+    the same shape and type, or one with a Python float or int (see the
+    module doc). Returns the result, or None for the general path.
+    """
+    cdef int t, tb
+    cdef cnp.ndarray aa, ab, res
+    cdef Py_ssize_t n
+    cdef object r, s
+    cdef double v
+    cdef bint left = False
+    if not _fast_on:
+        return None
+    t = _plain_type(a)
+    if t >= 0:
+        tb = _plain_type(b)
+        if tb >= 0:     # two arrays
+            aa = <cnp.ndarray>a
+            ab = <cnp.ndarray>b
+            if tb != t or not cnp.PyArray_SAMESHAPE(aa, ab):
+                return None
+            r = _result(aa, t, out)
+            if r is None:
+                return None
+            res = <cnp.ndarray>r
+            if out is not None and not (_apart(aa, res) and _apart(ab, res)):
+                return None
+            n = cnp.PyArray_SIZE(aa)
+            if n > 0:
+                if t == cnp.NPY_DOUBLE:
+                    with nogil:
+                        _binary_run[double](
+                            op, <const double*>cnp.PyArray_DATA(aa), n,
+                            <const double*>cnp.PyArray_DATA(ab), n,
+                            <double*>cnp.PyArray_DATA(res), n, grain)
+                else:
+                    with nogil:
+                        _binary_run[float](
+                            op, <const float*>cnp.PyArray_DATA(aa), n,
+                            <const float*>cnp.PyArray_DATA(ab), n,
+                            <float*>cnp.PyArray_DATA(res), n, grain)
+            return res
+        if type(b) is not float and type(b) is not int:
+            return None
+        aa = <cnp.ndarray>a
+        s = b
+    else:
+        if type(a) is not float and type(a) is not int:
+            return None
+        t = _plain_type(b)
+        if t < 0:
+            return None
+        aa = <cnp.ndarray>b
+        s = a
+        left = True
+    # an array with a Python scalar (NEP 50: the array's type wins)
+    r = _result(aa, t, out)
+    if r is None:
+        return None
+    res = <cnp.ndarray>r
+    if out is not None and not _apart(aa, res):
+        return None
+    # float(int) as the general path does (OverflowError for huge ints)
+    v = PyFloat_AS_DOUBLE(s) if type(s) is float else float(s)
+    n = cnp.PyArray_SIZE(aa)
+    if n > 0:
+        if t == cnp.NPY_DOUBLE:
+            with nogil:
+                _scalar_run[double](op, <const double*>cnp.PyArray_DATA(aa), v, left,
+                                    <double*>cnp.PyArray_DATA(res), n, grain)
+        else:
+            with nogil:
+                _scalar_run[float](op, <const float*>cnp.PyArray_DATA(aa), <float>v,
+                                   left, <float*>cnp.PyArray_DATA(res), n, grain)
+    return res
