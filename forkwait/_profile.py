@@ -8,8 +8,7 @@ import os
 import sys
 import threading
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from forkwait._native import pool
 
@@ -19,8 +18,7 @@ _sink: list | None = None
 _lock = threading.Lock()
 
 
-@dataclass(frozen=True)
-class TaskRecord:
+class TaskRecord(NamedTuple):
     """One forked task, as recorded by :func:`profile`."""
 
     id: int
@@ -35,8 +33,7 @@ class TaskRecord:
     outcome: str  # "finished" or "failed"
 
 
-@dataclass(frozen=True)
-class KernelRecord:
+class KernelRecord(NamedTuple):
     """One kernel call of ``forkwait.ops``."""
 
     op: str
@@ -49,8 +46,7 @@ class KernelRecord:
     task: int  # the task it ran in; 0: none
 
 
-@dataclass(frozen=True)
-class WaitRecord:
+class WaitRecord(NamedTuple):
     """A wait() that did not find its future done at once."""
 
     task: int  # the future waited on (its task id; 0 for futures made by hand)
@@ -92,13 +88,11 @@ class Profile:
     """
 
     def __init__(self) -> None:
-        self.tasks: list[TaskRecord] = []
-        self.kernels: list[KernelRecord] = []
-        self.waits: list[WaitRecord] = []
-        self.thread_names: dict[int, str] = {}
+        self._thread_names: dict[int, str] = {}
         self.start = 0.0
         self.end = 0.0
         self._raw: list = []
+        self._records: tuple[list[TaskRecord], list[KernelRecord], list[WaitRecord]] | None = None
 
     # -- recording -------------------------------------------------------
     def _begin(self) -> None:
@@ -120,23 +114,54 @@ class Profile:
             _sink = None
             self.end = now()
             self._names_now()
-        for rec in self._raw:
-            kind = rec[0]
-            if kind == "task":
-                self.tasks.append(TaskRecord(*rec[1:]))
-            elif kind == "kernel":
-                self.kernels.append(KernelRecord(*rec[1:]))
-            elif kind == "wait":
-                self.waits.append(WaitRecord(*rec[1:]))
-        self._raw = []
-        records: list[TaskRecord | KernelRecord | WaitRecord] = [*self._slices(), *self.waits]
-        for rec in records:
-            self.thread_names.setdefault(rec.thread, f"thread-{rec.thread}")
+
+    def _parse(self) -> tuple[list[TaskRecord], list[KernelRecord], list[WaitRecord]]:
+        """Turn the raw tuples into records, once, when they are first read
+        (so that ending a profile costs nothing per event)."""
+        if self._records is None:
+            if _sink is self._raw:
+                raise RuntimeError("the profile is still recording: read it after its block")
+            tasks, kernels, waits = [], [], []
+            for rec in self._raw:
+                kind = rec[0]
+                if kind == "task":
+                    tasks.append(TaskRecord._make(rec[1:]))
+                elif kind == "kernel":
+                    kernels.append(KernelRecord._make(rec[1:]))
+                elif kind == "wait":
+                    waits.append(WaitRecord._make(rec[1:]))
+            self._raw = []
+            for recs in (tasks, kernels, waits):
+                for r in recs:
+                    self._thread_names.setdefault(r.thread, f"thread-{r.thread}")
+            self._records = (tasks, kernels, waits)
+        return self._records
+
+    @property
+    def tasks(self) -> list[TaskRecord]:
+        """Every forked task that ran while recording (:class:`TaskRecord`)."""
+        return self._parse()[0]
+
+    @property
+    def kernels(self) -> list[KernelRecord]:
+        """Every kernel call of ``forkwait.ops`` (:class:`KernelRecord`)."""
+        return self._parse()[1]
+
+    @property
+    def waits(self) -> list[WaitRecord]:
+        """Every wait that did not find its future done (:class:`WaitRecord`)."""
+        return self._parse()[2]
+
+    @property
+    def thread_names(self) -> dict[int, str]:
+        """Thread ident -> name, for every thread seen."""
+        self._parse()
+        return self._thread_names
 
     def _names_now(self) -> None:
         for t in threading.enumerate():
             if t.ident is not None:
-                self.thread_names[t.ident] = t.name
+                self._thread_names[t.ident] = t.name
 
     @property
     def duration(self) -> float:
