@@ -92,7 +92,10 @@ def branches(rounds: int, executor: ThreadPoolExecutor) -> list[tuple[str, str]]
     rows = []
     torch_run = w.torch_fork_peer()
     cases = [
-        ("2 branches x 6 matmuls 512x512 float64, BLAS 1 thread", w.matmul_branch, {}),
+        ("2 branches x 6 matmuls 512x512 float64 (out= buffers), BLAS 1 thread",
+         w.matmul_branch, {}),
+        ("2 branches x 6 matmuls 512x512 float64 (a new array per step), BLAS 1 thread",
+         w.matmul_branch, {"preallocated": False}),
         ("2 branches x np.tanh over 48K float64 (in L2)", w.tanh_branch, {}),
         ("2 branches x np.add over 4M float64 (memory-bound)", w.membound_branch, {}),
     ]
@@ -155,8 +158,29 @@ def profiler_cost(rounds: int) -> list[tuple[str, str]]:
     peers = {"trip": trips, "trip+prof": recorded(trips)}
     peers.update({"exp": kernels, "exp+prof": recorded(kernels)})
     t = interleaved(peers, rounds)
+    # the same round trips with the only pool thread busy: every task then runs
+    # inline in wait(), so the difference is the recording alone, without the
+    # change it makes to which thread wins the task
+    import threading
+
+    saved = fw.get_num_interop_threads()
+    fw.set_num_interop_threads(1)
+    gate = threading.Event()
+    blocker = fw.fork(gate.wait, 600)
+    while not blocker.running():
+        time.sleep(0.001)
+    try:
+        t.update(interleaved({"inline": trips, "inline+prof": recorded(trips)}, rounds))
+    finally:
+        gate.set()
+        fw.wait(blocker)
+        fw.set_num_interop_threads(saved)
     rows = []
-    for name, label in (("trip", "fork+wait of a no-op"), ("exp", "ops.exp on 1000 float64")):
+    for name, label in (
+        ("trip", "fork+wait of a no-op, idle pool"),
+        ("inline", "fork+wait of a no-op, busy pool (task runs inline)"),
+        ("exp", "ops.exp on 1000 float64"),
+    ):
         off = statistics.median(t[name]) / n * 1e6
         on = statistics.median(t[name + "+prof"]) / n * 1e6
         rows.append(

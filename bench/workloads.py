@@ -14,16 +14,26 @@ def noop():
     return None
 
 
-def matmul_branch(n=512, steps=6, seed=0):
-    """A chain of n x n float64 matmuls (BLAS, releases the GIL)."""
+def matmul_branch(n=512, steps=6, seed=0, preallocated=True):
+    """A chain of n x n float64 matmuls (BLAS, releases the GIL).
+
+    With `preallocated` the chain ping-pongs between two output buffers, as
+    an inference loop does; without, every step allocates a fresh 2 MiB
+    result, and glibc's allocator (page faults, per-thread arenas) then adds
+    a few percent that depends on which thread runs the branch.
+    """
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((n, n))
     b = rng.standard_normal((n, n)) / np.sqrt(n)
+    bufs = [np.empty_like(a), np.empty_like(a)]
 
     def run():
         h = a
-        for _ in range(steps):
-            h = h @ b
+        for i in range(steps):
+            if preallocated:
+                h = np.matmul(h, b, out=bufs[i % 2])
+            else:
+                h = h @ b
         return h
 
     return run
