@@ -62,13 +62,22 @@ def timeit(fn, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def interleaved(cands: dict, rounds: int, reps: int) -> dict:
-    """Median seconds per call of each candidate, run in turn in every round."""
+def interleaved(cands: dict, rounds: int, reps: int, settle: float = 0.0) -> dict:
+    """Median seconds per call of each candidate, run in turn in every round.
+
+    `settle`: seconds to sleep before each candidate's turn, so that thread
+    pools that spin after a call (OpenBLAS's threads busy-wait for about 0.1 s)
+    go idle instead of taking the next candidate's cores; the turn then starts
+    with one untimed call (its threads wake up), and the timed calls follow.
+    """
     for fn in cands.values():  # warm up
         fn()
     times: dict = {k: [] for k in cands}
     for _ in range(rounds):
         for k, fn in cands.items():
+            if settle:
+                time.sleep(settle)
+                fn()
             times[k].append(timeit(fn, reps))
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -307,7 +316,8 @@ def _matmul_threads(size, dt, nt, a, b, out, args):
         if torch is not None:
             ta, tb, to = (torch.from_numpy(v) for v in (a, b, out))
             cands["torch"] = torch_threads(nt, lambda: torch.matmul(ta, tb, out=to))
-        r = interleaved(cands, args.rounds, max(1, args.reps // 2))
+        # NumPy's OpenBLAS threads spin for ~0.1 s after its call: settle first
+        r = interleaved(cands, args.rounds, max(1, args.reps // 2), settle=0.3 if nt > 1 else 0.0)
     line = (
         f"{size} {np.dtype(dt).name} threads={nt}: fw {r['fw'] * 1e3:.2f} ms  "
         f"np/fw {r['np'] / r['fw']:.2f}"
@@ -408,11 +418,14 @@ def section_waitpolicy(args):
     print("\n## OMP_WAIT_POLICY / GOMP_SPINCOUNT (fresh process each; median ms)")
     root = os.path.dirname(HERE)
     code = WAIT_CODE.format(root=root, here=HERE, rounds=args.rounds)
+    # forkwait sets OMP_WAIT_POLICY=passive when neither variable is set, so
+    # libgomp's own default is spelled out: GOMP_SPINCOUNT=300000
     settings = [
-        ("default", {}),
-        ("passive", {"OMP_WAIT_POLICY": "passive"}),
+        ("forkwait (passive)", {}),
+        ("libgomp default", {"GOMP_SPINCOUNT": "300000"}),
         ("active", {"OMP_WAIT_POLICY": "active"}),
         ("spin 10k", {"GOMP_SPINCOUNT": "10000"}),
+        ("spin 30k", {"GOMP_SPINCOUNT": "30000"}),
     ]
     for load in (False, True):
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load else None
@@ -435,7 +448,7 @@ def section_waitpolicy(args):
                         continue
                     res = eval(r.stdout.strip().splitlines()[-1])
                     print(
-                        f"busy-process={int(load)} mode={mode:<6} {label:<9} "
+                        f"busy-process={int(load)} mode={mode:<6} {label:<18} "
                         + "  ".join(f"{k} {v * 1e3:.1f}" for k, v in res.items()),
                         f"(load {loadavg()})",
                         flush=True,

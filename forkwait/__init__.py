@@ -5,8 +5,6 @@
 holds OpenMP kernels that split one operation across a team of threads.
 """
 
-# first: sets OpenMP's wait policy before any native module loads libgomp
-from forkwait import _env  # noqa: F401, I001
 from forkwait._info import parallel_info
 from forkwait._native.pool import Future, collect_all, fork, wait, wait_all
 from forkwait._profile import profile

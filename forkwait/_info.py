@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import platform
 
-from forkwait import _env
 from forkwait._native import _runtime, pool
 from forkwait._threads import SOURCES, available_cpus, get_intra_op_mode
 from forkwait._version import __version__
@@ -99,14 +98,7 @@ def parallel_info() -> str:
         "environment:",
     ]
     for name in _ENV_VARS:
-        note = ""
-        if name == "OMP_WAIT_POLICY" and _env.WAIT_POLICY_SET_BY_FORKWAIT:
-            note = " (set by forkwait: idle OpenMP threads sleep instead of spinning"
-            note += "; libgomp was loaded before forkwait, so it has no effect)" if (
-                _env.LIBGOMP_PRELOADED
-            ) else ")"
-        value = f"  {name}={os.environ[name]}" if name in os.environ else f"  {name} (unset)"
-        lines.append(value + note)
+        lines.append(f"  {name}={os.environ[name]}" if name in os.environ else f"  {name} (unset)")
     lines.append("thread pools seen by threadpoolctl:")
     lines.extend("  " + row for row in _threadpools())
     return "\n".join(lines)

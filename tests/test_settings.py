@@ -129,10 +129,9 @@ def test_parallel_info_lists_environment():
     assert "default from FORKWAIT_NUM_INTEROP_THREADS" in out
 
 
-def test_openmp_wait_policy_default_and_user_choice():
+def test_openmp_wait_policy_is_left_to_the_user():
+    """forkwait keeps libgomp's default (short spin, then sleep): measured
+    best for kernel scaling here (docs/threads.md); the user's choice stays."""
     code = "import os, forkwait as fw; print(os.environ.get('OMP_WAIT_POLICY'))"
-    assert run_python(code).stdout.strip() == "passive"
-    assert run_python(code, env={"OMP_WAIT_POLICY": "active"}).stdout.strip() == "active"
-    assert run_python(code, env={"GOMP_SPINCOUNT": "1000"}).stdout.strip() == "None"
-    info = run_python("import forkwait as fw; print(fw.parallel_info())").stdout
-    assert "OMP_WAIT_POLICY=passive (set by forkwait" in info
+    assert run_python(code).stdout.strip() == "None"
+    assert run_python(code, env={"OMP_WAIT_POLICY": "passive"}).stdout.strip() == "passive"
