@@ -73,7 +73,7 @@ _SPEC = {_F32: "float", _F64: "double"}
 _SUPPORTED = "supported: float32 and float64 (integer and bool inputs are promoted as NumPy does)"
 
 # Serial below these many elements (flops for matmul): see bench/ops_ratios.py
-# --grain and docs/performance-ops.md for the measurement that chose them.
+# grain and docs/performance.md ("Grain sizes") for the measurement that chose them.
 GRAIN_CHEAP = 1 << 15  # memory-bound element-wise ops
 GRAIN_MATH = 1 << 12  # exp, tanh, sigmoid, gelu, log, sqrt
 GRAIN_REDUCE = 1 << 15
