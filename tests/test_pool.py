@@ -3,9 +3,6 @@ and its life in the process (lazy start, exit, Ctrl-C, os.fork)."""
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -283,53 +280,7 @@ def test_exit_with_queued_and_running_tasks_runs_them():
     assert proc.stderr == ""
 
 
-def test_fork_after_shutdown_raises():
-    proc = run_python(
-        """
-        import atexit
-        import forkwait as fw
-        fw.wait(fw.fork(abs, 1))
-        def late():
-            try:
-                fw.fork(abs, 1)
-            except RuntimeError as exc:
-                print("refused:", exc)
-        atexit.register(late)
-        """
-    )
-    assert "refused:" in proc.stdout and "shut down" in proc.stdout
-
-
-def test_ctrl_c_interrupts_wait_and_pool_stays_usable():
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import threading, forkwait as fw\n"
-            "gate = threading.Event()\n"
-            "fut = fw.fork(gate.wait, 60)\n"
-            "while not fut.running():\n"
-            "    gate.wait(0.001)\n"
-            "try:\n"
-            "    print('waiting', flush=True)\n"
-            "    fw.wait(fut)\n"
-            "except KeyboardInterrupt:\n"
-            "    print('interrupted', flush=True)\n"
-            "gate.set()\n"
-            "print('after', fw.wait(fut), fw.wait(fw.fork(abs, -5)), flush=True)\n",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "waiting"
-        time.sleep(0.5)  # let it enter wait(); a signal sooner is still caught
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        proc.kill()
-    assert out.split() == ["interrupted", "after", "True", "5"], err
+# fork after shutdown and Ctrl-C: tests/test_reliability.py
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
