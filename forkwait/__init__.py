@@ -5,6 +5,7 @@
 holds OpenMP kernels that split one operation across a team of threads.
 """
 
+from forkwait import ops
 from forkwait._info import parallel_info
 from forkwait._native.pool import Future, collect_all, fork, wait, wait_all
 from forkwait._profile import profile
@@ -19,7 +20,6 @@ from forkwait._threads import (
 )
 from forkwait._tune import tune
 from forkwait._version import __version__
-from forkwait import ops  # noqa: I001 - after the names it uses
 
 __all__ = [
     "Future",

@@ -45,8 +45,7 @@ def _threadpools() -> list[str]:
 
 
 def _kernels_here() -> str:
-    fork_serial = getattr(_runtime, "_fork_serial", None)
-    if fork_serial is not None and fork_serial():
+    if _runtime._fork_serial():
         return (
             "serial (this is the child of os.fork() and this thread had run an OpenMP "
             "team before the fork: GCC bug 60035; other threads run kernels in parallel)"

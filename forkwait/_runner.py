@@ -15,8 +15,18 @@ import time
 import traceback
 
 
+def blas_threads() -> int:
+    """The most threads any BLAS library loaded in this process will use
+    (threadpoolctl; 0 when it is not installed)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return 0
+    return max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=0)
+
+
 def profile_facts(prof) -> dict:
-    """What tune's advice needs from a profile."""
+    """What tune's advice needs from a profile (and from this process)."""
     teams = [k.team for k in prof.kernels]
     sizes = [_prod(k.shape) for k in prof.kernels]
     threads_with_tasks = {t.thread for t in prof.tasks}
@@ -28,6 +38,7 @@ def profile_facts(prof) -> dict:
         "kernel_max_team": max(teams, default=0),
         "kernel_max_size": max(sizes, default=0),
         "kernel_seconds": sum(k.end - k.start for k in prof.kernels),
+        "blas_threads": blas_threads(),
     }
 
 

@@ -122,6 +122,13 @@ class TuneResult:
                 "large arrays, a Cython nogil function), or use processes for pure-Python "
                 "work."
             )
+        if f.get("tasks", 0) and f.get("blas_threads", 0) > 1:
+            out.append(
+                f"NumPy's BLAS runs {f['blas_threads']} threads of its own: forked calls to "
+                "BLAS (@, np.dot) then oversubscribe the cores. Limit it with "
+                "threadpoolctl.threadpool_limits(1, user_api='blas') around the forked work, "
+                "or use forkwait.ops.matmul, whose team forkwait sizes."
+            )
         if f.get("kernels", 0) == 0:
             out.append(
                 "No forkwait.ops kernel ran, so intra-op threads (set_num_threads) cannot "

@@ -167,3 +167,27 @@ def test_tune_in_process():
         fw.tune(5)
     with pytest.raises(ValueError, match="repeat"):
         fw.tune(work, repeat=0)
+
+
+def test_tune_explains_blas_threads(tmp_path):
+    pytest.importorskip("threadpoolctl")
+    path = script(
+        tmp_path,
+        "blas.py",
+        """
+        import numpy as np
+        from threadpoolctl import threadpool_limits
+        import forkwait as fw
+        threadpool_limits(2, user_api="blas")   # as on a 2-CPU machine by default
+        a = np.ones((64, 64))
+        fw.wait_all([fw.fork(np.dot, a, a) for _ in range(2)])
+        """,
+    )
+    proc = cli("tune", "--repeat", "1", "--no-progress", "--heatmap", "", path)
+    assert proc.returncode == 0, proc.stderr
+    assert "BLAS runs 2 threads of its own" in proc.stdout
+    # limited to one thread, the advice is not given
+    path = script(tmp_path, "blas1.py", open(path).read().replace("limits(2", "limits(1"))
+    proc = cli("tune", "--repeat", "1", "--no-progress", "--heatmap", "", path)
+    assert proc.returncode == 0, proc.stderr
+    assert "threads of its own" not in proc.stdout
