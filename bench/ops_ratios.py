@@ -118,7 +118,7 @@ def geomean(xs):
 # ------------------------------------------------------------------ sections
 
 
-def _compute_dtype(dt, rng, args, rows):
+def _compute_dtype(dt, rng, args, rows, lib):
     x = rng.uniform(-5, 5, (1000, 1000)).astype(dt)
     w = rng.standard_normal(1000).astype(dt)
     b = rng.standard_normal(1000).astype(dt)
@@ -188,19 +188,28 @@ def _compute_dtype(dt, rng, args, rows):
             lambda: to.copy_(torch.nn.functional.layer_norm(tx, (1000,), tw, tb)),
         ),
     }
+    poly = lib.poly32 if dt == np.float32 else lib.poly64
+    px, pout = x.ctypes.data, out.ctypes.data
     for name, (f, g, t) in cases.items():
         cands = {"fw1": with_threads(1, f), "fw2": with_threads(2, f), "np": g}
         if torch is not None:
             cands["torch1"] = torch_threads(1, t)
             cands["torch2"] = torch_threads(2, t)
-        r = interleaved(cands, args.rounds, args.reps)
+        # the C + OpenMP compute-bound loop: what a 2nd thread gives right now
+        cands["C1"] = lambda: poly(pout, px, x.size, 1)
+        cands["C2"] = lambda: poly(pout, px, x.size, 2)
+        # settle: torch's OpenMP threads spin after a call and would take a core
+        # from whichever candidate comes next
+        r = interleaved(cands, args.rounds, args.reps, settle=0.05)
         row = {
             "op": f"{name} {np.dtype(dt).name}",
             "fw2/fw1": r["fw1"] / r["fw2"],
+            "C2/C1": r["C1"] / r["C2"],
             "vs numpy": r["np"] / r["fw2"],
             "fw2 ms": r["fw2"] * 1e3,
         }
         if torch is not None:
+            row["torch2/torch1"] = r["torch1"] / r["torch2"]
             row["vs torch1"] = r["torch1"] / r["fw1"]
             row["vs torch2"] = r["torch2"] / r["fw2"]
         rows.append(row)
@@ -215,25 +224,30 @@ def _compute_dtype(dt, rng, args, rows):
 def section_compute(args):
     print("\n## compute-bound ops, 10^6 elements (softmax/layer_norm: 1000 x 1000)")
     print("ratios > 1: forkwait faster. fw2/fw1: 2 vs 1 thread; np: NumPy (1 thread) /")
-    print("forkwait 2 threads; torch1/torch2: torch at 1/2 threads / forkwait at 1/2 threads")
+    print("forkwait 2 threads; torch1/torch2: torch at 1/2 threads / forkwait at 1/2 threads;")
+    print("C2/C1, torch2/torch1: the same 2-vs-1-thread ratio of a C + OpenMP compute-bound")
+    print("loop (bench/_stream_triad.c) and of torch, in the same rounds")
     rng = np.random.default_rng(0)
     rows = []
+    lib = _c_peers()
     for dt in (np.float32, np.float64):
-        _compute_dtype(dt, rng, args, rows)
+        _compute_dtype(dt, rng, args, rows, lib)
     print(
         f"geomean fw2/fw1 {geomean([r['fw2/fw1'] for r in rows]):.2f}  "
+        f"C2/C1 {geomean([r['C2/C1'] for r in rows]):.2f}  "
         f"vs numpy {geomean([r['vs numpy'] for r in rows]):.2f}",
         end="",
     )
     if torch is not None:
         print(
+            f"  torch2/torch1 {geomean([r['torch2/torch1'] for r in rows]):.2f}"
             f"  vs torch1 {geomean([r['vs torch1'] for r in rows]):.2f}"
             f"  vs torch2 {geomean([r['vs torch2'] for r in rows]):.2f}"
         )
     print()
 
 
-def _triad_lib():
+def _c_peers():
     src = os.path.join(HERE, "_stream_triad.c")
     so = os.path.join(tempfile.gettempdir(), f"fw_triad_{os.getuid()}.so")
     subprocess.run(
@@ -242,6 +256,8 @@ def _triad_lib():
     lib = ctypes.CDLL(so)
     p = ctypes.c_void_p
     lib.triad.argtypes = [p, p, p, ctypes.c_double, ctypes.c_ssize_t, ctypes.c_int]
+    for f in (lib.poly64, lib.poly32):
+        f.argtypes = [p, p, ctypes.c_ssize_t, ctypes.c_int]
     return lib
 
 
@@ -251,7 +267,7 @@ def section_memory(args):
     n = 10_000_000
     rng = np.random.default_rng(1)
     a, b, c = (rng.standard_normal(n) for _ in range(3))
-    lib = _triad_lib()
+    lib = _c_peers()
     pa, pb, pc = (arr.ctypes.data for arr in (a, b, c))
     for nt in (1, 2):
         cands = {

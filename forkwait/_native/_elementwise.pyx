@@ -225,13 +225,14 @@ cdef void _binary_range(int op, const floating* a, Py_ssize_t la,
 cdef void _unary_run(int op, const floating* px, floating* py, Py_ssize_t n,
                      Py_ssize_t grain) noexcept nogil:
     cdef Py_ssize_t chunk, start, stop
-    cdef int team, t
+    cdef Py_ssize_t t
+    cdef int team
     team = team_begin(n, grain)
     if team == 1:
         _unary_loop(op, px, py, n)
     else:
         chunk = chunk_size(n, team)
-        for t in prange(team, schedule="static", num_threads=team):
+        for t in prange((n + chunk - 1) // chunk, schedule="dynamic", num_threads=team):
             start = t * chunk
             stop = start + chunk if start + chunk < n else n
             if start < stop:
@@ -243,13 +244,14 @@ cdef void _binary_run(int op, const floating* pa, Py_ssize_t la,
                       const floating* pb, Py_ssize_t lb, floating* py,
                       Py_ssize_t n, Py_ssize_t grain) noexcept nogil:
     cdef Py_ssize_t chunk, start, stop
-    cdef int team, t
+    cdef Py_ssize_t t
+    cdef int team
     team = team_begin(n, grain)
     if team == 1:
         _binary_range(op, pa, la, pb, lb, py, 0, n)
     else:
         chunk = chunk_size(n, team)
-        for t in prange(team, schedule="static", num_threads=team):
+        for t in prange((n + chunk - 1) // chunk, schedule="dynamic", num_threads=team):
             start = t * chunk
             stop = start + chunk if start + chunk < n else n
             if start < stop:
@@ -260,13 +262,14 @@ cdef void _binary_run(int op, const floating* pa, Py_ssize_t la,
 cdef void _scalar_run(int op, const floating* pa, floating v, bint left,
                       floating* py, Py_ssize_t n, Py_ssize_t grain) noexcept nogil:
     cdef Py_ssize_t chunk, start, stop
-    cdef int team, t
+    cdef Py_ssize_t t
+    cdef int team
     team = team_begin(n, grain)
     if team == 1:
         _scalar_loop(op, pa, v, py, n, left)
     else:
         chunk = chunk_size(n, team)
-        for t in prange(team, schedule="static", num_threads=team):
+        for t in prange((n + chunk - 1) // chunk, schedule="dynamic", num_threads=team):
             start = t * chunk
             stop = start + chunk if start + chunk < n else n
             if start < stop:

@@ -19,6 +19,7 @@ from cython.parallel cimport prange
 
 from forkwait._native._fw_math cimport fw_exp, fw_expf, log, logf, sqrt
 from forkwait._native._runtime cimport team_begin, team_end
+from forkwait._native._fw_common cimport MIN_CHUNK, chunk_size
 
 cdef extern from "_fw_simd.h" nogil:
     float fw_sum_f(const float* x, Py_ssize_t n)
@@ -239,9 +240,10 @@ cdef void _reduce_parallel(int op, const floating* x, Py_ssize_t n, int team,
                            floating* value, Py_ssize_t* index) noexcept nogil:
     """x[:n] reduced by a team over fixed blocks; same bits as the serial path."""
     cdef Py_ssize_t nb = (n + BLOCK - 1) // BLOCK
-    cdef Py_ssize_t chunk = (nb + team - 1) // team
-    cdef Py_ssize_t b0, b1
-    cdef int t
+    # blocks dealt out in chunks as the element-wise kernels do (an even
+    # number, so that _blocks pairs them); the result does not depend on it
+    cdef Py_ssize_t chunk = 2 * ((chunk_size(n, team) + 2 * BLOCK - 1) // (2 * BLOCK))
+    cdef Py_ssize_t b0, b1, t
     cdef floating* part = <floating*>malloc(nb * sizeof(floating))
     cdef Py_ssize_t* pidx = <Py_ssize_t*>malloc(nb * sizeof(Py_ssize_t))
     if part == NULL or pidx == NULL:        # out of memory: the serial path
@@ -249,7 +251,7 @@ cdef void _reduce_parallel(int op, const floating* x, Py_ssize_t n, int team,
         free(pidx)
         _reduce_range(op, x, n, value, index)
         return
-    for t in prange(team, schedule="static", num_threads=team):
+    for t in prange((nb + chunk - 1) // chunk, schedule="dynamic", num_threads=team):
         b0 = t * chunk
         b1 = b0 + chunk if b0 + chunk < nb else nb
         if b0 < b1:
@@ -481,15 +483,18 @@ cdef void _rows_range(int op, const floating* x, floating* y, Py_ssize_t d,
 cdef void _rows(int op, const floating* x, floating* y, Py_ssize_t rows,
                 Py_ssize_t d, const floating* w, const floating* b,
                 floating eps, Py_ssize_t grain) noexcept nogil:
-    cdef Py_ssize_t chunk, r0, r1
-    cdef int team, t
+    cdef Py_ssize_t chunk, r0, r1, t
+    cdef int team
     # rows are the unit of work: a single row runs serially
     team = team_begin(rows * d if rows > 1 else 0, grain)
     if team == 1:
         _rows_range(op, x, y, d, 0, rows, w, b, eps)
     else:
-        chunk = (rows + team - 1) // team
-        for t in prange(team, schedule="static", num_threads=team):
+        # whole rows, dealt out in chunks as the element-wise kernels do
+        chunk = (rows + 8 * team - 1) // (8 * team)
+        if chunk * d < MIN_CHUNK:
+            chunk = (MIN_CHUNK + d - 1) // d
+        for t in prange((rows + chunk - 1) // chunk, schedule="dynamic", num_threads=team):
             r0 = t * chunk
             r1 = r0 + chunk if r0 + chunk < rows else rows
             if r0 < r1:
