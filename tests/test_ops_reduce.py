@@ -246,6 +246,25 @@ def test_layer_norm_matches_reference(dtype, data):
         np.testing.assert_allclose(got, ref, equal_nan=True, **tol)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("d", [1, 7, 16, 1000, 4099])
+def test_layer_norm_constant_rows_and_large_offsets(dtype, d):
+    # a constant row has mean exactly c and variance exactly 0, so the result
+    # is exactly b (float32: sums taken in float64; float64: the second pass
+    # corrects the rounding of the mean)
+    c = np.array([0.1, -3.0e4, 1.0e-3, 12345.678, 3e-39], dtype=dtype)[:, None]
+    x = np.broadcast_to(c, (5, d)).copy()
+    b = np.linspace(-1, 1, d).astype(dtype)
+    np.testing.assert_array_equal(ops.layer_norm(x, None, b), np.broadcast_to(b, x.shape))
+    assert not ops.layer_norm(x).any()
+    # a large offset with small spread: float32 rows still match float64 math
+    rng = np.random.default_rng(d)
+    x = (1000 + rng.standard_normal((3, d)) * 1e-2).astype(dtype)
+    ref = layer_norm_ref(x.astype(np.float64), None, None, eps=1e-5)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ops.layer_norm(x), ref, **tol)
+
+
 def test_row_ops_large_in_place_and_promotion():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1000, 1001))

@@ -33,6 +33,8 @@ cdef extern from "_fw_simd.h" nogil:
                    float* rx, float* ry)
     void fw_max2_d(const double* x, const double* y, Py_ssize_t n, int is_max,
                    double* rx, double* ry)
+    double fw_sum_fd(const float* x, Py_ssize_t n)
+    double fw_sqdev_fd(const float* x, Py_ssize_t n, double m)
 
 cdef enum:
     SUM = 0
@@ -406,9 +408,9 @@ cdef void _softmax_row(int op, const floating* x, floating* y,
     cdef Py_ssize_t i, j, n
     if op == SOFTMAX:
         _exp_shift(x, m, y, d)
-        s = _sum_contig(y, d)
+        s = 1 / _sum_contig(y, d)
         for i in range(d):
-            y[i] = y[i] / s
+            y[i] = y[i] * s
     else:
         for i in range(d):
             y[i] = x[i] - m
@@ -431,29 +433,37 @@ cdef void _layer_norm_row(const floating* x, floating* y, Py_ssize_t d,
                           double eps) noexcept nogil:
     """(x - mean) / sqrt(var + eps) * w + b for one row (biased var); y may be x.
 
-    Mean and variance are accumulated in float64 (pairwise) also for float32
-    input, so that a constant row gives exactly 0 and float32 results are
-    correctly rounded in all but rare cases.
+    Mean and variance are accumulated in float64 also for float32 input (see
+    fw_sum_fd), so that a constant row gives exactly 0 and float32 results are
+    correctly rounded in all but rare cases; float64 rows are summed pairwise.
     """
-    cdef double buf[CHUNK]
-    cdef double mean = 0, var = 0, rstd, t
+    cdef double dev[CHUNK]
+    cdef double sq[CHUNK]
+    cdef double mean, var = 0, sdev = 0, rstd, t, s1, s2
     cdef Py_ssize_t i, j, n
-    j = 0
-    while j < d:
-        n = CHUNK if j + CHUNK <= d else d - j
-        for i in range(n):
-            buf[i] = x[j + i]
-        mean = mean + _pairwise_sum(buf, n)
-        j += n
-    mean = mean / d
-    j = 0
-    while j < d:
-        n = CHUNK if j + CHUNK <= d else d - j
-        for i in range(n):
-            t = x[j + i] - mean
-            buf[i] = t * t
-        var = var + _pairwise_sum(buf, n)
-        j += n
+    if floating is float:
+        mean = fw_sum_fd(x, d) / d
+        var = fw_sqdev_fd(x, d, mean)
+    else:
+        # the corrected two-pass algorithm (Chan, Golub & LeVeque): the second
+        # pass also sums the deviations, which corrects the rounding of the
+        # mean; a constant row then gives mean == c exactly, as in float32
+        mean = _sum_contig(x, d) / d
+        j = 0
+        while j < d:
+            n = CHUNK if j + CHUNK <= d else d - j
+            for i in range(n):
+                t = x[j + i] - mean
+                dev[i] = t
+                sq[i] = t * t
+            fw_sum2_d(dev, sq, n, &s1, &s2)
+            sdev = sdev + s1
+            var = var + s2
+            j += n
+        mean = mean + sdev / d
+        var = var - sdev * sdev / d
+        if var < 0:
+            var = 0
     rstd = 1 / sqrt(var / d + eps)
     if w != NULL and b != NULL:
         for i in range(d):
