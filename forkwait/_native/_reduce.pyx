@@ -501,7 +501,7 @@ cdef void _rows(int op, const floating* x, floating* y, Py_ssize_t rows,
         _rows_range(op, x, y, d, 0, rows, w, b, eps)
     else:
         # whole rows, dealt out in chunks as the element-wise kernels do
-        chunk = (rows + 8 * team - 1) // (8 * team)
+        chunk = (rows + 32 * team - 1) // (32 * team)
         if chunk * d < MIN_CHUNK:
             chunk = (MIN_CHUNK + d - 1) // d
         for t in prange((rows + chunk - 1) // chunk, schedule="dynamic", num_threads=team):
