@@ -287,6 +287,8 @@ def _c_peers():
     lib = ctypes.CDLL(so)
     p = ctypes.c_void_p
     lib.triad.argtypes = [p, p, p, ctypes.c_double, ctypes.c_ssize_t, ctypes.c_int]
+    lib.csum.argtypes = [p, ctypes.c_ssize_t, ctypes.c_int]
+    lib.csum.restype = ctypes.c_double
     for f in (lib.poly64, lib.poly32):
         f.argtypes = [p, p, ctypes.c_ssize_t, ctypes.c_int]
     return lib
@@ -294,7 +296,8 @@ def _c_peers():
 
 def section_memory(args):
     print("\n## memory-bound ops, 10^7 float64 elements: bandwidth vs a STREAM triad")
-    print("(bytes counted as STREAM does: 3 arrays for add/mul/triad, 1 for sum/max)")
+    print("(bytes counted as STREAM does: 3 arrays for add/mul/triad, 1 for sum/max;")
+    print(" C sum: a plain C + OpenMP simd reduction, the read-only ceiling)")
     n = 10_000_000
     rng = np.random.default_rng(1)
     a, b, c = (rng.standard_normal(n) for _ in range(3))
@@ -303,6 +306,7 @@ def section_memory(args):
     for nt in (1, 2):
         cands = {
             "triad": lambda nt=nt: lib.triad(pa, pb, pc, 3.0, n, nt),
+            "C sum": lambda nt=nt: lib.csum(pb, n, nt),
             "add": with_threads(nt, lambda: ops.add(b, c, out=a)),
             "mul": with_threads(nt, lambda: ops.mul(b, c, out=a)),
             "sum": with_threads(nt, lambda: ops.sum(b)),
@@ -310,13 +314,20 @@ def section_memory(args):
             "np.add": lambda: np.add(b, c, out=a),
             "np.sum": lambda: np.sum(b),
         }
-        r = interleaved(cands, args.rounds, max(1, args.reps // 4))
-        nbytes = {"triad": 24, "add": 24, "mul": 24, "sum": 8, "max": 8, "np.add": 24, "np.sum": 8}
-        bw = {k: nbytes[k] * n / r[k] / 1e9 for k in r}
+        t = interleaved_raw(cands, args.rounds, max(1, args.reps // 4))
+        nbytes = {"triad": 24, "C sum": 8, "add": 24, "mul": 24, "sum": 8, "max": 8,
+                  "np.add": 24, "np.sum": 8}
+        bw = {k: nbytes[k] * n / statistics.median(t[k]) / 1e9 for k in t}
         print(f"threads={nt}: " + "  ".join(f"{k} {bw[k]:.1f} GB/s" for k in bw))
+        # fraction of the triad's bandwidth, from each round's pair of times
+        frac = {
+            k: paired_ratio(t, "triad", k) * nbytes[k] / nbytes["triad"]
+            for k in ("add", "mul", "sum", "max")
+        }
         print(
-            "  fraction of triad: "
-            + "  ".join(f"{k} {bw[k] / bw['triad']:.2f}" for k in ("add", "mul", "sum", "max")),
+            "  fraction of triad: " + "  ".join(f"{k} {v:.2f}" for k, v in frac.items())
+            + f"   sum / C sum {paired_ratio(t, 'C sum', 'sum'):.2f}"
+            + f"  max / C sum {paired_ratio(t, 'C sum', 'max'):.2f}",
             flush=True,
         )
 
@@ -364,13 +375,13 @@ def _matmul_threads(size, dt, nt, a, b, out, args):
             ta, tb, to = (torch.from_numpy(v) for v in (a, b, out))
             cands["torch"] = torch_threads(nt, lambda: torch.matmul(ta, tb, out=to))
         # NumPy's OpenBLAS threads spin for ~0.1 s after its call: settle first
-        r = interleaved(cands, args.rounds, max(1, args.reps // 2), settle=0.3 if nt > 1 else 0.0)
+        t = interleaved_raw(cands, args.rounds, max(1, args.reps // 2), settle=0.3 if nt > 1 else 0.0)
     line = (
-        f"{size} {np.dtype(dt).name} threads={nt}: fw {r['fw'] * 1e3:.2f} ms  "
-        f"np/fw {r['np'] / r['fw']:.2f}"
+        f"{size} {np.dtype(dt).name} threads={nt}: fw {statistics.median(t['fw']) * 1e3:.2f} ms  "
+        f"np/fw {paired_ratio(t, 'np', 'fw'):.2f}"
     )
     if torch is not None:
-        line += f"  torch/fw {r['torch'] / r['fw']:.2f}"
+        line += f"  torch/fw {paired_ratio(t, 'torch', 'fw'):.2f}"
     print(line, flush=True)
 
 
