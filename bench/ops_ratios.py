@@ -62,15 +62,21 @@ def timeit(fn, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def interleaved_raw(cands: dict, rounds: int, reps: int, settle: float = 0.0) -> dict:
+def interleaved_raw(
+    cands: dict, rounds: int, reps: int, settle: float = 0.0, warm: float = 0.02
+) -> dict:
     """Seconds per call of each candidate in every round (lists, in round order),
     the candidates run in turn in every round.
 
     `settle`: seconds to sleep before each candidate's turn, so that thread
     pools that spin after a call (OpenBLAS's threads busy-wait for about 0.1 s,
     torch's OpenMP threads for a while too) go idle instead of taking the next
-    candidate's cores; the turn then starts with one untimed call (its threads
-    wake up), and the timed calls follow.
+    candidate's cores.
+    `warm`: each turn starts with untimed calls for this many seconds (at least
+    one): measured here, a core that has been idle for a while (a sleeping
+    OpenMP thread's, or both after `settle`) runs the first few milliseconds of
+    a turn up to 1.5x slower (its clock, or the hypervisor's scheduling, has to
+    come up again), which turns a 2-thread turn of short calls into noise.
     """
     for fn in cands.values():  # warm up
         fn()
@@ -79,6 +85,9 @@ def interleaved_raw(cands: dict, rounds: int, reps: int, settle: float = 0.0) ->
         for k, fn in cands.items():
             if settle:
                 time.sleep(settle)
+            t_end = time.perf_counter() + warm
+            fn()
+            while time.perf_counter() < t_end:
                 fn()
             times[k].append(timeit(fn, reps))
     return times
@@ -266,6 +275,7 @@ def section_compute(args):
         f"C2/C1 {geomean([r['C2/C1'] for r in rows]):.2f}  "
         f"best fw2/fw1 {geomean([r['best fw2/fw1'] for r in rows]):.2f}  "
         f"best C2/C1 {geomean([r['best C2/C1'] for r in rows]):.2f}  "
+        f"(fw2/fw1)/(C2/C1) {geomean([r['fw2/fw1'] / r['C2/C1'] for r in rows]):.2f}  "
         f"vs numpy {geomean([r['vs numpy'] for r in rows]):.2f}",
         end="",
     )
