@@ -438,11 +438,11 @@ def two_branches(mode: str, n: int = 6):
 def section_branches(args):
     print("\n## two forked branches, set_num_interop_threads(2), set_num_threads(2)")
     cands = {m: two_branches(m) for m in ("shared", "fixed", "split")}
-    r = interleaved(cands, args.rounds, 1)
-    print("  ".join(f"{k} {v * 1e3:.1f} ms" for k, v in r.items()))
+    t = interleaved_raw(cands, 2 * args.rounds, 2)
+    print("  ".join(f"{k} {statistics.median(v) * 1e3:.1f} ms" for k, v in t.items()))
     print(
-        f"shared/split {r['shared'] / r['split']:.3f} (target <= 1.05)  "
-        f"fixed/shared {r['fixed'] / r['shared']:.3f} (target > 1)",
+        f"shared/split {paired_ratio(t, 'shared', 'split'):.3f} (target <= 1.05)  "
+        f"fixed/shared {paired_ratio(t, 'fixed', 'shared'):.3f} (target > 1)",
         flush=True,
     )
 

@@ -504,6 +504,8 @@ cdef void _rows(int op, const floating* x, floating* y, Py_ssize_t rows,
         chunk = (rows + 32 * team - 1) // (32 * team)
         if chunk * d < MIN_CHUNK:
             chunk = (MIN_CHUNK + d - 1) // d
+        if chunk > (rows + team - 1) // team:
+            chunk = (rows + team - 1) // team
         for t in prange((rows + chunk - 1) // chunk, schedule="dynamic", num_threads=team):
             r0 = t * chunk
             r1 = r0 + chunk if r0 + chunk < rows else rows
