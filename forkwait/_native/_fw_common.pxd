@@ -12,7 +12,8 @@ cdef inline Py_ssize_t chunk_size(Py_ssize_t n, int team) noexcept nogil:
     that a thread the OS takes off its CPU for a while (another process, a
     shared machine) leaves its share to the others instead of holding up the
     whole team. Chunks this small also keep the end of the loop even: the
-    threads finish on average a quarter chunk apart, under 1% of the loop;
+    threads finish on average half a chunk apart, so the loop ends a quarter
+    chunk late (under 1% with two threads);
     at least ``MIN_CHUNK`` items, so that taking a chunk (one atomic add)
     stays well under 1% of its work, but never more than an even share, so
     that every thread has work when ``n`` is small. Rounded up to a multiple of
