@@ -10,15 +10,9 @@ import forkwait as fw
 from forkwait import ops
 from forkwait._native import _elementwise
 
-UNARY = ["neg", "abs", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu"]
-BINARY = {
-    "add": np.add,
-    "sub": np.subtract,
-    "mul": np.multiply,
-    "div": np.true_divide,
-    "maximum": np.maximum,
-    "minimum": np.minimum,
-}
+from _ops_helpers import BINARY_REF as BINARY, UNARY_REF
+
+UNARY = list(UNARY_REF)
 NP_UNARY = {"neg": np.negative, "abs": np.abs, "sqrt": np.sqrt}  # exact in both
 
 
