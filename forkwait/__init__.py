@@ -7,7 +7,7 @@ holds OpenMP kernels that split one operation across a team of threads.
 
 from forkwait import ops
 from forkwait._info import parallel_info
-from forkwait._native.pool import Future, collect_all, fork, wait, wait_all
+from forkwait._native.pool import Future, InvalidStateError, collect_all, fork, wait, wait_all
 from forkwait._profile import profile
 from forkwait._threads import (
     get_intra_op_mode,
@@ -23,6 +23,7 @@ from forkwait._version import __version__
 
 __all__ = [
     "Future",
+    "InvalidStateError",
     "__version__",
     "collect_all",
     "fork",

@@ -75,26 +75,50 @@ def test_wait_on_unstarted_future_runs_it_in_waiting_thread(interop):
     assert fw.wait(blocker) is True
 
 
-def test_wait_on_running_future_runs_other_queued_work(interop):
-    """Help-while-waiting: without it this deadlocks (the only worker waits
-    for a task that is queued behind it)."""
+def test_wait_on_running_future_runs_its_subtree(interop):
+    """Help-while-waiting: the only worker runs a task that blocks until its
+    own child has run; the child is queued behind it. The waiter runs the
+    child (it belongs to the subtree of the future waited on)."""
     interop(1)
     event = threading.Event()
     ran_in = []
 
-    def waits_for_event():
-        assert event.wait(TIMEOUT)
-        return "released"
-
-    def sets_event():
+    def child():
         ran_in.append(threading.get_ident())
         event.set()
 
-    running = fw.fork(waits_for_event)
+    def parent():
+        fw.fork(child)
+        assert event.wait(TIMEOUT)
+        return "released"
+
+    running = fw.fork(parent)
     _wait_running(running)
-    fw.fork(sets_event)
     assert fw.wait(running) == "released"
     assert ran_in == [threading.get_ident()]
+
+
+def test_wait_never_runs_unrelated_work(interop):
+    """A wait on a running future does not run queued tasks outside its
+    subtree, not even ones the waiting thread forked itself: with a lock held
+    that would deadlock (issue 9, item 2)."""
+    interop(1)
+    lock = threading.Lock()
+    ran_in = []
+
+    def needs_lock():
+        ran_in.append(threading.get_ident())
+        with lock:
+            return 1
+
+    with lock:
+        a = fw.fork(time.sleep, 0.2)
+        _wait_running(a)
+        b = fw.fork(needs_lock)
+        fw.wait(a)
+        assert not b.done() or ran_in != [threading.get_ident()]
+    assert fw.wait(b) == 1
+    assert ran_in and ran_in[0] != threading.get_ident() or b.done()
 
 
 def _wait_running(fut):

@@ -41,6 +41,15 @@ def say(*words):
     # One write per line, so that lines of several threads never interleave.
     os.write(1, (" ".join(map(str, words)) + "\\n").encode())
 
+def on_worker(fn, *args):
+    # fn(*args) on a pool worker, never in this thread (a wait would run an
+    # unstarted task here): poll until done, then read the value.
+    f = fw.fork(fn, *args)
+    deadline = time.monotonic() + 30
+    while not f.done() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return f.result(timeout=0)
+
 def reap(pid, timeout=30):
     # The child's exit code; a child still alive after `timeout` is killed: -999.
     deadline = time.monotonic() + timeout
@@ -73,12 +82,12 @@ def test_child_after_pool_and_kernels_in_workers_runs_parallel_kernels():
         fw.set_intra_op_mode("fixed")
         fw.set_num_threads(2)
         print("parent", fib(12), sorted(set(
-            f.result(timeout=30) for f in [fw.fork(_runtime._probe_team) for _ in range(4)]
+            on_worker(_runtime._probe_team) for _ in range(4)
         )), flush=True)
         pid = os.fork()
         if pid == 0:
             ok = fib(12) == 144 and _runtime._probe_team() == 2
-            ok = ok and fw.fork(_runtime._probe_team).result(timeout=30) == 2
+            ok = ok and on_worker(_runtime._probe_team) == 2
             os._exit(0 if ok else 1)
         print("child exit", reap(pid))
         """,
@@ -107,7 +116,7 @@ def test_gcc_60035_child_of_a_thread_that_ran_a_team_finishes():
         pid = os.fork()
         if pid == 0:
             serial_here = _runtime._probe_team()     # would hang without the flag
-            in_worker = fw.fork(_runtime._probe_team).result(timeout=30)
+            in_worker = on_worker(_runtime._probe_team)
             info = fw.parallel_info()
             ok = serial_here == 1 and in_worker == 2 and _runtime._fork_serial()
             ok = ok and "60035" in info and fib(12) == 144
@@ -135,13 +144,13 @@ def test_multiprocessing_fork_children_fork_wait_and_run_kernels():
         import multiprocessing as mp
 
         def child(q):
-            team = fw.fork(_runtime._probe_team).result(timeout=30)
+            team = on_worker(_runtime._probe_team)
             q.put((fib(11), team, fw.wait_all([fw.fork(abs, -i) for i in range(20)])))
 
         if __name__ == "__main__":
             fw.set_intra_op_mode("fixed")
             fw.set_num_threads(2)
-            print("parent", fib(11), fw.fork(_runtime._probe_team).result(timeout=30))
+            print("parent", fib(11), on_worker(_runtime._probe_team))
             ctx = mp.get_context("fork")
             q = ctx.Queue()
             procs = [ctx.Process(target=child, args=(q,)) for _ in range(3)]
@@ -363,20 +372,30 @@ try:
 except KeyboardInterrupt:
     phase("interrupted wait")
 
-# 2: the main thread helps while it waits, and is interrupted inside the task
+# 2: the main thread helps while it waits (it runs a task of the subtree of
+# the future it waits on) and is interrupted inside that task
+fw.set_num_interop_threads(3)
 inner_gate = threading.Event()
+box = {}
 
 def inner():
     phase("helping")
     inner_gate.wait(120)
 
-helped = fw.fork(inner)
+def outer():
+    box["inner"] = fw.fork(inner)  # queued on this worker's deque
+    gate.wait(120)
+    return True
+
+helper_target = fw.fork(outer)
+while not (helper_target.running() and "inner" in box):
+    time.sleep(0.001)
 try:
-    fw.wait(long_task)
+    fw.wait(helper_target)
     phase("not interrupted")
 except KeyboardInterrupt:
     phase("interrupted helping")
-assert isinstance(helped.exception(timeout=30), KeyboardInterrupt)
+assert isinstance(box["inner"].exception(timeout=30), KeyboardInterrupt)
 
 # 3: result() with a timeout
 try:
@@ -405,7 +424,7 @@ except KeyboardInterrupt:
     phase("interrupted deep")
 
 gate.set()
-print("usable", fw.wait(long_task), fw.wait(other), fib(12),
+print("usable", fw.wait(long_task), fw.wait(other) and fw.wait(helper_target), fib(12),
       pool._stats()["blocked_deep"], flush=True)
 """
 
@@ -460,8 +479,11 @@ def test_base_exception_in_a_task_reaches_the_waiter_and_spares_the_worker(inter
         raise exc
 
     futs = [fw.fork(boom) for _ in range(6)]
-    for f in futs:  # exception(timeout) never runs the task itself: workers do
-        assert f.exception(timeout=TIMEOUT) is exc
+    deadline = time.monotonic() + TIMEOUT
+    while not all(f.done() for f in futs) and time.monotonic() < deadline:
+        time.sleep(0.001)  # poll: a wait would run an unstarted task in this thread
+    for f in futs:
+        assert f.exception(timeout=0) is exc
     assert all(name.startswith("forkwait-interop-") for name in ran_in)
     with pytest.raises(type(exc)) as info:
         fw.wait(futs[0])

@@ -1,34 +1,38 @@
-"""The inter-op pool: its queue, its worker loop and the Future core.
+"""The inter-op pool: a work-stealing scheduler and the Future core.
 
-One process-wide queue (an intrusive doubly linked list of the futures' nodes)
-is guarded by one pthread mutex and one condition variable (``_fw_sync.h``).
-Workers sleep on the condition variable without the GIL. Every state change of
-every future happens under that mutex, so a future is finished exactly once.
+Scheduling (``_fw_sched.h`` holds the C core and its locking rules):
 
-Locking rule: code that holds the mutex never waits for the GIL, never runs
-Python code and never allocates a Python object (an allocation may start the
-garbage collector, which may run a finalizer, which may lock the mutex again).
-A thread that holds the GIL may therefore take the mutex at any time.
+- Every pool thread (worker or compensating spare) owns a deque. A fork made
+  by a task on a pool thread goes on that thread's deque; the owner takes
+  its newest task first, idle threads steal the oldest. Forks from any other
+  thread go to a shared injection queue.
+- Idle pool threads look for work for a few microseconds, then sleep. A fork
+  wakes one only when none is awake and none is already being woken, so a
+  fork into a busy pool costs no system call (Rayon's sleep rule).
+- A pool thread claims a task only while it holds the GIL (it needs it to
+  run the task anyway), so a thread that forks and then waits finds its
+  task still queued and runs it itself, with no hand-off.
 
-No deadlock, whatever the nesting: ``wait`` on a future that has not started
-takes it out of the queue and runs it in the waiting thread; ``wait`` on a
-running future runs other queued tasks meanwhile (help-while-waiting).
+Waiting (the isolation rule of docs/guide.md): a wait on future X runs X in
+the waiting thread if X has not started; while X runs elsewhere, the waiter
+runs only queued tasks of X's own subtree (forked by X or its descendants),
+never unrelated work: "leapfrogging" (Wagner and Calder). Timed waits help
+the same way. A wait that would close a cycle (a task waiting on itself, or
+A on B while B waits on A) raises RuntimeError.
 
-Deep nesting: every task run inside a wait adds frames to the waiter's stack.
-When the waiting thread is near Python's recursion limit (fewer than a quarter
-of ``sys.getrecursionlimit()`` frames left) or near the end of its C stack, it
-neither runs the task inline nor helps. It blocks instead, and the pool starts
-a *compensating* thread (a "spare", with a fresh stack) for as long as it
-is blocked, as Java's ForkJoinPool does for managed blocking: there are always
-at least as many spare threads as threads blocked this way, so progress never
-depends on a blocked thread. Spares retire when they are no longer needed.
+Deep nesting: a waiting thread near Python's recursion limit or the end of
+its C stack runs nothing more inline. It blocks, and the pool starts a
+compensating thread for as long as it is blocked (Java's ForkJoinPool's
+managed blocking), so progress never depends on a blocked thread.
 
-Life in the process: at interpreter exit the queued tasks still run (workers
-drain the queue; a task that runs then may fork children), after which
-``fork`` raises RuntimeError. In the child of ``os.fork()`` the pool restarts
-at the next fork; tasks that other threads of the parent were running (in a
-worker or inline in a wait) fail with RuntimeError, since their threads do not
-exist in the child.
+Completion is iterative: a future's callbacks, and the ``then`` chains they
+complete, run in a loop in the completing thread, never by recursion.
+
+Life in the process: at interpreter exit the queued tasks still run, after
+which ``fork`` raises RuntimeError. ``os.fork()``: pthread_atfork handlers
+hold the pool's locks only inside fork() itself; the child resets the pool
+around its one thread, starts workers for the tasks queued at the fork, and
+fails the tasks that other threads of the parent were running.
 """
 
 cimport cython
@@ -40,198 +44,190 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from forkwait._native._runtime cimport get_local_threads, set_local_threads
 
 import _thread
+import collections
+import concurrent.futures as _cf
 import logging
 import os
 import threading
 import types
-from concurrent.futures import CancelledError, InvalidStateError
+from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 
-cdef extern from "_fw_sync.h" nogil:
-    void fw_sync_init()
-    void fw_lock()
-    void fw_unlock()
-    void fw_signal()
-    void fw_broadcast()
-    void fw_cond_wait()
-    int fw_cond_wait_until(double deadline)
+cdef extern from "Python.h":
+    object PyContext_CopyCurrent()
+    int PyContext_Enter(object ctx) except -1
+    int PyContext_Exit(object ctx) except -1
+    int Py_AddPendingCall(int (*func)(void *) noexcept, void *arg)
+    int Py_GetRecursionLimit()
+
+cdef extern from "_fw_sched.h" nogil:
+    enum:
+        FW_MAX_INTEROP
+        FW_MAX_SPARES
+        FW_PENDING
+        FW_RUNNING
+        FW_FINISHED
+        FW_FAILED
+        FW_CANCELLED
+        FW_POOL_IDLE
+        FW_POOL_RUNNING
+        FW_POOL_DRAINING
+        FW_POOL_CLOSED
+        FW_W_DONE
+        FW_W_RESCAN
+        FW_W_POLL
+        FW_W_TIMEOUT
+        FW_W_CYCLE
+
+    ctypedef struct fw_queue:
+        Py_ssize_t len
+    ctypedef struct fw_thread:
+        pass
+    ctypedef struct fw_node:
+        PyObject *fut
+        fw_node *parent
+        fw_thread *runner
+        int state
+        int depth
+        int waiters
+        int help_waiters
+        int cf_watched
+        int is_task
+        long long mark
+
+    ctypedef struct pthread_mutex_t:
+        pass
+
+    ctypedef struct fw_pool:
+        pthread_mutex_t sleep_lock
+        pthread_mutex_t cb_lock
+        fw_queue inject
+        int n_slots
+        int sleepers
+        int searching
+        int target_workers
+        int live_workers
+        int state
+        int n_deep
+        int n_spares
+        long long n_running
+        long long n_running_pool
+        long long n_completed
+        long long n_spawned_spares
+        long long n_spare_failures
+        long long n_steals
+        long long n_helped
+        char *slot_alive
+        char *slot_used
+
+    fw_pool fw_P
+
+    int FW_LOAD(...)
+    long long FW_LOADLL "FW_LOAD"(...)
+    void FW_STORE(...)
+    void FW_ADD(...)
+
+    int fw_sched_init()
+    void fw_lock(pthread_mutex_t *m)
+    void fw_unlock(pthread_mutex_t *m)
     double fw_now()
+    fw_thread *fw_me_get()
+    int fw_get_slot()
+    void fw_set_slot(int s)
+    PyObject *fw_get_cur()
+    void fw_set_cur(PyObject *f)
+    int fw_task_depth
+    int fw_push(fw_node *n)
+    int fw_claim_node(fw_node *n, int to_state)
+    fw_node *fw_find_work(int slot)
+    int fw_any_work()
+    fw_node *fw_claim_subtree(const fw_node *root, long long mark)
+    void fw_notify_helpers(const fw_node *parent)
+    void fw_notify_work()
+    void fw_tickle()
+    void fw_wake_all_idle()
+    int fw_idle(int worker_index, int spare)
+    void fw_searching_done()
+    int fw_sleep_wait(fw_node *target, double deadline, double poll_s,
+                      fw_node *help_node, unsigned long long epoch,
+                      int check_cycle, double *slept)
+    unsigned long long fw_help_begin(fw_node *n)
+    void fw_help_end(fw_node *n)
+    void fw_wake_waiters(fw_node *n)
+    int fw_settle(fw_node *n, int final_state, int from_running)
+    int fw_cas_state(fw_node *n, int frm, int to)
+    int fw_slot_acquire(int want)
+    Py_ssize_t fw_child_reset(fw_node ***out)
+    void free(void *p)
+    size_t fw_stack_left()
+    size_t fw_stack_total()
     int fw_prof_on
     long long fw_cur_task
     double fw_wait_acc
-    unsigned long fw_thread_id()
-    int fw_task_depth
-    size_t fw_stack_left()
-    size_t fw_stack_total()
 
-cdef extern from "_fw_sync.h":
+cdef extern from "_fw_sched.h":
     int fw_py_frames_left()
-    int Py_GetRecursionLimit()
 
 _logger = logging.getLogger("forkwait")
 
-# Future states (the first two are "not done").
-cdef enum:
-    PENDING = 0
-    RUNNING = 1
-    FINISHED = 2
-    FAILED = 3
-    CANCELLED = 4
+if fw_sched_init() != 0:
+    raise ImportError("forkwait: could not set up the pool (pthread_atfork failed)")
 
-cdef tuple _STATE_NAMES = ("pending", "running", "finished", "failed", "cancelled")
-
-# Pool states.
-cdef enum:
-    POOL_IDLE = 0        # no worker started yet (or after os.fork() in the child)
-    POOL_RUNNING = 1
-    POOL_DRAINING = 2    # interpreter exit: workers finish the queue, then stop
-    POOL_CLOSED = 3
-
-# What a waiter does next.
-cdef enum:
-    W_DONE = 0
-    W_RUN = 1
-    W_POLL = 2           # main thread: look at signals (Ctrl-C), then wait again
-    W_TIMEOUT = 3
-
-DEF MAX_INTEROP = 4096
-MAX_INTEROP_THREADS = MAX_INTEROP
-# Compensating threads at most (beyond it, a deep waiter helps inline anyway).
-DEF MAX_SPARES = 2048
+MAX_INTEROP_THREADS = FW_MAX_INTEROP
 # A deep waiter blocks when fewer C stack bytes than this are left
 # (or a quarter of the thread's stack, when that is smaller).
 DEF STACK_MARGIN = 512 * 1024
 # The main thread wakes this often while it waits, so that Ctrl-C is seen.
 cdef double SIGNAL_POLL_S = 0.05
 
-ctypedef struct Node:
-    PyObject *fut       # the Future that embeds this node (borrowed)
-    Node *prev
-    Node *next
-    int state
-    int queued          # linked in the queue; the queue then owns one reference
-    int waiters         # threads sleeping until this future is done
-    unsigned long runner  # while RUNNING: the thread that runs it (fw_thread_id)
-
-# ---------------------------------------------------------------- pool state
-# All of it is guarded by the mutex in _fw_sync.h.
-cdef Node *q_head = NULL
-cdef Node *q_tail = NULL
-cdef Py_ssize_t q_len = 0
-cdef int n_sleeping = 0          # threads in a condition wait (workers and waiters)
-cdef int n_passive = 0           # of those, threads that would not take queued work
-cdef Node *r_head = NULL         # running tasks (linked through prev/next)
-cdef int n_deep = 0              # threads blocked in a wait because they are too deep
-cdef int n_spares = 0            # live compensating threads
-cdef long long n_completed = 0   # forked tasks finished (any outcome), for stats
-cdef long long n_spawned_spares = 0
-cdef long long n_spare_failures = 0  # spares that could not be started
-cdef int n_running = 0           # tasks running now, in workers or inline
-cdef int target_workers = 1
-cdef int live_workers = 0
-cdef int pool_state = POOL_IDLE
-cdef char slot_alive[MAX_INTEROP]
-cdef unsigned long main_ident = 0
-
-fw_sync_init()
-main_ident = PyThread_get_thread_ident()
+cdef tuple _STATE_NAMES = ("pending", "running", "finished", "finished", "cancelled")
+cdef tuple _CF_STATES = ("PENDING", "RUNNING", "FINISHED", "FINISHED", "CANCELLED_AND_NOTIFIED")
+cdef unsigned long main_ident = PyThread_get_thread_ident()
+cdef long long _wait_tokens = 0
 
 
-cdef inline void q_push(Node *n) noexcept nogil:
-    global q_head, q_tail, q_len
-    n.prev = q_tail
-    n.next = NULL
-    if q_tail != NULL:
-        q_tail.next = n
-    else:
-        q_head = n
-    q_tail = n
-    n.queued = 1
-    q_len += 1
+class InvalidStateError(_cf.InvalidStateError, RuntimeError):
+    """A future was completed twice, or read before it was done.
 
-
-cdef inline void q_unlink(Node *n) noexcept nogil:
-    global q_head, q_tail, q_len
-    if n.prev != NULL:
-        n.prev.next = n.next
-    else:
-        q_head = n.next
-    if n.next != NULL:
-        n.next.prev = n.prev
-    else:
-        q_tail = n.prev
-    n.prev = NULL
-    n.next = NULL
-    n.queued = 0
-    q_len -= 1
-
-
-cdef inline Node *q_claim(Node *n) noexcept nogil:
-    """Take a queued node out of the queue and mark it running (mutex held).
-
-    A running node is linked in the running list, so that the child of
-    os.fork() can fail the tasks whose threads it does not have.
-    """
-    global n_running, r_head
-    q_unlink(n)
-    n.state = RUNNING
-    n.runner = fw_thread_id()
-    n.prev = NULL
-    n.next = r_head
-    if r_head != NULL:
-        r_head.prev = n
-    r_head = n
-    n_running += 1
-    return n
-
-
-cdef inline void r_unlink(Node *n) noexcept nogil:
-    """Take a running node out of the running list (mutex held)."""
-    global r_head
-    if n.prev != NULL:
-        n.prev.next = n.next
-    else:
-        r_head = n.next
-    if n.next != NULL:
-        n.next.prev = n.prev
-    n.prev = NULL
-    n.next = NULL
-
-
-# ---------------------------------------------------------------- the Future
-
-# No @cython.freelist: an object that the cyclic GC finalized keeps its
-# 'finalized' flag in a freelist, and __del__ would then never run again.
-@cython.final
-cdef class Future:
-    """The result of an asynchronous call, as in ``torch.futures.Future``.
-
-    A `Future` comes from :func:`fork` (it then belongs to a forked task) or
-    from ``Future()`` (it is then completed by hand with :meth:`set_result` or
-    :meth:`set_exception`). It goes from pending to running to finished,
-    failed or cancelled, exactly once.
+    It is both :class:`concurrent.futures.InvalidStateError` (what the
+    standard library raises) and :class:`RuntimeError` (what torch raises),
+    so either ``except`` clause catches it.
 
     Examples
     --------
     >>> import forkwait as fw
-    >>> fut = fw.fork(sum, [1, 2, 3])
-    >>> fut.wait()
-    6
-    >>> manual = fw.Future()
-    >>> manual.set_result("ready")
-    >>> manual.value()
-    'ready'
+    >>> f = fw.Future()
+    >>> f.set_result(1)
+    >>> try:
+    ...     f.set_result(2)
+    ... except RuntimeError as exc:
+    ...     print(type(exc).__name__)
+    InvalidStateError
     """
 
-    cdef Node node
+
+# The lock that concurrent.futures.wait/as_completed take as `_condition`
+# of every forkwait future (one re-entrant lock for all, not one per future).
+_cf_lock = threading.RLock()
+
+
+# ---------------------------------------------------------------- the Future
+
+cdef class FutureCore:
+    """The C-level part of :class:`Future` (see there)."""
+
+    cdef fw_node node
     cdef object _fn
     cdef tuple _args
     cdef dict _kwargs
+    cdef object _ctx
     cdef object _result
     cdef object _exc
     cdef list _callbacks
+    cdef list _cf_waiters
+    cdef FutureCore _parent
     cdef int _intra
-    cdef bint _is_task
+    cdef int _completing
     cdef bint _retrieved
     # profiling (only set while forkwait.profile() records)
     cdef long long _prof_id
@@ -242,14 +238,10 @@ cdef class Future:
 
     def __cinit__(self):
         self.node.fut = <PyObject *>self
-        self.node.prev = NULL
-        self.node.next = NULL
-        self.node.state = PENDING
-        self.node.queued = 0
-        self.node.waiters = 0
-        self.node.runner = 0
+        self.node.state = FW_PENDING
 
-    __class_getitem__ = classmethod(types.GenericAlias)
+    def __init__(self):
+        pass
 
     # -- state -----------------------------------------------------------
     def done(self):
@@ -265,7 +257,7 @@ cdef class Future:
         >>> f.done()
         True
         """
-        return self.node.state >= FINISHED
+        return FW_LOAD(&self.node.state) >= FW_FINISHED
 
     def running(self):
         """True while a thread runs the forked call.
@@ -279,7 +271,7 @@ cdef class Future:
         >>> f.running()
         False
         """
-        return self.node.state == RUNNING
+        return FW_LOAD(&self.node.state) == FW_RUNNING
 
     def cancelled(self):
         """True when the future was cancelled before it started.
@@ -293,10 +285,10 @@ cdef class Future:
         >>> f.cancelled()
         True
         """
-        return self.node.state == CANCELLED
+        return FW_LOAD(&self.node.state) == FW_CANCELLED
 
     # -- waiting and values ------------------------------------------------
-    def wait(self):
+    def wait(self, timeout=None):
         """Block until done and return the value (see :func:`forkwait.wait`).
 
         Examples
@@ -305,7 +297,7 @@ cdef class Future:
         >>> fw.fork(pow, 2, 10).wait()
         1024
         """
-        _wait_done(self, -1.0, True)
+        _wait_done(self, _check_timeout(timeout))
         return self._outcome()
 
     def value(self):
@@ -313,7 +305,7 @@ cdef class Future:
 
         Raises
         ------
-        concurrent.futures.InvalidStateError
+        forkwait.InvalidStateError
             If the future is not done yet: call :meth:`wait` first.
 
         Examples
@@ -324,9 +316,10 @@ cdef class Future:
         >>> f.value()
         3
         """
-        if self.node.state < FINISHED:
+        cdef int state = FW_LOAD(&self.node.state)
+        if state < FW_FINISHED:
             raise InvalidStateError(
-                f"value() called on a {_STATE_NAMES[self.node.state]} future: "
+                f"value() called on a {_STATE_NAMES[state]} future: "
                 "call wait() first, or use then()/add_done_callback()"
             )
         return self._outcome()
@@ -334,8 +327,9 @@ cdef class Future:
     def result(self, timeout=None):
         """The value, waiting at most `timeout` seconds (``concurrent.futures``).
 
-        With ``timeout=None`` this is :meth:`wait`. With a timeout the caller
-        only sleeps (it runs no task itself), so that the timeout holds.
+        The wait helps as :func:`forkwait.wait` does (it runs the call itself
+        if it has not started, and tasks of its subtree meanwhile) until the
+        deadline.
 
         Raises
         ------
@@ -348,7 +342,7 @@ cdef class Future:
         >>> fw.fork(max, 3, 7).result(timeout=10)
         7
         """
-        _wait_done(self, _check_timeout(timeout), timeout is None)
+        _wait_done(self, _check_timeout(timeout))
         return self._outcome()
 
     def exception(self, timeout=None):
@@ -361,26 +355,32 @@ cdef class Future:
         >>> type(f.exception())
         <class 'ValueError'>
         """
-        _wait_done(self, _check_timeout(timeout), timeout is None)
-        if self.node.state == CANCELLED:
+        _wait_done(self, _check_timeout(timeout))
+        if FW_LOAD(&self.node.state) == FW_CANCELLED:
             raise CancelledError()
         self._retrieved = True
         return self._exc
 
     cdef object _outcome(self):
-        cdef int state = self.node.state
-        if state == FINISHED:
+        cdef int state = FW_LOAD(&self.node.state)
+        if state == FW_FINISHED:
             return self._result
-        if state == FAILED:
+        if state == FW_FAILED:
             self._retrieved = True
             raise self._exc
-        if state == CANCELLED:
+        if state == FW_CANCELLED:
             raise CancelledError()
         raise InvalidStateError("future is not done")  # unreachable after a wait
 
     def __await__(self):
-        """``await fut`` inside asyncio: the event loop keeps running meanwhile."""
-        return _await_future(self).__await__()
+        """``await fut`` in asyncio: the event loop keeps running meanwhile.
+
+        Cancelling the awaiting task cancels the future if it has not
+        started; awaiting a cancelled future raises ``asyncio.CancelledError``.
+        """
+        import asyncio
+
+        return asyncio.wrap_future(self).__await__()
 
     # -- completion by hand --------------------------------------------------
     def set_result(self, result):
@@ -388,7 +388,7 @@ cdef class Future:
 
         Raises
         ------
-        concurrent.futures.InvalidStateError
+        forkwait.InvalidStateError
             If the future is already done, or belongs to a forked task.
 
         Examples
@@ -400,9 +400,9 @@ cdef class Future:
         42
         """
         self._check_manual("set_result")
-        if not _finish(self, FINISHED, result, None):
+        if not _complete_manual(self, FW_FINISHED, result, None):
             raise InvalidStateError(
-                f"set_result() on a future that is already {_STATE_NAMES[self.node.state]}"
+                f"set_result() on a future that is already {self._state_name()}"
             )
 
     def set_exception(self, exception):
@@ -427,18 +427,47 @@ cdef class Future:
                 "set_exception() needs an exception instance, got "
                 f"{type(exception).__name__}"
             )
-        if not _finish(self, FAILED, None, exception):
+        if not _complete_manual(self, FW_FAILED, None, exception):
             raise InvalidStateError(
-                f"set_exception() on a future that is already "
-                f"{_STATE_NAMES[self.node.state]}"
+                f"set_exception() on a future that is already {self._state_name()}"
             )
 
+    def set_running_or_notify_cancel(self):
+        """Mark a hand-made future running; False if it was cancelled.
+
+        As ``concurrent.futures.Future.set_running_or_notify_cancel``: code
+        that completes futures by hand calls it before starting the work.
+
+        Raises
+        ------
+        forkwait.InvalidStateError
+            If the future is already running or done (other than cancelled).
+
+        Examples
+        --------
+        >>> import forkwait as fw
+        >>> f = fw.Future()
+        >>> f.set_running_or_notify_cancel(), f.running()
+        (True, True)
+        """
+        self._check_manual("set_running_or_notify_cancel")
+        if fw_cas_state(&self.node, FW_PENDING, FW_RUNNING):
+            return True
+        if FW_LOAD(&self.node.state) == FW_CANCELLED:
+            return False
+        raise InvalidStateError(
+            f"set_running_or_notify_cancel() on a future that is {self._state_name()}"
+        )
+
     cdef _check_manual(self, str what):
-        if self._is_task:
+        if self.node.is_task:
             raise InvalidStateError(
                 f"{what}() on a future that belongs to a forked task; only futures "
                 "made with Future() are completed by hand"
             )
+
+    cdef str _state_name(self):
+        return _STATE_NAMES[FW_LOAD(&self.node.state)]
 
     def cancel(self):
         """Cancel the call if it has not started; True if it is cancelled.
@@ -452,9 +481,19 @@ cdef class Future:
         >>> f.cancel(), f.cancelled()
         (True, True)
         """
-        if self.node.state == CANCELLED:
+        cdef int state = FW_LOAD(&self.node.state)
+        if state == FW_CANCELLED:
             return True
-        return _finish(self, CANCELLED, None, None, True)
+        if state != FW_PENDING:
+            return False
+        if self.node.is_task:
+            if not fw_claim_node(&self.node, FW_CANCELLED):
+                return FW_LOAD(&self.node.state) == FW_CANCELLED
+            Py_DECREF(self)  # the queue's reference; our caller holds one
+            FW_ADD(&fw_P.n_completed, 1)
+            _after_final(self)
+            return True
+        return _complete_manual(self, FW_CANCELLED, None, None)
 
     # -- callbacks -------------------------------------------------------------
     def add_done_callback(self, fn):
@@ -462,8 +501,9 @@ cdef class Future:
 
         It runs in the thread that completes the future, after the future's
         state is final, or at once in the calling thread if it is done
-        already. An exception raised by `fn` is logged (logger ``forkwait``),
-        never raised into that thread.
+        already. An ``Exception`` raised by `fn` is logged (logger
+        ``forkwait``), never raised into that thread; ``KeyboardInterrupt``
+        and ``SystemExit`` go through, as in ``concurrent.futures``.
 
         Examples
         --------
@@ -477,25 +517,38 @@ cdef class Future:
         """
         if not callable(fn):
             raise TypeError(f"add_done_callback() needs a callable, got {type(fn).__name__}")
-        cdef list fresh = [fn]
+        if not self._add_callback(fn):
+            _run_callbacks(self, [fn])
+
+    cdef bint _add_callback(self, fn) except -1:
+        """Append `fn` unless the future is done (then False)."""
+        cdef list fresh = [fn] if self._callbacks is None else None
         cdef bint added = False
-        fw_lock()
-        if self.node.state < FINISHED:
+        fw_lock(&fw_P.cb_lock)
+        if FW_LOAD(&self.node.state) < FW_FINISHED:
             if self._callbacks is None:
-                self._callbacks = fresh
+                if fresh is not None:
+                    self._callbacks = fresh
+                    added = True
             else:
                 self._callbacks.append(fn)
-            added = True
-        fw_unlock()
-        if not added:
-            _call_callback(fn, self)
+                added = True
+        else:
+            fw_unlock(&fw_P.cb_lock)
+            return False
+        fw_unlock(&fw_P.cb_lock)
+        if not added:  # another thread made the list meanwhile
+            return self._add_callback(fn)
+        return True
 
     def then(self, callback):
         """A new Future with the value of ``callback(self)``, once this is done.
 
         As ``torch.futures.Future.then``: `callback` runs in the thread that
-        completes this future (or now, if it is done already); if it raises,
-        the returned future fails with that exception.
+        completes this future (or now, if it is done already), in the
+        ``contextvars`` context of the caller of ``then``; if it raises, the
+        returned future fails with that exception (torch wraps it in
+        RuntimeError; forkwait keeps it as it is).
 
         Examples
         --------
@@ -505,143 +558,299 @@ cdef class Future:
         """
         if not callable(callback):
             raise TypeError(f"then() needs a callable, got {type(callback).__name__}")
-        cdef Future child = Future()
-        self.add_done_callback(_Chain(callback, child))
+        cdef FutureCore child = _new_future()
+        cdef _Chain chain = _Chain.__new__(_Chain)
+        chain.callback = callback
+        chain.child = child
+        chain.ctx = PyContext_CopyCurrent()
+        self.add_done_callback(chain)
         return child
+
+    # -- concurrent.futures' waiter protocol -----------------------------------
+    @property
+    def _condition(self):
+        # concurrent.futures.wait/as_completed take this lock before they read
+        # _state and install a waiter; the flag makes the completing thread
+        # take it too (only for futures that were ever watched this way).
+        FW_STORE(&self.node.cf_watched, 1)
+        return _cf_lock
+
+    @property
+    def _state(self):
+        return _CF_STATES[FW_LOAD(&self.node.state)]
+
+    @property
+    def _waiters(self):
+        FW_STORE(&self.node.cf_watched, 1)
+        if self._cf_waiters is None:
+            self._cf_waiters = []
+        return self._cf_waiters
+
+    @property
+    def _exception(self):
+        return self._exc
 
     # -- reporting -------------------------------------------------------------
     def __repr__(self):
-        cdef int state = self.node.state
+        cdef int state = FW_LOAD(&self.node.state)
         extra = ""
-        if state == FINISHED:
+        if state == FW_FINISHED:
             extra = f" returned {type(self._result).__name__}"
-        elif state == FAILED:
+        elif state == FW_FAILED:
             extra = f" raised {type(self._exc).__name__}"
         name = ""
         if self._fn is not None:
-            name = " " + getattr(self._fn, "__qualname__", type(self._fn).__name__)
+            name = " " + _task_name(self._fn)
         return f"<forkwait.Future{name} at {id(self):#x} state={_STATE_NAMES[state]}{extra}>"
 
     def __del__(self):
-        if self.node.state == FAILED and not self._retrieved:
-            _report_unretrieved(self)
+        if FW_LOAD(&self.node.state) == FW_FAILED and not self._retrieved:
+            _defer_unretrieved_report(self)
 
 
-cdef void _report_unretrieved(Future fut):
+class Future(FutureCore, _cf.Future):
+    """The result of an asynchronous call, as in ``torch.futures.Future``.
+
+    A `Future` comes from :func:`fork` (it then belongs to a forked task) or
+    from ``Future()`` (it is then completed by hand with :meth:`set_result` or
+    :meth:`set_exception`). It goes from pending to running to finished,
+    failed or cancelled, exactly once.
+
+    It is a :class:`concurrent.futures.Future`, so it goes wherever one goes:
+    ``concurrent.futures.wait`` and ``as_completed``, ``asyncio.wrap_future``
+    and ``await``.
+
+    Examples
+    --------
+    >>> import forkwait as fw
+    >>> fut = fw.fork(sum, [1, 2, 3])
+    >>> fut.wait()
+    6
+    >>> manual = fw.Future()
+    >>> manual.set_result("ready")
+    >>> manual.value()
+    'ready'
+    >>> import concurrent.futures
+    >>> isinstance(fut, concurrent.futures.Future)
+    True
+    """
+
+    __class_getitem__ = classmethod(types.GenericAlias)
+
+
+cdef object _FutureType = Future
+
+
+cdef inline FutureCore _new_future():
+    return FutureCore.__new__(_FutureType)
+
+
+# ---------------------------------------------------------------- reports
+
+cdef list _unretrieved = []
+cdef bint _report_scheduled = False
+
+
+cdef int _report_pending(void *arg) noexcept with gil:
+    global _report_scheduled
+    _report_scheduled = False
+    _flush_unretrieved()
+    return 0
+
+
+def _flush_unretrieved():
+    """Log the failures collected by finalizers (a safe point, not a finalizer)."""
+    global _unretrieved
+    items = _unretrieved
+    _unretrieved = []
+    for text, exc in items:
+        try:
+            _logger.error(
+                "forkwait: a future failed and nobody retrieved its exception: %s",
+                text, exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        except BaseException:  # interpreter shutdown: logging may be gone
+            pass
+
+
+cdef void _defer_unretrieved_report(FutureCore fut):
+    """From a finalizer: keep the failure and log it later, at a safe point.
+
+    Formatting a traceback inside a finalizer runs arbitrary code (linecache,
+    and on CPython 3.11 even ast.parse) in the middle of whatever the
+    collected thread was doing, which broke an ast.parse running there.
+    """
+    global _report_scheduled
     try:
-        exc = fut._exc
-        _logger.error(
-            "forkwait: a future failed and nobody retrieved its exception: %s",
-            repr(fut),  # a string: the record must not keep the future alive
-            exc_info=(type(exc), exc, exc.__traceback__),
-        )
-    except BaseException:  # interpreter shutdown: logging may be gone
+        _unretrieved.append((repr(fut), fut._exc))
+        if not _report_scheduled:
+            if Py_AddPendingCall(_report_pending, NULL) == 0:
+                _report_scheduled = True
+    except BaseException:
         pass
 
 
-cdef void _call_callback(object fn, Future fut):
+# ---------------------------------------------------------------- completing
+
+_tls = threading.local()   # per thread: the completion queue of _run_callbacks
+
+
+cdef int _invoke(object fn, FutureCore fut) except -1:
     try:
         fn(fut)
-    except BaseException:
+    except Exception:
         try:
             _logger.exception("forkwait: exception in callback %r of %r", fn, fut)
-        except BaseException:
+        except Exception:
             pass
+    return 0
+
+
+cdef int _run_callbacks(FutureCore fut, list callbacks) except -1:
+    """Run `callbacks` of `fut`, and every completion they cause, in a loop.
+
+    A callback that completes another future (a ``then`` chain) queues that
+    future's callbacks here instead of recursing, so a chain of any length
+    completes on a flat stack. KeyboardInterrupt or SystemExit from a
+    callback is raised once the loop has run every other callback.
+    """
+    cdef object queue = getattr(_tls, "drain", None)
+    if queue is not None:
+        queue.append((fut, callbacks))
+        return 0
+    queue = collections.deque()
+    _tls.drain = queue
+    first = None
+    item = (fut, callbacks)
+    try:
+        while True:
+            f, cbs = item
+            for cb in cbs:
+                try:
+                    _invoke(cb, f)
+                except BaseException as exc:
+                    if first is None:
+                        first = exc
+            if not queue:
+                break
+            item = queue.popleft()
+    finally:
+        _tls.drain = None
+    if first is not None:
+        raise first
+    return 0
+
+
+cdef int _after_final(FutureCore fut) except -1:
+    """`fut` just reached its final state: wake, notify, run callbacks."""
+    cdef list callbacks
+    fw_wake_waiters(&fut.node)
+    fw_lock(&fw_P.cb_lock)
+    callbacks = fut._callbacks
+    fut._callbacks = None
+    fw_unlock(&fw_P.cb_lock)
+    if FW_LOAD(&fut.node.cf_watched):
+        _notify_cf_waiters(fut)
+    fut._fn = None
+    fut._args = None
+    fut._kwargs = None
+    fut._ctx = None
+    fut.node.parent = NULL
+    fut._parent = None
+    if callbacks is not None:
+        _run_callbacks(fut, callbacks)
+    return 0
+
+
+cdef _notify_cf_waiters(FutureCore fut):
+    cdef int state
+    with _cf_lock:
+        waiters = fut._cf_waiters
+        if not waiters:
+            return
+        state = FW_LOAD(&fut.node.state)
+        for w in list(waiters):
+            if state == FW_FINISHED:
+                w.add_result(fut)
+            elif state == FW_FAILED:
+                w.add_exception(fut)
+            else:
+                w.add_cancelled(fut)
+
+
+cdef bint _complete_manual(FutureCore fut, int state, object result, object exc) except -1:
+    """Complete a hand-made future once (False if it is done already)."""
+    if not fw_cas_int(&fut._completing):
+        return False
+    fut._result = result
+    fut._exc = exc
+    if not fw_settle(&fut.node, state, 0):
+        fut._result = fut._exc = None
+        FW_STORE(&fut._completing, 0)
+        return False
+    _after_final(fut)
+    return True
+
+
+cdef extern from *:
+    """
+    static inline int fw_cas_int(int *flag) {
+        int expected = 0;
+        return __atomic_compare_exchange_n(flag, &expected, 1, 0,
+                                           __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    }
+    """
+    int fw_cas_int(int *flag) nogil
+
+
+cdef int _complete_task(FutureCore fut, int state, object result, object exc) except -1:
+    """The thread that ran a task completes its future."""
+    fut._result = result
+    fut._exc = exc
+    fw_settle(&fut.node, state, 1)
+    _after_final(fut)
+    if FW_LOAD(&fw_P.state) == FW_POOL_DRAINING:
+        fw_wake_all_idle()  # workers at exit wait for running pool tasks
+    return 0
 
 
 @cython.final
 cdef class _Chain:
     """The done-callback behind Future.then()."""
     cdef object callback
-    cdef Future child
+    cdef FutureCore child
+    cdef object ctx
 
-    def __cinit__(self, callback, Future child):
-        self.callback = callback
-        self.child = child
-
-    def __call__(self, Future fut):
+    def __call__(self, FutureCore fut):
+        cdef FutureCore child = self.child
         try:
-            value = self.callback(fut)
+            value = self.ctx.run(self.callback, fut)
         except BaseException as exc:
-            _finish(self.child, FAILED, None, exc)
+            _complete_manual(child, FW_FAILED, None, exc)
         else:
-            _finish(self.child, FINISHED, value, None)
-
-
-async def _await_future(Future fut):
-    if fut.node.state < FINISHED:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-
-        def wake(_):
-            def settle():
-                if not waiter.done():
-                    waiter.set_result(None)
-            try:
-                loop.call_soon_threadsafe(settle)
-            except RuntimeError:  # the loop was closed meanwhile
-                pass
-
-        fut.add_done_callback(wake)
-        await waiter
-    return fut._outcome()
+            _complete_manual(child, FW_FINISHED, value, None)
 
 
 cdef double _check_timeout(timeout) except? -2.0:
     if timeout is None:
         return -1.0
-    t = float(timeout)
+    try:
+        t = float(timeout)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, got {type(timeout).__name__}"
+        ) from None
     if t != t:
         raise ValueError("timeout must be a number of seconds, got nan")
+    if t == float("inf"):
+        return -1.0
     return t if t > 0.0 else 0.0
 
 
-# ---------------------------------------------------------------- completing
+# ---------------------------------------------------------------- running
 
-cdef bint _finish(Future fut, int state, object result, object exc,
-                  bint only_pending=False) except -1:
-    """Move `fut` to a final state once; run its callbacks. False if done
-    already (or, with `only_pending`, if it has started)."""
-    global n_running, n_completed
-    cdef bint ok = False
-    cdef bint unqueued = False
-    cdef list callbacks = None
-    fw_lock()
-    if fut.node.state == PENDING or (fut.node.state == RUNNING and not only_pending):
-        if fut.node.queued:
-            q_unlink(&fut.node)
-            unqueued = True
-        if fut.node.state == RUNNING:
-            r_unlink(&fut.node)
-            n_running -= 1
-        if fut._is_task:
-            n_completed += 1
-        # Old values are None: these assignments free nothing, run no code.
-        fut._result = result
-        fut._exc = exc
-        callbacks = fut._callbacks
-        fut._callbacks = None
-        fut.node.state = state
-        if fut.node.waiters > 0:
-            fw_broadcast()
-        ok = True
-    fw_unlock()
-    if unqueued:
-        Py_DECREF(fut)  # the queue's reference; the caller still holds one
-    if ok:
-        fut._fn = None
-        fut._args = None
-        fut._kwargs = None
-        if callbacks is not None:
-            for cb in callbacks:
-                _call_callback(cb, fut)
-    return ok
-
-
-cdef int _run_task(Future fut) except -1:
-    """Run a claimed task in this thread and finish its future.
+cdef int _run_task(FutureCore fut) except -1:
+    """Run a claimed task in this thread and complete its future.
 
     Returns 1 when the task raised KeyboardInterrupt in the main thread (the
     waiter must then raise it too, so Ctrl-C is never swallowed), else 0.
@@ -650,9 +859,12 @@ cdef int _run_task(Future fut) except -1:
     cdef int saved = get_local_threads()
     cdef int interrupted = 0
     cdef long long outer_task = 0
-    cdef double outer_wait = 0.0, t0 = 0.0, t1
+    cdef double outer_wait = 0.0, t0 = 0.0
     cdef bint profiled = fw_prof_on and fut._prof_id != 0
-    cdef object name
+    cdef PyObject *outer_fut = fw_get_cur()
+    cdef object ctx = fut._ctx
+    cdef object name = None
+    cdef str outcome
     if profiled:
         name = _task_name(fut._fn)
         outer_task = fw_cur_task
@@ -661,57 +873,82 @@ cdef int _run_task(Future fut) except -1:
         fw_wait_acc = 0.0
         t0 = fw_now()
     set_local_threads(fut._intra)
+    fw_set_cur(<PyObject *>fut)
     fw_task_depth += 1
+    PyContext_Enter(ctx)
     try:
         if fut._kwargs is None:
             value = fut._fn(*fut._args)
         else:
             value = fut._fn(*fut._args, **fut._kwargs)
     except BaseException as exc:
+        PyContext_Exit(ctx)
         fw_task_depth -= 1
+        fw_set_cur(outer_fut)
         set_local_threads(saved)
         if isinstance(exc, KeyboardInterrupt) and PyThread_get_thread_ident() == main_ident:
             interrupted = 1
         if profiled:
-            t1 = fw_now()
-            _record_task(fut, name, t0, t1, outer_task, outer_wait, "failed")
-        _finish(fut, FAILED, None, exc)
+            _record_task(fut, name, t0, fw_now(), outer_task, outer_wait, "failed")
+        _complete_task(fut, FW_FAILED, None, exc)
     else:
+        PyContext_Exit(ctx)
         fw_task_depth -= 1
+        fw_set_cur(outer_fut)
         set_local_threads(saved)
         if profiled:
-            t1 = fw_now()
-            _record_task(fut, name, t0, t1, outer_task, outer_wait, "finished")
-        _finish(fut, FINISHED, value, None)
+            _record_task(fut, name, t0, fw_now(), outer_task, outer_wait, "finished")
+        _complete_task(fut, FW_FINISHED, value, None)
     return interrupted
 
 
-cdef object _prof_sink = None   # a list that profile() owns while it records
+cdef object _prof_hook = None   # the hook object of the profile that records
 cdef long long _prof_next_id = 0
 
 
-cdef object _task_name(fn):
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
-    if name is None:
-        name = type(fn).__name__
-    return name
+cdef str _task_name(fn):
+    """A task's name for reports; never raises (a callable's __getattr__ may)."""
+    try:
+        name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+        if isinstance(name, str):
+            return name
+    except Exception:
+        pass
+    try:
+        return type(fn).__qualname__
+    except Exception:
+        return "<callable>"
 
 
-cdef void _record_task(Future fut, object name, double t0, double t1,
+cdef void _record_task(FutureCore fut, object name, double t0, double t1,
                        long long outer_task, double outer_wait, str outcome):
     global fw_cur_task, fw_wait_acc
     cdef double waited = fw_wait_acc
     fw_cur_task = outer_task
     fw_wait_acc = outer_wait
-    sink = _prof_sink
-    if sink is not None:
-        sink.append((
-            "task", fut._prof_id, fut._prof_parent, name, fut._t_fork, fut._fork_thread,
-            t0, t1, PyThread_get_thread_ident(), waited, outcome,
-        ))
+    hook = _prof_hook
+    if hook is not None:
+        try:
+            hook.on_task(
+                id=fut._prof_id, parent=fut._prof_parent, name=name,
+                fork_time=fut._t_fork, fork_thread=fut._fork_thread, start=t0, end=t1,
+                thread=PyThread_get_thread_ident(), wait_time=waited, outcome=outcome,
+            )
+        except Exception:
+            pass
 
 
-cdef void _prof_fork(Future fut) noexcept:
+cdef void _record_wait(FutureCore fut, double t0):
+    hook = _prof_hook
+    if hook is not None:
+        try:
+            hook.on_wait(task=fut._prof_id, start=t0, end=fw_now(),
+                         thread=PyThread_get_thread_ident())
+        except Exception:
+            pass
+
+
+cdef void _prof_fork(FutureCore fut) noexcept:
     global _prof_next_id
     _prof_next_id += 1
     fut._prof_id = _prof_next_id
@@ -720,12 +957,18 @@ cdef void _prof_fork(Future fut) noexcept:
     fut._fork_thread = PyThread_get_thread_ident()
 
 
-def _set_profiler(sink):
-    """Start recording into the list `sink` (None stops). Returns the old one."""
-    global _prof_sink, fw_prof_on
-    old = _prof_sink
-    _prof_sink = sink
-    fw_prof_on = sink is not None
+def _set_profiler(hook):
+    """Start calling `hook` (None stops); returns the old hook.
+
+    While set, the thread that ran a task calls ``hook.on_task(id=, parent=,
+    name=, fork_time=, fork_thread=, start=, end=, thread=, wait_time=,
+    outcome=)`` and a wait that slept calls ``hook.on_wait(task=, start=,
+    end=, thread=)``.
+    """
+    global _prof_hook, fw_prof_on
+    old = _prof_hook
+    _prof_hook = hook
+    fw_prof_on = hook is not None
     return old
 
 
@@ -736,85 +979,11 @@ def _current_task():
 
 # ---------------------------------------------------------------- waiting
 
-cdef int _next_for_waiter(Node *target, double deadline, bint helps, bint is_main,
-                          Node **other) noexcept nogil:
-    """Under the mutex: decide what a thread waiting on `target` does next."""
-    cdef int action, timed_out
-    cdef double until, now, slept_from = 0.0
-    fw_lock()
-    while True:
-        if target.state >= FINISHED:
-            action = W_DONE
-            break
-        if helps and q_tail != NULL:
-            # Newest first: most likely a child of the task being waited on.
-            other[0] = q_claim(q_tail)
-            action = W_RUN
-            break
-        now = fw_now()
-        if deadline >= 0.0 and now >= deadline:
-            action = W_TIMEOUT
-            break
-        until = deadline
-        if is_main and (until < 0.0 or until > now + SIGNAL_POLL_S):
-            until = now + SIGNAL_POLL_S
-        target.waiters += 1
-        n_sleeping_add(1)
-        if not helps:
-            n_passive_add(1)
-        if fw_prof_on:
-            slept_from = fw_now()
-        if until < 0.0:
-            fw_cond_wait()
-            timed_out = 0
-        else:
-            timed_out = fw_cond_wait_until(until)
-        if fw_prof_on:
-            _add_wait(fw_now() - slept_from)
-        target.waiters -= 1
-        n_sleeping_add(-1)
-        if not helps:
-            n_passive_add(-1)
-        if timed_out and is_main and (deadline < 0.0 or until < deadline):
-            action = W_POLL
-            break
-    fw_unlock()
-    return action
-
-
-cdef inline void _add_wait(double seconds) noexcept nogil:
-    global fw_wait_acc
-    fw_wait_acc += seconds
-
-
-cdef inline void n_sleeping_add(int d) noexcept nogil:
-    global n_sleeping
-    n_sleeping += d
-
-
-cdef inline void n_passive_add(int d) noexcept nogil:
-    global n_passive
-    n_passive += d
-
-
-cdef inline void _wake_for_work() noexcept nogil:
-    """A task was queued (mutex held): wake a thread that will take it.
-
-    A signal may wake any sleeper; when some sleepers would not take work
-    (waiters that do not help), wake them all so that the wake-up is not lost.
-    """
-    if n_sleeping > 0:
-        if n_passive > 0:
-            fw_broadcast()
-        else:
-            fw_signal()
-
-
 cdef bint _too_deep():
     """True when a task run inline here could overflow the Python or C stack.
 
-    Needs the GIL. The margin is a quarter of the recursion limit (at least
-    50 frames) and STACK_MARGIN bytes of C stack (at most a quarter of it).
+    The margin is a quarter of the recursion limit (at least 50 frames) and
+    STACK_MARGIN bytes of C stack (at most a quarter of it).
     """
     cdef int limit = Py_GetRecursionLimit()
     cdef int margin = limit // 4
@@ -834,234 +1003,331 @@ cdef bint _begin_blocking() except -1:
     than the blocked threads. False when no spare could be had (the caller
     then helps as usual, deep or not).
     """
-    global n_deep, n_spares, n_spawned_spares, n_spare_failures
     cdef bint spawn = False
-    fw_lock()
-    if n_spares < n_deep + 1 and n_spares >= MAX_SPARES:
-        fw_unlock()
+    fw_lock(&fw_P.sleep_lock)
+    if fw_P.n_spares < fw_P.n_deep + 1 and fw_P.n_spares >= FW_MAX_SPARES:
+        fw_unlock(&fw_P.sleep_lock)
         return False
-    n_deep += 1
-    if n_spares < n_deep:
-        n_spares += 1
-        n_spawned_spares += 1
+    FW_ADD(&fw_P.n_deep, 1)
+    if fw_P.n_spares < fw_P.n_deep:
+        FW_ADD(&fw_P.n_spares, 1)
+        fw_P.n_spawned_spares += 1
         spawn = True
-    fw_unlock()
+    fw_unlock(&fw_P.sleep_lock)
     if spawn:
         # _thread, not threading: start_new_thread runs no Python code, so no
         # signal handler (Ctrl-C) can interrupt it half way and leave the
-        # count wrong; either the thread exists or it raised. Such a thread
-        # is never joined at exit (like a daemon thread).
+        # count wrong. Such a thread is never joined at exit (like a daemon).
         try:
             _thread.start_new_thread(_spare_main, ())
         except Exception:
-            fw_lock()
-            n_spares -= 1
-            n_deep -= 1
-            n_spare_failures += 1
-            fw_unlock()
+            fw_lock(&fw_P.sleep_lock)
+            FW_ADD(&fw_P.n_spares, -1)
+            FW_ADD(&fw_P.n_deep, -1)
+            fw_P.n_spare_failures += 1
+            fw_unlock(&fw_P.sleep_lock)
             return False
     return True
 
 
 cdef void _end_blocking() noexcept nogil:
-    global n_deep
-    fw_lock()
-    n_deep -= 1
-    if n_spares > n_deep:
-        fw_broadcast()  # a spare that is not needed any more retires
-    fw_unlock()
+    FW_ADD(&fw_P.n_deep, -1)
+    fw_wake_all_idle()  # a spare that is not needed any more retires
 
 
-cdef int _wait_done(Future fut, double timeout, bint helps) except -1:
-    """Return once `fut` is done (or raise TimeoutError / KeyboardInterrupt).
+cdef inline int _run_claimed(fw_node *n) except -1:
+    """Run a task this thread claimed from a queue (the queue's reference
+    passes to us). Raises KeyboardInterrupt if the task took Ctrl-C here."""
+    cdef FutureCore task = <FutureCore>n.fut
+    Py_DECREF(task)
+    if _run_task(task):
+        raise KeyboardInterrupt
+    return 0
 
-    `helps`: run the future itself if it has not started, and other queued
-    tasks while it runs elsewhere. Without it the caller only sleeps. A
-    thread too deep to run more tasks on its stack (see the module
-    docstring) does not help either; a spare thread works meanwhile.
+
+cdef int _check_not_own_ancestor(FutureCore fut) except -1:
+    if FW_LOAD(&fut.node.state) == FW_RUNNING and fut.node.runner != NULL \
+            and fut.node.runner == fw_me_get():
+        raise RuntimeError(
+            f"deadlock: {fut!r} waits on itself (the waiting code runs inside that "
+            "task, directly or through tasks it waits on)"
+        )
+    return 0
+
+
+cdef int _wait_done(FutureCore fut, double timeout) except -1:
+    """Return once `fut` is done (or raise TimeoutError / KeyboardInterrupt /
+    RuntimeError on a cycle of waits).
+
+    Runs `fut` itself if it has not started, then, while it runs elsewhere,
+    queued tasks of its subtree. `timeout` < 0: no deadline; 0: only look.
     """
-    cdef Node *node = &fut.node
+    cdef fw_node *node = &fut.node
     cdef bint deep = False
-    if node.state >= FINISHED:
+    cdef double deadline = -1.0
+    if FW_LOAD(&node.state) >= FW_FINISHED:
         return 0
-    if helps and _too_deep() and _begin_blocking():
-        helps = False
-        deep = True
-    if helps:
-        fw_lock()
-        if node.queued:
-            q_claim(node)
-            fw_unlock()
+    if timeout >= 0.0:
+        deadline = fw_now() + timeout
+    if timeout != 0.0 and node.is_task:
+        if _too_deep() and _begin_blocking():
+            deep = True
+        elif fw_claim_node(node, FW_RUNNING):
             Py_DECREF(fut)  # the queue's reference; our caller holds one
-            _run_task(fut)
+            if _run_task(fut):
+                raise KeyboardInterrupt
             return 0
-        fw_unlock()
     if not deep:
-        return _wait_loop(fut, timeout, helps)
+        return _wait_loop(fut, deadline, timeout != 0.0 and node.is_task)
     try:
-        return _wait_loop(fut, timeout, False)
+        return _wait_loop(fut, deadline, False)
     finally:
         with nogil:
             _end_blocking()
 
 
-cdef int _wait_loop(Future fut, double timeout, bint helps) except -1:
-    cdef Node *other = NULL
-    cdef Node *node = &fut.node
+cdef int _wait_loop(FutureCore fut, double deadline, bint helps) except -1:
+    cdef fw_node *node = &fut.node
+    cdef fw_node *other
+    cdef fw_node *help_node = node
     cdef int action
-    cdef double deadline = -1.0
-    cdef bint is_main
-    if timeout >= 0.0:
-        deadline = fw_now() + timeout
-    is_main = PyThread_get_thread_ident() == main_ident
-    cdef double w0 = fw_now() if fw_prof_on else 0.0
-    while True:
-        with nogil:
-            action = _next_for_waiter(node, deadline, helps, is_main, &other)
-        if action == W_DONE:
-            if fw_prof_on and _prof_sink is not None and w0 > 0.0:
-                _prof_sink.append(
-                    ("wait", fut._prof_id, w0, fw_now(), PyThread_get_thread_ident())
+    cdef unsigned long long epoch = 0
+    cdef double slept = 0.0, w0 = 0.0
+    cdef double poll = SIGNAL_POLL_S if PyThread_get_thread_ident() == main_ident else 0.0
+    cdef bint registered
+    if node.is_task:
+        _check_not_own_ancestor(fut)
+    if fw_prof_on:
+        w0 = fw_now()
+    try:
+        while True:
+            if FW_LOAD(&node.state) >= FW_FINISHED:
+                break
+            registered = False
+            if helps and (deadline < 0.0 or fw_now() < deadline):
+                # The target itself may still be queued (a deep waiter's
+                # spare may not have taken it), else a task of its subtree.
+                if fw_claim_node(node, FW_RUNNING):
+                    Py_DECREF(fut)
+                    if _run_task(fut):
+                        raise KeyboardInterrupt
+                    break
+                epoch = fw_help_begin(node)
+                other = fw_claim_subtree(node, 0)
+                if other != NULL:
+                    fw_help_end(node)
+                    _run_claimed(other)
+                    continue
+                registered = True
+            with nogil:
+                action = fw_sleep_wait(node, deadline, poll, help_node if registered else NULL,
+                                       epoch, node.is_task, &slept)
+            if registered:
+                fw_help_end(node)
+            if action == FW_W_DONE or action == FW_W_RESCAN:
+                continue
+            if action == FW_W_POLL:
+                PyErr_CheckSignals()
+            elif action == FW_W_TIMEOUT:
+                raise FuturesTimeoutError(f"{fut!r} not done within the timeout")
+            else:
+                raise RuntimeError(
+                    f"deadlock: waiting on {fut!r} closes a cycle of waits (the task "
+                    "it runs waits, directly or through other tasks, on this thread's "
+                    "own task)"
                 )
-            return 0
-        if action == W_RUN:
-            task = <Future>other.fut
-            Py_DECREF(task)  # the queue's reference; `task` holds one
-            if _run_task(task):
-                raise KeyboardInterrupt
-            task = None
-        elif action == W_POLL:
+    finally:
+        if fw_prof_on:
+            _add_wait(slept)
+            if w0 > 0.0 and slept > 0.0:
+                _record_wait(fut, w0)
+    return 0
+
+
+cdef inline void _add_wait(double seconds) noexcept:
+    global fw_wait_acc
+    fw_wait_acc += seconds
+
+
+cdef int _wait_many(list futs, FutureCore done, double deadline) except -1:
+    """Wait until `done` (a hand-made future that the members complete) is
+    done, running the unstarted members and the subtrees of running ones."""
+    global _wait_tokens
+    cdef FutureCore f
+    cdef fw_node *other
+    cdef long long token
+    cdef int action
+    cdef unsigned long long epoch
+    cdef double slept = 0.0
+    cdef double poll = SIGNAL_POLL_S if PyThread_get_thread_ident() == main_ident else 0.0
+    cdef list running
+    cdef bint helps = deadline != 0.0 and not _too_deep()
+    for f in futs:
+        _check_not_own_ancestor(f)
+    # Unstarted members first, in order, until done (e.g. the first failure).
+    if helps:
+        for f in futs:
+            if FW_LOAD(&done.node.state) >= FW_FINISHED:
+                return 0
+            if deadline >= 0.0 and fw_now() >= deadline:
+                break
+            if f.node.is_task and fw_claim_node(&f.node, FW_RUNNING):
+                Py_DECREF(f)
+                if _run_task(f):
+                    raise KeyboardInterrupt
+    while FW_LOAD(&done.node.state) < FW_FINISHED:
+        epoch = 0
+        running = None
+        if helps and (deadline < 0.0 or fw_now() < deadline):
+            running = [f for f in futs if FW_LOAD(&f.node.state) == FW_RUNNING
+                       and f.node.is_task]
+            if running:
+                _wait_tokens += 1
+                token = _wait_tokens
+                for f in running:
+                    f.node.mark = token
+                epoch = fw_help_begin(&done.node)
+                for f in running:
+                    FW_ADD(&f.node.help_waiters, 1)
+                other = fw_claim_subtree(NULL, token)
+                if other != NULL:
+                    for f in running:
+                        FW_ADD(&f.node.help_waiters, -1)
+                    fw_help_end(&done.node)
+                    _run_claimed(other)
+                    continue
+        with nogil:
+            action = fw_sleep_wait(&done.node, deadline, poll,
+                                   &done.node if running else NULL, epoch, 0, &slept)
+        if running:
+            for f in running:
+                FW_ADD(&f.node.help_waiters, -1)
+            fw_help_end(&done.node)
+        if action == FW_W_POLL:
             PyErr_CheckSignals()
-        else:
-            raise FuturesTimeoutError(f"future not done after {timeout:g} s")
+        elif action == FW_W_TIMEOUT:
+            raise FuturesTimeoutError("futures not done within the timeout")
+    return 0
 
 
 # ---------------------------------------------------------------- workers
 
-cdef Node *_worker_next(int slot, bint block, bint *stop) noexcept nogil:
-    """Under the mutex: the next task for worker `slot`.
-
-    NULL with ``stop[0]`` set: the worker stops (pool shrunk or exiting).
-    NULL otherwise: no work and `block` was false.
-    """
-    global live_workers, pool_state
-    cdef Node *n = NULL
-    fw_lock()
-    while True:
-        if slot >= target_workers or pool_state == POOL_CLOSED:
-            break
-        if q_head != NULL:
-            n = q_claim(q_head)
-            fw_unlock()
-            return n
-        if pool_state == POOL_DRAINING:
-            break
-        if not block:
-            fw_unlock()
-            return NULL
-        n_sleeping_add(1)
-        fw_cond_wait()
-        n_sleeping_add(-1)
-    slot_alive[slot] = 0
-    live_workers -= 1
-    if pool_state == POOL_DRAINING and live_workers == 0:
-        pool_state = POOL_CLOSED  # the queue is empty and nobody can drain it
-    stop[0] = True
-    fw_unlock()
-    return NULL
-
-
-cdef void _run_guarded(Future task):
+cdef void _run_guarded(FutureCore task):
     """Run a claimed task in a pool thread; nothing it raises ends the thread."""
     try:
         _run_task(task)
-    except BaseException as exc:  # an internal failure (e.g. MemoryError)
+    except BaseException as exc:  # an internal failure, or a callback's KeyboardInterrupt
         try:
-            _finish(task, FAILED, None, exc)
-            _logger.error(
-                "forkwait: internal error running %r", repr(task), exc_info=True
-            )
+            if FW_LOAD(&task.node.state) < FW_FINISHED:
+                _complete_task(task, FW_FAILED, None, exc)
+            _logger.error("forkwait: error in a pool thread after running %r", task,
+                          exc_info=True)
         except BaseException:
             pass
 
 
-def _worker_main(int slot):
-    """The loop of inter-op worker `slot` (the target of its Python thread)."""
-    global live_workers
-    cdef Node *n
-    cdef bint stop = False
-    try:
-        while not stop:
-            with nogil:
-                n = _worker_next(slot, True, &stop)
-            while n != NULL:
-                task = <Future>n.fut
-                Py_DECREF(task)  # the queue's reference; `task` holds one
-                _run_guarded(task)
-                task = None
-                # Keep the GIL while there is more work: no release per task.
-                n = _worker_next(slot, False, &stop)
-    finally:
-        if not stop:  # left by an exception: free the slot for a new worker
-            fw_lock()
-            slot_alive[slot] = 0
-            live_workers -= 1
-            fw_unlock()
-
-
-cdef Node *_spare_next(bint *stop) noexcept nogil:
-    """Under the mutex: the next task for a spare, or NULL and ``stop[0]``
-    when it is not needed any more (no more blocked threads than spares)."""
-    global n_spares
-    cdef Node *n = NULL
-    fw_lock()
+cdef void _pool_thread_loop(int slot, int worker_index, int spare):
+    """Look for work, run it, sleep; return when this thread must stop."""
+    cdef fw_node *n
+    cdef int r
+    cdef FutureCore task
     while True:
-        if n_spares > n_deep or pool_state == POOL_CLOSED:
-            break
-        if q_head != NULL:
-            n = q_claim(q_head)
-            fw_unlock()
-            return n
-        n_sleeping_add(1)
-        fw_cond_wait()
-        n_sleeping_add(-1)
-    n_spares -= 1
-    stop[0] = True
-    fw_unlock()
-    return NULL
+        FW_ADD(&fw_P.searching, 1)
+        with nogil:
+            r = fw_idle(worker_index, spare)
+        if r == 0:
+            return
+        n = fw_find_work(slot)
+        fw_searching_done()
+        while n != NULL:
+            fw_tickle()
+            task = <FutureCore>n.fut
+            Py_DECREF(task)  # the queue's reference; `task` holds one
+            _run_guarded(task)
+            task = None
+            if not spare and worker_index >= FW_LOAD(&fw_P.target_workers):
+                break  # the pool shrank: stop after this task
+            # Keep the GIL while there is more work: no release per task.
+            n = fw_find_work(slot)
+
+
+def _worker_main(int index):
+    """The loop of inter-op worker `index` (the target of its Python thread)."""
+    cdef int slot
+    fw_me_get()
+    fw_lock(&fw_P.sleep_lock)
+    slot = fw_slot_acquire(index)
+    fw_unlock(&fw_P.sleep_lock)
+    fw_set_slot(slot)
+    try:
+        _pool_thread_loop(slot, index, 0)
+    finally:
+        fw_set_slot(-1)
+        fw_lock(&fw_P.sleep_lock)
+        fw_P.slot_alive[index] = 0
+        fw_P.slot_used[slot] = 0
+        FW_ADD(&fw_P.live_workers, -1)
+        if FW_LOAD(&fw_P.state) == FW_POOL_DRAINING and fw_P.live_workers == 0:
+            FW_STORE(&fw_P.state, FW_POOL_CLOSED)
+        fw_unlock(&fw_P.sleep_lock)
+        if fw_any_work():
+            fw_notify_work()  # what this worker leaves in its deque
 
 
 def _spare_main():
-    """The loop of a compensating thread: run queued tasks while a thread of
-    the pool is blocked too deep to help (see the module docstring)."""
-    cdef Node *n
-    cdef bint stop = False
-    while True:
-        with nogil:
-            n = _spare_next(&stop)
-        if stop:
-            return
-        task = <Future>n.fut
-        Py_DECREF(task)  # the queue's reference; `task` holds one
-        _run_guarded(task)
-        task = None
+    """The loop of a compensating thread: run queued tasks while a pool
+    thread is blocked too deep to help (see the module docstring)."""
+    cdef int slot
+    fw_me_get()
+    fw_lock(&fw_P.sleep_lock)
+    slot = fw_slot_acquire(-1)
+    fw_unlock(&fw_P.sleep_lock)
+    if slot < 0:
+        fw_lock(&fw_P.sleep_lock)
+        FW_ADD(&fw_P.n_spares, -1)
+        fw_unlock(&fw_P.sleep_lock)
+        return
+    fw_set_slot(slot)
+    try:
+        _pool_thread_loop(slot, -1, 1)
+    finally:
+        fw_set_slot(-1)
+        fw_lock(&fw_P.sleep_lock)
+        fw_P.slot_used[slot] = 0
+        fw_unlock(&fw_P.sleep_lock)
+        if fw_any_work():
+            fw_notify_work()
 
 
 # ---------------------------------------------------------------- public calls
 
-def fork(fn, *args, **kwargs):
+cdef object _fork_hook = None   # forkwait's Dask backend while a block is active
+
+
+def _set_fork_hook(hook):
+    """Install ``hook(fn, args, kwargs) -> Future or None`` for forks made
+    outside any task (None removes it); returns the old one."""
+    global _fork_hook
+    old = _fork_hook
+    _fork_hook = hook
+    return old
+
+
+def fork(fn, /, *args, **kwargs):
     """Run ``fn(*args, **kwargs)`` on the inter-op pool; return its Future now.
 
     Unlike eager ``torch.jit.fork``, the call never runs inside `fork`: it is
     queued and a pool thread (or a thread that waits on the future) runs it.
     Forked calls run at the same time when they release the GIL, as NumPy,
-    BLAS and forkwait's own kernels do. The task inherits the calling
-    thread's intra-op setting (``with forkwait.num_threads(n)``).
+    BLAS and forkwait's own kernels do. The task runs in a copy of the
+    caller's ``contextvars`` context and with the caller's intra-op setting
+    (``with forkwait.num_threads(n)``), whichever thread runs it.
 
     Parameters
     ----------
     fn : callable
-        The function to call.
+        The function to call (positional-only, so `fn` may take a keyword
+        argument named ``fn``).
     *args, **kwargs
         Its arguments.
 
@@ -1092,30 +1358,37 @@ def fork(fn, *args, **kwargs):
             f"fork() needs a callable as its first argument, got {type(fn).__name__}: "
             f"{_short_repr(fn)}"
         )
-    if pool_state == POOL_IDLE:
+    if _fork_hook is not None and fw_task_depth == 0:
+        hooked = _fork_hook(fn, args, kwargs)
+        if hooked is not None:
+            return hooked
+    if FW_LOAD(&fw_P.state) == FW_POOL_IDLE:
         _start_pool()
-    cdef Future fut = Future.__new__(Future)
+    cdef FutureCore fut = _new_future()
+    cdef PyObject *cur = fw_get_cur()
+    cdef FutureCore parent
     fut._fn = fn
     fut._args = args
     fut._kwargs = kwargs if kwargs else None
+    fut._ctx = PyContext_CopyCurrent()
     fut._intra = get_local_threads()
-    fut._is_task = True
+    fut.node.is_task = 1
+    if cur != NULL:
+        parent = <FutureCore>cur
+        fut._parent = parent
+        fut.node.parent = &parent.node
+        fut.node.depth = parent.node.depth + 1
     if fw_prof_on:
         _prof_fork(fut)
     Py_INCREF(fut)  # owned by the queue while linked
-    fw_lock()
-    # While the pool drains at exit, a running task may still fork (its
-    # children run before the workers stop); nothing else may.
-    if pool_state == POOL_RUNNING or (
-        pool_state == POOL_DRAINING and fw_task_depth > 0 and live_workers > 0
-    ):
-        q_push(&fut.node)
-        _wake_for_work()
-        fw_unlock()
+    if fw_push(&fut.node):
+        fw_notify_work()
+        if cur != NULL:
+            fw_notify_helpers(fut.node.parent)
         return fut
-    fw_unlock()
     Py_DECREF(fut)
-    fut._fn = fut._args = fut._kwargs = None
+    fut._fn = fut._args = fut._kwargs = fut._ctx = fut._parent = None
+    fut.node.parent = NULL
     _refuse_fork()
 
 
@@ -1127,18 +1400,22 @@ cdef _refuse_fork():
     )
 
 
-def wait(fut):
+def wait(fut, timeout=None):
     """Wait for a future and return its value, as ``torch.jit.wait``.
 
-    If the forked call has not started yet, the waiting thread runs it; if it
-    is running elsewhere, the waiting thread runs other queued tasks
-    meanwhile. So a task may fork and wait on its own children to any depth,
-    with any pool size, without deadlock. In the main thread Ctrl-C
+    If the forked call has not started yet, the waiting thread runs it. If it
+    is running elsewhere, the waiting thread runs queued tasks of that call's
+    own subtree meanwhile (tasks it forked, and theirs), and nothing else. So
+    a task may fork and wait on its own children to any depth, with any pool
+    size, without deadlock, and a wait never runs unrelated work (which
+    could need a lock the waiter holds). In the main thread Ctrl-C
     interrupts the wait.
 
     Parameters
     ----------
     fut : Future
+    timeout : float, optional
+        Seconds to wait at most; None waits until done.
 
     Returns
     -------
@@ -1152,6 +1429,10 @@ def wait(fut):
         holds the call's own frames.
     concurrent.futures.CancelledError
         If the future was cancelled.
+    TimeoutError
+        If `timeout` passed first (the future keeps running).
+    RuntimeError
+        If the wait closes a cycle (a task waiting on its own future).
 
     Examples
     --------
@@ -1159,18 +1440,25 @@ def wait(fut):
     >>> fw.wait(fw.fork(divmod, 17, 5))
     (3, 2)
     """
-    if type(fut) is not Future:
+    if not isinstance(fut, FutureCore):
         raise TypeError(f"wait() needs a forkwait.Future, got {type(fut).__name__}")
-    cdef Future f = <Future>fut
-    _wait_done(f, -1.0, True)
+    cdef FutureCore f = <FutureCore>fut
+    _wait_done(f, _check_timeout(timeout))
     return f._outcome()
 
 
-def wait_all(futures):
+def wait_all(futures, timeout=None):
     """Wait for every future and return their values, in order.
 
-    As ``torch.futures.wait_all``: if a future failed, its exception is raised
-    (the first failure in list order) and the values are lost.
+    As ``torch.futures.wait_all``: it fails fast, raising the exception of
+    the first future to fail (in time, not in list order) without waiting
+    for the others. Unstarted futures run in the waiting thread.
+
+    Parameters
+    ----------
+    futures : iterable of Future
+    timeout : float, optional
+        Seconds to wait at most; TimeoutError then (the futures keep running).
 
     Examples
     --------
@@ -1179,31 +1467,69 @@ def wait_all(futures):
     [0, 1, 2, 3]
     """
     cdef list futs = _as_future_list(futures, "wait_all")
-    cdef list out = []
-    cdef Future f
+    cdef double t = _check_timeout(timeout)
+    cdef double deadline = -1.0 if t < 0.0 else fw_now() + t
+    cdef FutureCore f
+    cdef FutureCore coll
+    if len(futs) == 1:
+        f = futs[0]
+        _wait_done(f, t)
+        return [f._outcome()]
     for f in futs:
-        _wait_done(f, -1.0, True)
-        out.append(f._outcome())
-    return out
+        if FW_LOAD(&f.node.state) < FW_FINISHED:
+            break
+    else:
+        return [f._outcome() for f in futs]
+    coll = _collect(futs, True)
+    _wait_many(futs, coll, deadline)
+    if FW_LOAD(&coll.node.state) == FW_FAILED:
+        coll._retrieved = True
+        raise coll._exc
+    return [f._outcome() for f in futs]
 
 
 @cython.final
 cdef class _Collector:
-    cdef Future out
+    """Counts members down; completes `out` when all are done, or fails it
+    at the first failure. The count is atomic (no reliance on the GIL)."""
+    cdef FutureCore out
     cdef list futs
-    cdef Py_ssize_t remaining
+    cdef int remaining
+    cdef bint fail_fast
 
-    def __call__(self, Future f):
-        # Runs with the GIL and calls nothing that could release it between
-        # the read and the write of `remaining`.
-        self.remaining -= 1
-        if f.node.state == FAILED and not self.out.done():
+    def __call__(self, FutureCore f):
+        cdef int state = FW_LOAD(&f.node.state)
+        if state == FW_FAILED and FW_LOAD(&self.out.node.state) < FW_FINISHED:
             f._retrieved = True
-            _finish(self.out, FAILED, None, f._exc)
-        elif f.node.state == CANCELLED and not self.out.done():
-            _finish(self.out, FAILED, None, CancelledError("a collected future was cancelled"))
-        if self.remaining == 0:
-            _finish(self.out, FINISHED, self.futs, None)
+            _complete_manual(self.out, FW_FAILED, None, f._exc)
+        elif state == FW_CANCELLED and FW_LOAD(&self.out.node.state) < FW_FINISHED:
+            _complete_manual(self.out, FW_FAILED, None,
+                             CancelledError(f"a collected future was cancelled: {f!r}"))
+        if _atomic_dec(&self.remaining) == 0:
+            _complete_manual(self.out, FW_FINISHED, self.futs, None)
+
+
+cdef extern from *:
+    """
+    static inline int _atomic_dec(int *p) { return __atomic_sub_fetch(p, 1, __ATOMIC_SEQ_CST); }
+    """
+    int _atomic_dec(int *p) nogil
+
+
+cdef FutureCore _collect(list futs, bint fail_fast):
+    cdef FutureCore out = _new_future()
+    cdef _Collector coll = _Collector.__new__(_Collector)
+    cdef FutureCore f
+    coll.out = out
+    coll.futs = futs
+    coll.remaining = len(futs)
+    coll.fail_fast = fail_fast
+    if not futs:
+        _complete_manual(out, FW_FINISHED, futs, None)
+        return out
+    for f in futs:
+        f.add_done_callback(coll)
+    return out
 
 
 def collect_all(futures):
@@ -1220,18 +1546,53 @@ def collect_all(futures):
     [1, 2, 4, 8, 16]
     """
     cdef list futs = _as_future_list(futures, "collect_all")
-    cdef Future out = Future()
-    cdef _Collector coll = _Collector.__new__(_Collector)
-    cdef Future f
-    coll.out = out
-    coll.futs = futs
-    coll.remaining = len(futs)
-    if not futs:
-        _finish(out, FINISHED, futs, None)
-        return out
+    return _collect(futs, True)
+
+
+def _wait_first(futures, timeout=None):
+    """Wait until one of `futures` is done (helping as wait_all does); the
+    list of done ones (empty after a timeout). For forkwait's own
+    wait_any/as_completed."""
+    cdef list futs = _as_future_list(futures, "wait_any")
+    cdef double t = _check_timeout(timeout)
+    cdef double deadline = -1.0 if t < 0.0 else fw_now() + t
+    cdef FutureCore f
+    cdef FutureCore first
+    done = [f for f in futs if FW_LOAD(&f.node.state) >= FW_FINISHED]
+    if done or not futs:
+        return done
+    first = _new_future()
+
+    def settle(_):
+        if FW_LOAD(&first.node.state) < FW_FINISHED:
+            try:
+                _complete_manual(first, FW_FINISHED, None, None)
+            except InvalidStateError:
+                pass
+
     for f in futs:
-        f.add_done_callback(coll)
-    return out
+        f.add_done_callback(settle)
+    try:
+        _wait_first_loop(futs, first, deadline)
+    except FuturesTimeoutError:
+        pass
+    return [f for f in futs if FW_LOAD(&f.node.state) >= FW_FINISHED]
+
+
+cdef int _wait_first_loop(list futs, FutureCore first, double deadline) except -1:
+    # Run unstarted members one at a time, newest first would finish
+    # nothing sooner; the first in the list is the caller's natural order.
+    cdef FutureCore f
+    if deadline != 0.0 and not _too_deep():
+        for f in futs:
+            if FW_LOAD(&first.node.state) >= FW_FINISHED:
+                return 0
+            if f.node.is_task and fw_claim_node(&f.node, FW_RUNNING):
+                Py_DECREF(f)
+                if _run_task(f):
+                    raise KeyboardInterrupt
+                return 0
+    return _wait_many(futs, first, deadline)
 
 
 cdef list _as_future_list(futures, str caller):
@@ -1242,7 +1603,7 @@ cdef list _as_future_list(futures, str caller):
             f"{caller}() needs an iterable of forkwait.Future, got {type(futures).__name__}"
         ) from None
     for i, f in enumerate(futs):
-        if type(f) is not Future:
+        if not isinstance(f, FutureCore):
             raise TypeError(
                 f"{caller}() needs forkwait.Future items; item {i} is {type(f).__name__}"
             )
@@ -1250,7 +1611,10 @@ cdef list _as_future_list(futures, str caller):
 
 
 cdef str _short_repr(obj):
-    r = repr(obj)
+    try:
+        r = repr(obj)
+    except Exception:
+        r = f"<{type(obj).__name__} object>"
     return r if len(r) <= 80 else r[:77] + "..."
 
 
@@ -1262,63 +1626,59 @@ _atexit_registered = False
 
 def _start_pool():
     """Start the workers (first fork), or refuse once the pool has shut down."""
-    global pool_state, _atexit_registered
+    global _atexit_registered
     with _spawn_lock:
-        if pool_state >= POOL_DRAINING:
+        if FW_LOAD(&fw_P.state) >= FW_POOL_DRAINING:
             _refuse_fork()
         if not _atexit_registered:
             threading._register_atexit(_shutdown_at_exit)
             _atexit_registered = True
-        pool_state = POOL_RUNNING
+        FW_STORE(&fw_P.state, FW_POOL_RUNNING)
         _spawn_missing()
 
 
 cdef _spawn_missing():
-    """Start a worker for every slot below the target that has none (spawn lock held)."""
-    global live_workers
-    cdef int slot
+    """Start a worker for every index below the target that has none (spawn lock held)."""
+    cdef int index
     cdef bint start
-    for slot in range(MAX_INTEROP):
-        fw_lock()
-        if slot >= target_workers:
-            fw_unlock()
+    for index in range(FW_MAX_INTEROP):
+        fw_lock(&fw_P.sleep_lock)
+        if index >= fw_P.target_workers:
+            fw_unlock(&fw_P.sleep_lock)
             break
-        start = not slot_alive[slot]
+        start = not fw_P.slot_alive[index]
         if start:
-            slot_alive[slot] = 1
-            live_workers += 1
-        fw_unlock()
+            fw_P.slot_alive[index] = 1
+            FW_ADD(&fw_P.live_workers, 1)
+        fw_unlock(&fw_P.sleep_lock)
         if start:
             t = threading.Thread(
-                target=_worker_main, args=(slot,), name=f"forkwait-interop-{slot}",
+                target=_worker_main, args=(index,), name=f"forkwait-interop-{index}",
                 daemon=False,
             )
             try:
                 t.start()
             except BaseException:
-                fw_lock()
-                slot_alive[slot] = 0
-                live_workers -= 1
-                fw_unlock()
+                fw_lock(&fw_P.sleep_lock)
+                fw_P.slot_alive[index] = 0
+                FW_ADD(&fw_P.live_workers, -1)
+                fw_unlock(&fw_P.sleep_lock)
                 raise
 
 
 def _set_interop_threads(int n):
     """Resize the pool: growing starts workers now, shrinking stops the extra
     ones when they finish their current task."""
-    global target_workers
-    fw_lock()
-    target_workers = n
-    fw_broadcast()
-    fw_unlock()
-    if pool_state == POOL_RUNNING:
+    FW_STORE(&fw_P.target_workers, n)
+    fw_wake_all_idle()
+    if FW_LOAD(&fw_P.state) == FW_POOL_RUNNING:
         with _spawn_lock:
-            if pool_state == POOL_RUNNING:
+            if FW_LOAD(&fw_P.state) == FW_POOL_RUNNING:
                 _spawn_missing()
 
 
 def _get_interop_threads():
-    return target_workers
+    return FW_LOAD(&fw_P.target_workers)
 
 
 def _shutdown_at_exit():
@@ -1330,23 +1690,23 @@ def _shutdown_at_exit():
     RuntimeError. Queued tasks are never dropped: where no worker runs (the
     child of os.fork() before its first fork), workers start to drain them.
     """
-    global pool_state
     cdef bint start
     with _spawn_lock:
-        fw_lock()
-        start = pool_state == POOL_IDLE and q_head != NULL
+        start = FW_LOAD(&fw_P.state) == FW_POOL_IDLE and fw_any_work()
         if start:
-            pool_state = POOL_RUNNING
-        fw_unlock()
-        if start:
+            FW_STORE(&fw_P.state, FW_POOL_RUNNING)
             try:
                 _spawn_missing()
             except BaseException:
                 pass
-        fw_lock()
-        pool_state = POOL_DRAINING if live_workers > 0 else POOL_CLOSED
-        fw_broadcast()
-        fw_unlock()
+        fw_lock(&fw_P.sleep_lock)
+        if fw_P.live_workers > 0:
+            FW_STORE(&fw_P.state, FW_POOL_DRAINING)
+        else:
+            FW_STORE(&fw_P.state, FW_POOL_CLOSED)
+        fw_unlock(&fw_P.sleep_lock)
+        fw_wake_all_idle()
+    _flush_unretrieved()
 
 
 def _now():
@@ -1356,97 +1716,73 @@ def _now():
 
 def _stats():
     """A snapshot of the pool for parallel_info() and tests."""
-    fw_lock()
-    d = (q_len, n_running, n_sleeping, live_workers, target_workers, pool_state,
-         n_spares, n_deep, n_completed, n_spawned_spares, n_spare_failures)
-    fw_unlock()
+    cdef Py_ssize_t queued = FW_LOAD(&fw_P.inject.len)
+    cdef int i
+    cdef int ns = FW_LOAD(&fw_P.n_slots)
+    for i in range(ns):
+        queued += _deque_len(i)
+    fw_lock(&fw_P.sleep_lock)
+    d = (queued, FW_LOADLL(&fw_P.n_running), fw_P.sleepers, fw_P.live_workers,
+         fw_P.target_workers, fw_P.state, fw_P.n_spares, fw_P.n_deep,
+         FW_LOADLL(&fw_P.n_completed), fw_P.n_spawned_spares, fw_P.n_spare_failures,
+         FW_LOADLL(&fw_P.n_steals), FW_LOADLL(&fw_P.n_helped))
+    fw_unlock(&fw_P.sleep_lock)
     return {
         "queued": d[0], "running": d[1], "sleeping": d[2], "workers": d[3],
         "target": d[4],
         "state": ("idle", "running", "draining", "closed")[d[5]],
         "spares": d[6], "blocked_deep": d[7], "completed": d[8],
         "spares_started": d[9], "spare_failures": d[10],
+        "steals": d[11], "helped": d[12],
     }
+
+
+cdef extern from *:
+    """
+    static inline Py_ssize_t _deque_len(int i) { return FW_LOAD(&fw_P.deques[i].len); }
+    """
+    Py_ssize_t _deque_len(int i) nogil
 
 
 # ---------------------------------------------------------------- os.fork()
 
-def _before_fork():
-    fw_lock()
-
-
-def _after_fork_parent():
-    fw_unlock()
-
-
 def _after_fork_child():
     """The child has only the thread that forked: reset the pool around it.
 
-    Queued tasks stay queued (the child's pool starts at its next fork; a wait
-    runs them inline meanwhile; at exit they are drained). Tasks that other
-    threads of the parent were running, in a worker, a spare or inline in a
-    wait, cannot finish in the child: their futures fail with RuntimeError.
-    The forking thread's own running tasks (os.fork() called from a task)
-    carry on. (The intra-op runtime has its own at-fork handler, see
-    docs/reliability.md on GCC bug 60035.)
+    (The locks were re-created by the pthread_atfork child handler.) Tasks
+    queued at the fork stay queued and workers start for them now, so any
+    kind of wait (timed, ``await``, a callback) sees them run. Tasks that
+    other threads of the parent were running, in a worker, a spare or inline
+    in a wait, cannot finish in the child: their futures fail with
+    RuntimeError. The forking thread's own running tasks (os.fork() called
+    from a task) carry on. (The intra-op runtime has its own at-fork
+    handler, see docs/reliability.md on GCC bug 60035.)
     """
-    global pool_state, live_workers, n_sleeping, n_passive, n_running, main_ident
-    global _spawn_lock, n_deep, n_spares, r_head
-    cdef int slot
-    cdef list orphans = []
-    cdef Node *n
-    cdef Node *keep = NULL
-    cdef Node *nxt
-    cdef unsigned long me = fw_thread_id()
-    fw_sync_init()
+    global main_ident, _spawn_lock, _report_scheduled
+    cdef fw_node **orphans = NULL
+    cdef Py_ssize_t n, i
+    cdef list futs = []
     main_ident = PyThread_get_thread_ident()
     _spawn_lock = threading.Lock()
-    # Split the running list: this thread's tasks stay, the others are orphans.
-    n = r_head
-    r_head = NULL
-    while n != NULL:
-        nxt = n.next
-        n.prev = NULL
-        n.next = NULL
-        if n.runner == me:
-            n.next = r_head
-            if r_head != NULL:
-                r_head.prev = n
-            r_head = n
-        else:
-            n.next = keep
-            keep = n  # a private list of orphans, linked through next
-        n = nxt
-    n_running = 0
-    n = r_head
-    while n != NULL:
-        n_running += 1
-        n = n.next
-    n = keep
-    while n != NULL:
-        nxt = n.next
-        n.next = NULL
-        n.state = PENDING  # so that _finish takes it without unlinking it
-        orphans.append(<Future>n.fut)
-        n = nxt
-    for slot in range(MAX_INTEROP):
-        slot_alive[slot] = 0
-    live_workers = 0
-    n_sleeping = 0
-    n_passive = 0
-    n_deep = 0
-    n_spares = 0
-    if pool_state == POOL_RUNNING:
-        pool_state = POOL_IDLE
-    for fut in orphans:
-        _finish(fut, FAILED, None, RuntimeError(
-            "this task was running in another thread of the parent process when "
-            "os.fork() was called; the child process has no copy of that thread"
-        ))
+    _report_scheduled = False
+    n = fw_child_reset(&orphans)
+    for i in range(n):
+        futs.append(<FutureCore>orphans[i].fut)
+    if orphans != NULL:
+        free(orphans)
+    for fut in futs:
+        try:
+            _complete_task(fut, FW_FAILED, None, RuntimeError(
+                "this task was running in another thread of the parent process when "
+                "os.fork() was called; the child process has no copy of that thread"
+            ))
+        except BaseException:
+            pass
+    if fw_any_work() and FW_LOAD(&fw_P.state) == FW_POOL_IDLE:
+        try:
+            _start_pool()
+        except BaseException:
+            pass
 
 
-os.register_at_fork(
-    before=_before_fork,
-    after_in_parent=_after_fork_parent,
-    after_in_child=_after_fork_child,
-)
+os.register_at_fork(after_in_child=_after_fork_child)
