@@ -6,6 +6,7 @@ holds OpenMP kernels that split one operation across a team of threads.
 """
 
 from forkwait import ops
+from forkwait._futures import Executor, as_completed, scope, wait_any
 from forkwait._info import parallel_info
 from forkwait._native.pool import Future, InvalidStateError, collect_all, fork, wait, wait_all
 from forkwait._profile import profile
@@ -22,9 +23,11 @@ from forkwait._tune import tune
 from forkwait._version import __version__
 
 __all__ = [
+    "Executor",
     "Future",
     "InvalidStateError",
     "__version__",
+    "as_completed",
     "collect_all",
     "fork",
     "get_intra_op_mode",
@@ -34,10 +37,12 @@ __all__ = [
     "ops",
     "parallel_info",
     "profile",
+    "scope",
     "set_intra_op_mode",
     "set_num_interop_threads",
     "set_num_threads",
     "tune",
     "wait",
     "wait_all",
+    "wait_any",
 ]

@@ -55,6 +55,19 @@ class WaitRecord(NamedTuple):
     thread: int
 
 
+class _PoolHook:
+    """What the pool calls while a profile records (keywords: the records' fields)."""
+
+    def __init__(self, sink: list) -> None:
+        self._sink = sink
+
+    def on_task(self, **fields: Any) -> None:
+        self._sink.append(("task", *TaskRecord(**fields)))
+
+    def on_wait(self, **fields: Any) -> None:
+        self._sink.append(("wait", *WaitRecord(**fields)))
+
+
 def record_kernel(op: str, shape: tuple, dtype: str, team: int, start: float, end: float) -> None:
     """Called by the kernels' Python layer while a profile records."""
     sink = _sink
@@ -103,7 +116,7 @@ class Profile:
             self._names_now()
             self.start = now()
             _sink = self._raw
-            pool._set_profiler(self._raw)
+            pool._set_profiler(_PoolHook(self._raw))
             _kernel_tables(True)
 
     def _finish(self) -> None:

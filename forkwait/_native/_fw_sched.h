@@ -64,6 +64,8 @@ typedef struct fw_node {
     int cf_watched;             /* concurrent.futures waiters may be installed (atomic) */
     struct fw_node *outer;      /* while RUNNING: the task beneath it on its thread */
     int is_task;
+    int live_children;          /* forked tasks not yet done (atomic): while > 0, the
+                                   parent link stays, so helpers see the whole subtree */
     int on_pool;                /* while RUNNING: counted in n_running_pool */
     long long mark;             /* a wait_all's token (help roots) */
 } fw_node;

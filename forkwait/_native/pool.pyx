@@ -54,6 +54,9 @@ from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 
 cdef extern from "Python.h":
+    void PyObject_GC_Track(object op)
+    void PyObject_GC_UnTrack(object op)
+    int PyObject_GC_IsTracked(object op)
     object PyContext_CopyCurrent()
     int PyContext_Enter(object ctx) except -1
     int PyContext_Exit(object ctx) except -1
@@ -93,6 +96,7 @@ cdef extern from "_fw_sched.h" nogil:
         int help_waiters
         int cf_watched
         int is_task
+        int live_children
         long long mark
 
     ctypedef struct pthread_mutex_t:
@@ -167,6 +171,18 @@ cdef extern from "_fw_sched.h" nogil:
 
 cdef extern from "_fw_sched.h":
     int fw_py_frames_left()
+
+cdef extern from *:
+    """
+    static inline int _atomic_dec(int *p) { return __atomic_sub_fetch(p, 1, __ATOMIC_SEQ_CST); }
+    static inline int fw_cas_int(int *flag) {
+        int expected = 0;
+        return __atomic_compare_exchange_n(flag, &expected, 1, 0,
+                                           __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    }
+    """
+    int _atomic_dec(int *p) nogil
+    int fw_cas_int(int *flag) nogil
 
 _logger = logging.getLogger("forkwait")
 
@@ -489,6 +505,7 @@ cdef class FutureCore:
         if self.node.is_task:
             if not fw_claim_node(&self.node, FW_CANCELLED):
                 return FW_LOAD(&self.node.state) == FW_CANCELLED
+            _gc_retrack(self)
             Py_DECREF(self)  # the queue's reference; our caller holds one
             FW_ADD(&fw_P.n_completed, 1)
             _after_final(self)
@@ -603,9 +620,12 @@ cdef class FutureCore:
             name = " " + _task_name(self._fn)
         return f"<forkwait.Future{name} at {id(self):#x} state={_STATE_NAMES[state]}{extra}>"
 
-    def __del__(self):
-        if FW_LOAD(&self.node.state) == FW_FAILED and not self._retrieved:
-            _defer_unretrieved_report(self)
+    def __dealloc__(self):
+        # A failure nobody retrieved is reported later, at a safe point; no
+        # tp_finalize (a __del__ costs a method lookup per future).
+        if FW_LOAD(&self.node.state) == FW_FAILED and not self._retrieved \
+                and self._exc is not None:
+            _defer_unretrieved_report(<size_t><void *>self, self._exc)
 
 
 class Future(FutureCore, _cf.Future):
@@ -641,8 +661,21 @@ class Future(FutureCore, _cf.Future):
 cdef object _FutureType = Future
 
 
+cdef extern from *:
+    """
+    static PyObject *fw_empty_tuple = NULL;
+    static inline PyObject *fw_new_of(PyObject *type) {
+        if (fw_empty_tuple == NULL && (fw_empty_tuple = PyTuple_New(0)) == NULL) return NULL;
+        return ((PyTypeObject *)type)->tp_new((PyTypeObject *)type, fw_empty_tuple, NULL);
+    }
+    """
+    object fw_new_of(object type)
+
+
 cdef inline FutureCore _new_future():
-    return FutureCore.__new__(_FutureType)
+    # The type's tp_new slot directly (FutureCore.__new__(Future) would look
+    # up and call __new__ through a wrapper on every fork).
+    return <FutureCore>fw_new_of(_FutureType)
 
 
 # ---------------------------------------------------------------- reports
@@ -673,16 +706,18 @@ def _flush_unretrieved():
             pass
 
 
-cdef void _defer_unretrieved_report(FutureCore fut):
-    """From a finalizer: keep the failure and log it later, at a safe point.
+cdef void _defer_unretrieved_report(size_t addr, object exc):
+    """From a dying future: keep the failure and log it later, at a safe point.
 
-    Formatting a traceback inside a finalizer runs arbitrary code (linecache,
-    and on CPython 3.11 even ast.parse) in the middle of whatever the
-    collected thread was doing, which broke an ast.parse running there.
+    Formatting a traceback while an object is collected runs arbitrary code
+    (linecache, and on CPython 3.11 even ast.parse) in the middle of whatever
+    the collecting thread was doing, which broke an ast.parse running there.
     """
     global _report_scheduled
     try:
-        _unretrieved.append((repr(fut), fut._exc))
+        _unretrieved.append((
+            f"<forkwait.Future at {addr:#x} state=finished raised {type(exc).__name__}>", exc,
+        ))
         if not _report_scheduled:
             if Py_AddPendingCall(_report_pending, NULL) == 0:
                 _report_scheduled = True
@@ -755,11 +790,26 @@ cdef int _after_final(FutureCore fut) except -1:
     fut._args = None
     fut._kwargs = None
     fut._ctx = None
-    fut.node.parent = NULL
-    fut._parent = None
+    if fut.node.is_task:
+        _unlink_parent(fut)
     if callbacks is not None:
         _run_callbacks(fut, callbacks)
     return 0
+
+
+cdef inline void _unlink_parent(FutureCore fut):
+    """A task is done: its parent has one live child less, and links that
+    no queued descendant needs any more go (so a finished task does not keep
+    its ancestors' results alive). A done task keeps its own parent link
+    while it has live children: helpers walk through it to find the subtree."""
+    cdef FutureCore p = fut._parent
+    if p is not None:
+        if _atomic_dec(&p.node.live_children) == 0 and FW_LOAD(&p.node.state) >= FW_FINISHED:
+            p.node.parent = NULL
+            p._parent = None
+    if FW_LOAD(&fut.node.live_children) == 0:
+        fut.node.parent = NULL
+        fut._parent = None
 
 
 cdef _notify_cf_waiters(FutureCore fut):
@@ -790,17 +840,6 @@ cdef bint _complete_manual(FutureCore fut, int state, object result, object exc)
         return False
     _after_final(fut)
     return True
-
-
-cdef extern from *:
-    """
-    static inline int fw_cas_int(int *flag) {
-        int expected = 0;
-        return __atomic_compare_exchange_n(flag, &expected, 1, 0,
-                                           __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-    }
-    """
-    int fw_cas_int(int *flag) nogil
 
 
 cdef int _complete_task(FutureCore fut, int state, object result, object exc) except -1:
@@ -849,6 +888,15 @@ cdef double _check_timeout(timeout) except? -2.0:
 
 # ---------------------------------------------------------------- running
 
+cdef inline void _gc_retrack(FutureCore fut):
+    """A task left its queue (claimed or cancelled): back under the GC."""
+    if not PyObject_GC_IsTracked(fut):
+        PyObject_GC_Track(fut)
+    ctx = fut._ctx
+    if ctx is not None and not PyObject_GC_IsTracked(ctx):
+        PyObject_GC_Track(ctx)
+
+
 cdef int _run_task(FutureCore fut) except -1:
     """Run a claimed task in this thread and complete its future.
 
@@ -865,6 +913,7 @@ cdef int _run_task(FutureCore fut) except -1:
     cdef object ctx = fut._ctx
     cdef object name = None
     cdef str outcome
+    _gc_retrack(fut)
     if profiled:
         name = _task_name(fut._fn)
         outer_task = fw_cur_task
@@ -979,21 +1028,30 @@ def _current_task():
 
 # ---------------------------------------------------------------- waiting
 
-cdef bint _too_deep():
+cdef inline bint _too_deep():
     """True when a task run inline here could overflow the Python or C stack.
 
     The margin is a quarter of the recursion limit (at least 50 frames) and
-    STACK_MARGIN bytes of C stack (at most a quarter of it).
+    STACK_MARGIN bytes of C stack (at most a quarter of it). The C stack is
+    looked at only below a few nested tasks (it is what they use up).
     """
     cdef int limit = Py_GetRecursionLimit()
     cdef int margin = limit // 4
-    cdef size_t total = fw_stack_total()
-    cdef size_t smargin = STACK_MARGIN
     if margin < 50:
         margin = 50
+    if fw_py_frames_left() < margin:
+        return True
+    if fw_task_depth < 8:
+        return False
+    return _c_stack_low()
+
+
+cdef bint _c_stack_low():
+    cdef size_t total = fw_stack_total()
+    cdef size_t smargin = STACK_MARGIN
     if total != <size_t>-1 and total // 4 < smargin:
         smargin = total // 4
-    return fw_py_frames_left() < margin or fw_stack_left() < smargin
+    return fw_stack_left() < smargin
 
 
 cdef bint _begin_blocking() except -1:
@@ -1378,15 +1436,24 @@ def fork(fn, /, *args, **kwargs):
         fut._parent = parent
         fut.node.parent = &parent.node
         fut.node.depth = parent.node.depth + 1
+        FW_ADD(&parent.node.live_children, 1)
     if fw_prof_on:
         _prof_fork(fut)
+    # While queued, the future and its context are alive through the queue:
+    # out of the cyclic GC's lists until claimed (10^6 queued futures would
+    # otherwise make every full collection scan them all).
+    PyObject_GC_UnTrack(fut)
+    PyObject_GC_UnTrack(fut._ctx)
     Py_INCREF(fut)  # owned by the queue while linked
     if fw_push(&fut.node):
         fw_notify_work()
         if cur != NULL:
             fw_notify_helpers(fut.node.parent)
         return fut
+    _gc_retrack(fut)
     Py_DECREF(fut)
+    if cur != NULL:
+        _atomic_dec(&parent.node.live_children)
     fut._fn = fut._args = fut._kwargs = fut._ctx = fut._parent = None
     fut.node.parent = NULL
     _refuse_fork()
@@ -1509,13 +1576,6 @@ cdef class _Collector:
             _complete_manual(self.out, FW_FINISHED, self.futs, None)
 
 
-cdef extern from *:
-    """
-    static inline int _atomic_dec(int *p) { return __atomic_sub_fetch(p, 1, __ATOMIC_SEQ_CST); }
-    """
-    int _atomic_dec(int *p) nogil
-
-
 cdef FutureCore _collect(list futs, bint fail_fast):
     cdef FutureCore out = _new_future()
     cdef _Collector coll = _Collector.__new__(_Collector)
@@ -1549,50 +1609,17 @@ def collect_all(futures):
     return _collect(futs, True)
 
 
-def _wait_first(futures, timeout=None):
-    """Wait until one of `futures` is done (helping as wait_all does); the
-    list of done ones (empty after a timeout). For forkwait's own
-    wait_any/as_completed."""
-    cdef list futs = _as_future_list(futures, "wait_any")
+def _wait_on(done, futures, timeout=None):
+    """Wait until the hand-made future `done` is done, helping with
+    `futures` meanwhile (their unstarted members run here, in order, and the
+    subtrees of running ones), as wait_all does. TimeoutError at the
+    deadline. The building block of forkwait's wait_any/as_completed/scope."""
+    if not isinstance(done, FutureCore):
+        raise TypeError(f"_wait_on() needs a forkwait.Future, got {type(done).__name__}")
+    cdef list futs = _as_future_list(futures, "_wait_on")
     cdef double t = _check_timeout(timeout)
     cdef double deadline = -1.0 if t < 0.0 else fw_now() + t
-    cdef FutureCore f
-    cdef FutureCore first
-    done = [f for f in futs if FW_LOAD(&f.node.state) >= FW_FINISHED]
-    if done or not futs:
-        return done
-    first = _new_future()
-
-    def settle(_):
-        if FW_LOAD(&first.node.state) < FW_FINISHED:
-            try:
-                _complete_manual(first, FW_FINISHED, None, None)
-            except InvalidStateError:
-                pass
-
-    for f in futs:
-        f.add_done_callback(settle)
-    try:
-        _wait_first_loop(futs, first, deadline)
-    except FuturesTimeoutError:
-        pass
-    return [f for f in futs if FW_LOAD(&f.node.state) >= FW_FINISHED]
-
-
-cdef int _wait_first_loop(list futs, FutureCore first, double deadline) except -1:
-    # Run unstarted members one at a time, newest first would finish
-    # nothing sooner; the first in the list is the caller's natural order.
-    cdef FutureCore f
-    if deadline != 0.0 and not _too_deep():
-        for f in futs:
-            if FW_LOAD(&first.node.state) >= FW_FINISHED:
-                return 0
-            if f.node.is_task and fw_claim_node(&f.node, FW_RUNNING):
-                Py_DECREF(f)
-                if _run_task(f):
-                    raise KeyboardInterrupt
-                return 0
-    return _wait_many(futs, first, deadline)
+    _wait_many(futs, <FutureCore>done, deadline)
 
 
 cdef list _as_future_list(futures, str caller):

@@ -1,0 +1,362 @@
+"""The scheduler's figures (issue 9), each next to a peer measured in the same run.
+
+    python bench/sched_ratios.py [--rounds 9] [--json out.json] [--only NAME ...]
+
+Sections: trip (fork+wait round trip vs 10 bare calls and ThreadPoolExecutor),
+many (100k forks + wait_all), outstanding (per-fork cost at 10^3 vs 10^6
+outstanding, next to allocating plain objects), handoff (fork to a sleeping
+worker until the task runs, vs a C pthread condvar wake, bench/_condvar_wake.c),
+fib (nested fib by fork/wait: overhead per fork with pure-Python leaves, and
+speed-up with GIL-releasing leaves), producers (4 threads forking at once vs
+one), locked (a wait holding a lock with a pool of one thread).
+
+Every ratio is the median over rounds of a per-round ratio; peers of a row run
+interleaved in the same process. Prints a Markdown table with the load and CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _harness import interleaved, loadavg, median_ratio  # noqa: E402
+
+import forkwait as fw  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def noop():
+    return None
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown CPU"
+    keep = {}
+    for line in out.splitlines():
+        k, _, v = line.partition(":")
+        if k.strip() in ("Model name", "L2 cache", "L3 cache"):
+            keep[k.strip()] = " ".join(v.split())
+    return ", ".join(f"{k} {v}" for k, v in keep.items())
+
+
+# ------------------------------------------------------------------ sections
+
+
+def trip(rounds):
+    n = 20000
+
+    def fw_trip():
+        for _ in range(n):
+            fw.wait(fw.fork(noop))
+
+    def bare10():
+        for _ in range(n):
+            noop(); noop(); noop(); noop(); noop()  # noqa: E702
+            noop(); noop(); noop(); noop(); noop()  # noqa: E702
+
+    with ThreadPoolExecutor(2) as ex:
+        def tpe():
+            for _ in range(n // 10):
+                ex.submit(noop).result()
+
+        t = interleaved({"fw": fw_trip, "bare10": bare10, "tpe": tpe}, rounds)
+    us = statistics.median(t["fw"]) / n * 1e6
+    bare = statistics.median(t["bare10"]) / n * 1e6
+    tpe_us = statistics.median(t["tpe"]) / (n // 10) * 1e6
+    return [(
+        "fork+wait round trip of a no-op (target <= 1.0 us, about 10 bare calls)",
+        f"{us:.2f} us; / 10 bare calls {median_ratio(t['fw'], t['bare10']):.2f}x "
+        f"({bare:.2f} us); ThreadPoolExecutor {tpe_us:.1f} us",
+    )]
+
+
+def many(rounds):
+    n = 100_000
+
+    def fw_many():
+        fw.wait_all([fw.fork(noop) for _ in range(n)])
+
+    with ThreadPoolExecutor(2) as ex:
+        def tpe_many():
+            for f in [ex.submit(noop) for _ in range(n // 10)]:
+                f.result()
+
+        t = interleaved({"fw": fw_many, "tpe": tpe_many}, max(3, rounds // 2))
+    us = statistics.median(t["fw"]) / n * 1e6
+    tpe_us = statistics.median(t["tpe"]) / (n // 10) * 1e6
+    return [(
+        "100k forks then wait_all, per task (target <= 1.0 us)",
+        f"{us:.2f} us (ThreadPoolExecutor {tpe_us:.1f} us: {tpe_us / us:.0f}x)",
+    )]
+
+
+def outstanding(rounds):
+    """Cost of fork alone with 10^3 and with 10^6 futures outstanding."""
+    rows = []
+    small, big = 1000, 1_000_000
+    results = {"small": [], "big": [], "alloc": []}
+
+    class Plain:
+        __slots__ = ("a", "b", "c", "d")
+
+    gate = threading.Event()
+    saved = fw.get_num_interop_threads()
+    fw.set_num_interop_threads(1)
+    blocker = fw.fork(gate.wait, 600)  # keep the pool busy: fork cost alone
+    while not blocker.running():
+        time.sleep(0.001)
+    try:
+        for _ in range(max(3, rounds // 3)):
+            for name, n in (("small", small), ("big", big)):
+                t0 = time.perf_counter()
+                futs = [fw.fork(noop) for _ in range(n)]
+                results[name].append((time.perf_counter() - t0) / n)
+                for f in futs:
+                    f.cancel()
+                del futs
+            t0 = time.perf_counter()
+            objs = [Plain() for _ in range(big)]
+            results["alloc"].append((time.perf_counter() - t0) / big)
+            del objs
+        gc_was = gc.isenabled()
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            futs = [fw.fork(noop) for _ in range(big)]
+            nogc = (time.perf_counter() - t0) / big
+            for f in futs:
+                f.cancel()
+            del futs
+        finally:
+            if gc_was:
+                gc.enable()
+    finally:
+        gate.set()
+        fw.wait(blocker)
+        fw.set_num_interop_threads(saved)
+    s = statistics.median(results["small"]) * 1e6
+    b = statistics.median(results["big"]) * 1e6
+    a = statistics.median(results["alloc"]) * 1e6
+    rows.append((
+        "fork alone, 10^6 outstanding / 10^3 outstanding (target <= 1.5x)",
+        f"{b / s:.2f}x ({s:.2f} us -> {b:.2f} us; the same 10^6 with the GC off "
+        f"{nogc * 1e6:.2f} us; allocating 10^6 plain objects {a:.2f} us each)",
+    ))
+    return rows
+
+
+def _condvar_lib():
+    src = os.path.join(HERE, "_condvar_wake.c")
+    out = os.path.join(tempfile.mkdtemp(prefix="fw-bench-"), "condvar.so")
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-pthread", src, "-o", out], check=True)
+    lib = ctypes.CDLL(out)
+    lib.condvar_wake.argtypes = [ctypes.c_int, ctypes.c_double, ctypes.POINTER(ctypes.c_double)]
+    return lib
+
+
+def handoff(rounds):
+    """Fork from the main thread to a sleeping worker, until the task's first
+    line runs; the main thread then blocks without the GIL (an Event)."""
+    lib = _condvar_lib()
+    n = 200
+    idle_s = 0.003
+    now = fw._native.pool._now
+    fw_lat, c_lat = [], []
+    for _ in range(max(3, rounds // 3)):
+        for _ in range(n):
+            time.sleep(idle_s)  # the workers are asleep by now
+            box = []
+            ran = threading.Event()
+
+            def first_line():
+                box.append(now())
+                ran.set()
+
+            t0 = now()
+            fw.fork(first_line)
+            ran.wait()
+            fw_lat.append(box[0] - t0)
+        arr = (ctypes.c_double * n)()
+        if lib.condvar_wake(n, idle_s * 1e3, arr) == 0:
+            c_lat.extend(arr)
+    f = statistics.median(fw_lat) * 1e6
+    c = statistics.median(c_lat) * 1e6
+    return [(
+        "hand-off to a sleeping worker, fork to the task's first line / C condvar wake "
+        "(target <= 1.5x)",
+        f"{f / c:.2f}x ({f:.1f} us vs {c:.1f} us, medians of {len(fw_lat)} each)",
+    )]
+
+
+def fib_serial(n):
+    return n if n < 2 else fib_serial(n - 1) + fib_serial(n - 2)
+
+
+def fib_fw(n):
+    if n < 2:
+        return n
+    a = fw.fork(fib_fw, n - 1)
+    b = fw.fork(fib_fw, n - 2)
+    return fw.wait(a) + fw.wait(b)
+
+
+def _count_forks(n):
+    return 0 if n < 2 else 2 + _count_forks(n - 1) + _count_forks(n - 2)
+
+
+def fib(rounds):
+    import numpy as np
+
+    rows = []
+    n = 22
+    forks = _count_forks(n)
+    t = interleaved({"serial": lambda: fib_serial(n), "fw": lambda: fw.wait(fw.fork(fib_fw, n))},
+                    max(3, rounds // 2))
+    over = (statistics.median(t["fw"]) - statistics.median(t["serial"])) / forks * 1e6
+    rows.append((
+        f"nested fib({n}) by fork/wait, pure-Python leaves: overhead per fork "
+        "(target <= 0.5 us)",
+        f"{over:.2f} us per fork ({forks} forks; fork/wait {statistics.median(t['fw']) * 1e3:.0f}"
+        f" ms vs serial {statistics.median(t['serial']) * 1e3:.0f} ms)",
+    ))
+    # GIL-releasing leaves of about 100 us: forkwait's exp at one thread.
+    x = np.random.rand(12000)
+    out = np.empty_like(x)
+
+    def leaf():
+        fw.ops.exp(x, out=out)
+
+    with fw.num_threads(1):
+        t0 = time.perf_counter()
+        for _ in range(200):
+            leaf()
+        leaf_us = (time.perf_counter() - t0) / 200 * 1e6
+
+        def tree_serial(k):
+            if k < 2:
+                leaf()
+                return 1
+            return tree_serial(k - 1) + tree_serial(k - 2)
+
+        def tree_fw(k):
+            if k < 2:
+                leaf()
+                return 1
+            a = fw.fork(tree_fw, k - 1)
+            b = fw.fork(tree_fw, k - 2)
+            return fw.wait(a) + fw.wait(b)
+
+        k = 13
+        t = interleaved({"serial": lambda: tree_serial(k),
+                         "fw": lambda: fw.wait(fw.fork(tree_fw, k))}, rounds)
+    rows.append((
+        f"nested fib({k}) tree, GIL-releasing leaves of {leaf_us:.0f} us: speed-up over serial "
+        f"on {os.cpu_count()} CPUs (target >= 1.9x on 2)",
+        f"{median_ratio(t['serial'], t['fw']):.2f}x",
+    ))
+    return rows
+
+
+def producers(rounds):
+    n = 100_000
+    k = 4
+
+    def one():
+        fw.wait_all([fw.fork(noop) for _ in range(n)])
+
+    def four():
+        threads = [threading.Thread(target=one) for _ in range(k)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+
+    t = interleaved({"one": one, "four": four}, max(3, rounds // 2))
+    per_one = statistics.median(t["one"]) / n * 1e6
+    per_four = statistics.median(t["four"]) / (k * n) * 1e6
+    return [(
+        f"{k} threads forking {n // 1000}k no-ops each at once + wait_all: per-task time / one "
+        "thread's (target <= 1.5x)",
+        f"{per_four / per_one:.2f}x ({per_four:.2f} us vs {per_one:.2f} us)",
+    )]
+
+
+def locked(rounds):
+    n = 20000
+    lock = threading.Lock()
+
+    def plain():
+        for _ in range(n):
+            fw.wait(fw.fork(noop))
+
+    def holding():
+        with lock:
+            for _ in range(n):
+                fw.wait(fw.fork(noop))
+
+    saved = fw.get_num_interop_threads()
+    fw.set_num_interop_threads(1)
+    try:
+        t = interleaved({"plain": plain, "locked": holding}, rounds)
+    finally:
+        fw.set_num_interop_threads(saved)
+    return [(
+        "round trip while holding a lock, pool of one thread / without the lock",
+        f"{median_ratio(t['locked'], t['plain']):.2f}x "
+        f"({statistics.median(t['locked']) / n * 1e6:.2f} us)",
+    )]
+
+
+SECTIONS = {
+    "trip": trip, "many": many, "outstanding": outstanding, "handoff": handoff,
+    "fib": fib, "producers": producers, "locked": locked,
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--only", nargs="*", choices=sorted(SECTIONS))
+    parser.add_argument("--json")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="inter-op threads (default: forkwait's default)")
+    args = parser.parse_args(argv)
+    if args.workers:
+        fw.set_num_interop_threads(args.workers)
+    fw.set_num_threads(1)
+    before = loadavg()
+    rows = []
+    for name in args.only or SECTIONS:
+        rows += SECTIONS[name](args.rounds)
+    after = loadavg()
+    print(f"# scheduler: {os.cpu_count()} CPUs ({cpu_model()}), "
+          f"{fw.get_num_interop_threads()} inter-op threads, {args.rounds} rounds, "
+          f"loadavg before {before}, after {after}")
+    print("| measurement | median |")
+    print("| --- | --- |")
+    for label, value in rows:
+        print(f"| {label} | {value} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "loadavg": [before, after], "cpu": cpu_model()}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
