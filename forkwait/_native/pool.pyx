@@ -620,9 +620,10 @@ cdef class FutureCore:
             name = " " + _task_name(self._fn)
         return f"<forkwait.Future{name} at {id(self):#x} state={_STATE_NAMES[state]}{extra}>"
 
-    def __dealloc__(self):
-        # A failure nobody retrieved is reported later, at a safe point; no
-        # tp_finalize (a __del__ costs a method lookup per future).
+    def __del__(self):
+        # A failure nobody retrieved is reported later, at a safe point. This
+        # runs as tp_finalize, before the cyclic GC clears anything, so the
+        # exception is intact (and kept alive by the report).
         if FW_LOAD(&self.node.state) == FW_FAILED and not self._retrieved \
                 and self._exc is not None:
             _defer_unretrieved_report(<size_t><void *>self, self._exc)
@@ -659,6 +660,22 @@ class Future(FutureCore, _cf.Future):
 
 
 cdef object _FutureType = Future
+
+
+cdef extern from *:
+    """
+    /* The heap subclass Future would otherwise finalize through the generic
+     * slot (a method lookup of __del__ per future): give it the base's C
+     * finalizer directly. */
+    static void fw_share_finalizer(PyObject *sub, PyObject *base) {
+        ((PyTypeObject *)sub)->tp_finalize = ((PyTypeObject *)base)->tp_finalize;
+        PyType_Modified((PyTypeObject *)sub);
+    }
+    """
+    void fw_share_finalizer(object sub, object base)
+
+
+fw_share_finalizer(Future, FutureCore)
 
 
 cdef extern from *:
@@ -1295,6 +1312,9 @@ cdef void _pool_thread_loop(int slot, int worker_index, int spare):
             r = fw_idle(worker_index, spare)
         if r == 0:
             return
+        if not spare and worker_index >= FW_LOAD(&fw_P.target_workers):
+            fw_searching_done()
+            return  # the pool shrank meanwhile: leave the work to the others
         n = fw_find_work(slot)
         fw_searching_done()
         while n != NULL:
