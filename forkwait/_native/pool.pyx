@@ -239,7 +239,7 @@ cdef class FutureCore:
     cdef object _ctx
     cdef object _result
     cdef object _exc
-    cdef list _callbacks
+    cdef object _callbacks   # None, one callable, or a list of them
     cdef list _cf_waiters
     cdef FutureCore _parent
     cdef int _intra
@@ -535,28 +535,32 @@ cdef class FutureCore:
         if not callable(fn):
             raise TypeError(f"add_done_callback() needs a callable, got {type(fn).__name__}")
         if not self._add_callback(fn):
-            _run_callbacks(self, [fn])
+            _run_callbacks(self, fn)
 
     cdef bint _add_callback(self, fn) except -1:
-        """Append `fn` unless the future is done (then False)."""
-        cdef list fresh = [fn] if self._callbacks is None else None
-        cdef bint added = False
-        fw_lock(&fw_P.cb_lock)
-        if FW_LOAD(&self.node.state) < FW_FINISHED:
-            if self._callbacks is None:
-                if fresh is not None:
-                    self._callbacks = fresh
-                    added = True
+        """Append `fn` unless the future is done (then False). The first
+        callback is kept as it is; a list is made for a second one."""
+        cdef object cbs
+        cdef list more = None
+        while True:
+            cbs = self._callbacks
+            if cbs is not None and type(cbs) is not list:
+                more = [cbs, fn]  # allocated outside the lock
+            fw_lock(&fw_P.cb_lock)
+            if FW_LOAD(&self.node.state) >= FW_FINISHED:
+                fw_unlock(&fw_P.cb_lock)
+                return False
+            if self._callbacks is not cbs:  # changed meanwhile: try again
+                fw_unlock(&fw_P.cb_lock)
+                continue
+            if cbs is None:
+                self._callbacks = fn
+            elif more is not None:
+                self._callbacks = more
             else:
-                self._callbacks.append(fn)
-                added = True
-        else:
+                (<list>cbs).append(fn)
             fw_unlock(&fw_P.cb_lock)
-            return False
-        fw_unlock(&fw_P.cb_lock)
-        if not added:  # another thread made the list meanwhile
-            return self._add_callback(fn)
-        return True
+            return True
 
     def then(self, callback):
         """A new Future with the value of ``callback(self)``, once this is done.
@@ -744,10 +748,25 @@ cdef void _defer_unretrieved_report(size_t addr, object exc):
 
 # ---------------------------------------------------------------- completing
 
-_tls = threading.local()   # per thread: the completion queue of _run_callbacks
+cdef extern from *:
+    """
+    /* Per thread: 1 while _run_callbacks runs here, and the completions that
+     * callbacks caused meanwhile (a deque, made on the first one). */
+    static __thread int fw_draining = 0;
+    static __thread PyObject *fw_drain_queue = NULL;
+    """
+    int fw_draining
+    PyObject *fw_drain_queue
 
 
-cdef int _invoke(object fn, FutureCore fut) except -1:
+cdef inline int _invoke(object fn, FutureCore fut) except -1:
+    # forkwait's own callbacks are called directly, others through Python.
+    if type(fn) is _Collector:
+        (<_Collector>fn).member_done(fut)
+        return 0
+    if type(fn) is _Chain:
+        (<_Chain>fn).parent_done(fut)
+        return 0
     try:
         fn(fut)
     except Exception:
@@ -758,7 +777,26 @@ cdef int _invoke(object fn, FutureCore fut) except -1:
     return 0
 
 
-cdef int _run_callbacks(FutureCore fut, list callbacks) except -1:
+cdef object _run_one(FutureCore fut, object callbacks):
+    """Run one future's callbacks; the first BaseException they raised, or None."""
+    cdef object cb
+    cdef object first = None
+    if type(callbacks) is list:
+        for cb in <list>callbacks:
+            try:
+                _invoke(cb, fut)
+            except BaseException as exc:
+                if first is None:
+                    first = exc
+    else:
+        try:
+            _invoke(callbacks, fut)
+        except BaseException as exc:
+            first = exc
+    return first
+
+
+cdef int _run_callbacks(FutureCore fut, object callbacks) except -1:
     """Run `callbacks` of `fut`, and every completion they cause, in a loop.
 
     A callback that completes another future (a ``then`` chain) queues that
@@ -766,28 +804,30 @@ cdef int _run_callbacks(FutureCore fut, list callbacks) except -1:
     completes on a flat stack. KeyboardInterrupt or SystemExit from a
     callback is raised once the loop has run every other callback.
     """
-    cdef object queue = getattr(_tls, "drain", None)
-    if queue is not None:
-        queue.append((fut, callbacks))
+    global fw_draining, fw_drain_queue
+    cdef object queue
+    cdef object first = None
+    if fw_draining:
+        if fw_drain_queue == NULL:
+            queue = collections.deque()
+            Py_INCREF(queue)
+            fw_drain_queue = <PyObject *>queue
+        (<object>fw_drain_queue).append((fut, callbacks))
         return 0
-    queue = collections.deque()
-    _tls.drain = queue
-    first = None
-    item = (fut, callbacks)
+    fw_draining = 1
     try:
-        while True:
-            f, cbs = item
-            for cb in cbs:
-                try:
-                    _invoke(cb, f)
-                except BaseException as exc:
-                    if first is None:
-                        first = exc
-            if not queue:
-                break
-            item = queue.popleft()
+        first = _run_one(fut, callbacks)
+        while fw_drain_queue != NULL and len(<object>fw_drain_queue):
+            f, cbs = (<object>fw_drain_queue).popleft()
+            exc = _run_one(<FutureCore>f, cbs)
+            if first is None:
+                first = exc
     finally:
-        _tls.drain = None
+        fw_draining = 0
+        if fw_drain_queue != NULL:
+            queue = <object>fw_drain_queue
+            fw_drain_queue = NULL
+            Py_DECREF(queue)
     if first is not None:
         raise first
     return 0
@@ -795,7 +835,7 @@ cdef int _run_callbacks(FutureCore fut, list callbacks) except -1:
 
 cdef int _after_final(FutureCore fut) except -1:
     """`fut` just reached its final state: wake, notify, run callbacks."""
-    cdef list callbacks
+    cdef object callbacks
     fw_wake_waiters(&fut.node)
     fw_lock(&fw_P.cb_lock)
     callbacks = fut._callbacks
@@ -878,6 +918,9 @@ cdef class _Chain:
     cdef object ctx
 
     def __call__(self, FutureCore fut):
+        self.parent_done(fut)
+
+    cdef int parent_done(self, FutureCore fut) except -1:
         cdef FutureCore child = self.child
         try:
             value = self.ctx.run(self.callback, fut)
@@ -885,6 +928,7 @@ cdef class _Chain:
             _complete_manual(child, FW_FAILED, None, exc)
         else:
             _complete_manual(child, FW_FINISHED, value, None)
+        return 0
 
 
 cdef double _check_timeout(timeout) except? -2.0:
@@ -1226,7 +1270,19 @@ cdef inline void _add_wait(double seconds) noexcept:
 
 cdef int _wait_many(list futs, FutureCore done, double deadline) except -1:
     """Wait until `done` (a hand-made future that the members complete) is
-    done, running the unstarted members and the subtrees of running ones."""
+    done, running the unstarted members and the subtrees of running ones.
+    A thread too deep to run more inline blocks with a spare started, as
+    _wait_done does."""
+    if deadline != 0.0 and _too_deep() and _begin_blocking():
+        try:
+            return _wait_many_loop(futs, done, deadline, False)
+        finally:
+            with nogil:
+                _end_blocking()
+    return _wait_many_loop(futs, done, deadline, deadline != 0.0)
+
+
+cdef int _wait_many_loop(list futs, FutureCore done, double deadline, bint helps) except -1:
     global _wait_tokens
     cdef FutureCore f
     cdef fw_node *other
@@ -1236,7 +1292,6 @@ cdef int _wait_many(list futs, FutureCore done, double deadline) except -1:
     cdef double slept = 0.0
     cdef double poll = SIGNAL_POLL_S if PyThread_get_thread_ident() == main_ident else 0.0
     cdef list running
-    cdef bint helps = deadline != 0.0 and not _too_deep()
     for f in futs:
         _check_not_own_ancestor(f)
     # Unstarted members first, in order, until done (e.g. the first failure).
@@ -1562,16 +1617,39 @@ def wait_all(futures, timeout=None):
         f = futs[0]
         _wait_done(f, t)
         return [f._outcome()]
+    cdef int state
+    cdef list rest
     for f in futs:
-        if FW_LOAD(&f.node.state) < FW_FINISHED:
-            break
-    else:
-        return [f._outcome() for f in futs]
-    coll = _collect(futs, True)
-    _wait_many(futs, coll, deadline)
-    if FW_LOAD(&coll.node.state) == FW_FAILED:
-        coll._retrieved = True
-        raise coll._exc
+        _check_not_own_ancestor(f)
+    # Run the unstarted members here, in order, failing fast: no callbacks
+    # are needed for what this thread runs itself.
+    if t != 0.0 and not _too_deep():
+        for f in futs:
+            state = FW_LOAD(&f.node.state)
+            if state == FW_FAILED or state == FW_CANCELLED:
+                f._outcome()
+            if deadline >= 0.0 and fw_now() >= deadline:
+                break
+            if f.node.is_task and fw_claim_node(&f.node, FW_RUNNING):
+                Py_DECREF(f)
+                if _run_task(f):
+                    raise KeyboardInterrupt
+                if FW_LOAD(&f.node.state) == FW_FAILED:
+                    f._outcome()
+    rest = []
+    for f in futs:
+        state = FW_LOAD(&f.node.state)
+        if state == FW_FAILED or state == FW_CANCELLED:
+            f._outcome()
+        if state < FW_FINISHED:
+            rest.append(f)
+    if rest:
+        # The rest run elsewhere: sleep until all are done or one fails.
+        coll = _collect(rest, True)
+        _wait_many(rest, coll, deadline)
+        if FW_LOAD(&coll.node.state) == FW_FAILED:
+            coll._retrieved = True
+            raise coll._exc
     return [f._outcome() for f in futs]
 
 
@@ -1585,6 +1663,9 @@ cdef class _Collector:
     cdef bint fail_fast
 
     def __call__(self, FutureCore f):
+        self.member_done(f)
+
+    cdef int member_done(self, FutureCore f) except -1:
         cdef int state = FW_LOAD(&f.node.state)
         if state == FW_FAILED and FW_LOAD(&self.out.node.state) < FW_FINISHED:
             f._retrieved = True
@@ -1594,6 +1675,7 @@ cdef class _Collector:
                              CancelledError(f"a collected future was cancelled: {f!r}"))
         if _atomic_dec(&self.remaining) == 0:
             _complete_manual(self.out, FW_FINISHED, self.futs, None)
+        return 0
 
 
 cdef FutureCore _collect(list futs, bint fail_fast):
