@@ -78,3 +78,51 @@ def test_two_branches(benchmark, executor, workload, peer):
     benchmark.group = f"two branches: {workload}"
     work = [BRANCHES[workload](seed=i) for i in range(2)]
     benchmark(_peer(peer, executor), work)
+
+
+# ---------------------------------------------------------------- scheduler (issue 9)
+# The ratio figures come from bench/sched_ratios.py; these are the same
+# workloads under pytest-benchmark, peers side by side in one group.
+
+
+def _fib_serial(n):
+    return n if n < 2 else _fib_serial(n - 1) + _fib_serial(n - 2)
+
+
+def _fib_fw(n):
+    if n < 2:
+        return n
+    a, b = fw.fork(_fib_fw, n - 1), fw.fork(_fib_fw, n - 2)
+    return fw.wait(a) + fw.wait(b)
+
+
+@pytest.mark.benchmark(group="nested fib(18), pure-Python leaves")
+def test_fib_serial(benchmark):
+    benchmark(_fib_serial, 18)
+
+
+@pytest.mark.benchmark(group="nested fib(18), pure-Python leaves")
+def test_fib_forkwait(benchmark):
+    benchmark(lambda: fw.wait(fw.fork(_fib_fw, 18)))
+
+
+@pytest.mark.benchmark(group="4 threads x 10k no-ops at once")
+def test_producers_forkwait(benchmark):
+    import threading
+
+    def one():
+        fw.wait_all([fw.fork(w.noop) for _ in range(10_000)])
+
+    def four():
+        ts = [threading.Thread(target=one) for _ in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+    benchmark(four)
+
+
+@pytest.mark.benchmark(group="4 threads x 10k no-ops at once")
+def test_producers_one_thread_40k(benchmark):
+    benchmark(lambda: fw.wait_all([fw.fork(w.noop) for _ in range(40_000)]))

@@ -175,6 +175,9 @@ cdef extern from "_fw_sched.h":
 cdef extern from *:
     """
     static inline int _atomic_dec(int *p) { return __atomic_sub_fetch(p, 1, __ATOMIC_SEQ_CST); }
+    static inline long long _atomic_inc_ll(long long *p) {
+        return __atomic_add_fetch(p, 1, __ATOMIC_SEQ_CST);
+    }
     static inline int fw_cas_int(int *flag) {
         int expected = 0;
         return __atomic_compare_exchange_n(flag, &expected, 1, 0,
@@ -183,6 +186,7 @@ cdef extern from *:
     """
     int _atomic_dec(int *p) nogil
     int fw_cas_int(int *flag) nogil
+    long long _atomic_inc_ll(long long *p) nogil
 
 _logger = logging.getLogger("forkwait")
 
@@ -1059,9 +1063,7 @@ cdef void _record_wait(FutureCore fut, double t0):
 
 
 cdef void _prof_fork(FutureCore fut) noexcept:
-    global _prof_next_id
-    _prof_next_id += 1
-    fut._prof_id = _prof_next_id
+    fut._prof_id = _atomic_inc_ll(&_prof_next_id)
     fut._prof_parent = fw_cur_task
     fut._t_fork = fw_now()
     fut._fork_thread = PyThread_get_thread_ident()
@@ -1283,7 +1285,6 @@ cdef int _wait_many(list futs, FutureCore done, double deadline) except -1:
 
 
 cdef int _wait_many_loop(list futs, FutureCore done, double deadline, bint helps) except -1:
-    global _wait_tokens
     cdef FutureCore f
     cdef fw_node *other
     cdef long long token
@@ -1312,8 +1313,7 @@ cdef int _wait_many_loop(list futs, FutureCore done, double deadline, bint helps
             running = [f for f in futs if FW_LOAD(&f.node.state) == FW_RUNNING
                        and f.node.is_task]
             if running:
-                _wait_tokens += 1
-                token = _wait_tokens
+                token = _atomic_inc_ll(&_wait_tokens)
                 for f in running:
                     f.node.mark = token
                 epoch = fw_help_begin(&done.node)
