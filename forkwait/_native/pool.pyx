@@ -1049,6 +1049,19 @@ def _spare_main():
 
 # ---------------------------------------------------------------- public calls
 
+# Called by fork() outside any task (forkwait._dask installs it while a
+# backend block is active); a non-None return is fork()'s result.
+cdef object _fork_hook = None
+
+
+def _set_fork_hook(h):
+    """Install `h(fn, args, kwargs)` as fork()'s hook (None removes it); return the old one."""
+    global _fork_hook
+    old = _fork_hook
+    _fork_hook = h
+    return old
+
+
 def fork(fn, *args, **kwargs):
     """Run ``fn(*args, **kwargs)`` on the inter-op pool; return its Future now.
 
@@ -1092,6 +1105,10 @@ def fork(fn, *args, **kwargs):
             f"fork() needs a callable as its first argument, got {type(fn).__name__}: "
             f"{_short_repr(fn)}"
         )
+    if _fork_hook is not None and fw_task_depth == 0:
+        r = _fork_hook(fn, args, kwargs)
+        if r is not None:
+            return r
     if pool_state == POOL_IDLE:
         _start_pool()
     cdef Future fut = Future.__new__(Future)
