@@ -6,6 +6,7 @@ holds OpenMP kernels that split one operation across a team of threads.
 """
 
 from forkwait import ops
+from forkwait._dask import backend
 from forkwait._info import parallel_info
 from forkwait._native.pool import Future, collect_all, fork, wait, wait_all
 from forkwait._profile import profile
@@ -24,6 +25,7 @@ from forkwait._version import __version__
 __all__ = [
     "Future",
     "__version__",
+    "backend",
     "collect_all",
     "fork",
     "get_intra_op_mode",
