@@ -202,10 +202,10 @@ def backend(client: Any = "dask") -> ClusterBackend:
     ...                        dashboard_address=None)
     >>> client = Client(cluster)
     >>> with fw.backend(client):
-    ...     a = fw.fork(pow, 2, 10)        # runs on a worker
-    ...     b = fw.fork(divmod, a, 3)      # depends on a: gets a finished future
+    ...     a = fw.fork(pow, 2, 10)                      # runs on a worker
+    ...     b = fw.fork(lambda f: fw.wait(f) // 4, a)    # gets `a` as a finished future
     ...     fw.wait_all([a, b])
-    [1024, (341, 1)]
+    [1024, 256]
     >>> client.close(); cluster.close()
     """
     try:
