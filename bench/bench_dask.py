@@ -87,9 +87,11 @@ def main():
     print(f"cluster start: {time.perf_counter() - t0:.2f} s")
     be = fw.backend(client)
     # warm-up: both paths, workers import forkwait and numpy
+    n_branches = len(client.scheduler_info()["workers"])
     with be:
         fw.wait_all([fw.fork(inc, i) for i in range(50)])
-        fw.wait(fw.fork(leaf, 64, 0))
+        tree(n_branches, 2, 64)  # every worker imports numpy and runs a kernel
+    tree(n_branches, 2, 64)
     client.gather([client.submit(inc, i, pure=False) for i in range(50)])
 
     rt_raw, rt_fw, many_raw, many_fw = [], [], [], []
@@ -127,7 +129,6 @@ def main():
           f"(per-round ratios {', '.join(f'{r:.3f}' for r in ratios)})")
 
     # fork tree: cluster top level vs local pool
-    n_branches = len(client.scheduler_info()["workers"])
     cl_wall, lo_wall, cpu_wall = [], [], []
     for _ in range(args.rounds):
         with be:

@@ -378,7 +378,7 @@ def _submit_into(client: Any, out: Future, fn: Any, args: tuple, kwargs: dict) -
         return
     marked = sargs is not args or (skwargs is not None and skwargs is not kwargs) or bool(deps)
     name = _task_name(fn)
-    key = f"{name}-{uuid.uuid4().hex}"
+    key = f"{name}-{_key_base}{next(_key_count):08x}"
     rec = _recorder
     try:
         dfut = client.submit(
@@ -392,6 +392,22 @@ def _submit_into(client: Any, out: Future, fn: Any, args: tuple, kwargs: dict) -
         rec.submitted(key, name, client)
     out.add_done_callback(_propagate_cancel)
     _pump_of(client).add(client, (dfut, out, key, name))
+
+
+# Dask keys: the function's name, then 32 hex digits unique to this process
+# and fork (os.urandom, which uuid4 calls, costs about 0.1 ms here: once).
+_key_base = uuid.uuid4().hex[:24]
+_key_count = itertools.count()
+
+
+def _new_key_base() -> None:
+    global _key_base, _key_count
+    _key_base = uuid.uuid4().hex[:24]
+    _key_count = itertools.count()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_key_base)
 
 
 def _task_name(fn: Any) -> str:
