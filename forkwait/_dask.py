@@ -645,7 +645,8 @@ class _Completer:
         me = threading.get_ident()
         while True:
             try:
-                items = self._queue.get(timeout=1.0)
+                # the last thread sleeps until there is work; extras retire
+                items = self._queue.get(timeout=1.0 if self._threads > 1 else None)
             except queue.Empty:
                 with self._lock:
                     if self._threads > 1:

@@ -382,7 +382,8 @@ def test_a_task_that_keeps_killing_workers_fails_with_daskes_error(client):
         f = fw.fork(kill_myself)
     with pytest.raises(KilledWorker) as info:
         f.result(timeout=TIMEOUT)
-    assert any("gave up on fork(kill_myself)" in n for n in getattr(info.value, "__notes__", []))
+    if sys.version_info >= (3, 11):  # exception notes
+        assert any("gave up on fork(kill_myself)" in n for n in info.value.__notes__)
     assert f.done() and not f.cancelled()
 
 
@@ -420,7 +421,8 @@ def test_losing_the_scheduler_fails_pending_futures(tmp_path):
                 pending.result(timeout=TIMEOUT)
             assert time.monotonic() - t0 < TIMEOUT
             assert not pending.cancelled()  # failed, not cancelled by its owner
-            assert "forkwait" in " ".join(getattr(info.value, "__notes__", []))
+            if sys.version_info >= (3, 11):
+                assert "forkwait" in " ".join(info.value.__notes__)
         finally:
             client.close(timeout=5)
     finally:
