@@ -6,6 +6,7 @@ holds OpenMP kernels that split one operation across a team of threads.
 """
 
 from forkwait import ops
+from forkwait._dask import backend
 from forkwait._futures import Executor, as_completed, scope, wait_any
 from forkwait._info import parallel_info
 from forkwait._native.pool import Future, InvalidStateError, collect_all, fork, wait, wait_all
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidStateError",
     "__version__",
     "as_completed",
+    "backend",
     "collect_all",
     "fork",
     "get_intra_op_mode",
