@@ -686,7 +686,7 @@ cdef int _run_task(Future fut) except -1:
     return interrupted
 
 
-cdef object _prof_sink = None   # a list that profile() owns while it records
+cdef object _prof_hook = None   # the object profile() records with (on_task, on_wait)
 cdef long long _prof_next_id = 0
 
 
@@ -703,12 +703,13 @@ cdef void _record_task(Future fut, object name, double t0, double t1,
     cdef double waited = fw_wait_acc
     fw_cur_task = outer_task
     fw_wait_acc = outer_wait
-    sink = _prof_sink
-    if sink is not None:
-        sink.append((
-            "task", fut._prof_id, fut._prof_parent, name, fut._t_fork, fut._fork_thread,
-            t0, t1, PyThread_get_thread_ident(), waited, outcome,
-        ))
+    hook = _prof_hook
+    if hook is not None:
+        hook.on_task(
+            id=fut._prof_id, parent=fut._prof_parent, name=name, fork_time=fut._t_fork,
+            fork_thread=fut._fork_thread, start=t0, end=t1,
+            thread=PyThread_get_thread_ident(), wait_time=waited, outcome=outcome,
+        )
 
 
 cdef void _prof_fork(Future fut) noexcept:
@@ -720,12 +721,18 @@ cdef void _prof_fork(Future fut) noexcept:
     fut._fork_thread = PyThread_get_thread_ident()
 
 
-def _set_profiler(sink):
-    """Start recording into the list `sink` (None stops). Returns the old one."""
-    global _prof_sink, fw_prof_on
-    old = _prof_sink
-    _prof_sink = sink
-    fw_prof_on = sink is not None
+def _set_profiler(hook):
+    """Start calling `hook` (None stops); returns the old hook.
+
+    While set, the thread that ran a task calls ``hook.on_task(**fields)``
+    with the fields of ``forkwait._profile.TaskRecord``, and a wait that did
+    not find its future done calls ``hook.on_wait(**fields)`` with those of
+    ``WaitRecord``.
+    """
+    global _prof_hook, fw_prof_on
+    old = _prof_hook
+    _prof_hook = hook
+    fw_prof_on = hook is not None
     return old
 
 
@@ -919,10 +926,10 @@ cdef int _wait_loop(Future fut, double timeout, bint helps) except -1:
         with nogil:
             action = _next_for_waiter(node, deadline, helps, is_main, &other)
         if action == W_DONE:
-            if fw_prof_on and _prof_sink is not None and w0 > 0.0:
-                _prof_sink.append(
-                    ("wait", fut._prof_id, w0, fw_now(), PyThread_get_thread_ident())
-                )
+            hook = _prof_hook
+            if fw_prof_on and hook is not None and w0 > 0.0:
+                hook.on_wait(task=fut._prof_id, start=w0, end=fw_now(),
+                             thread=PyThread_get_thread_ident())
             return 0
         if action == W_RUN:
             task = <Future>other.fut
