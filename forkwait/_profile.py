@@ -442,7 +442,7 @@ class Profile:
                         va="center", fontsize=7, color=text_colour(colour), clip_on=True)
         for k in self.kernels:
             ax.broken_barh([((k.start - self.start) * ms, (k.end - k.start) * ms)],
-                           (row[k.thread] + 0.07, 0.2), facecolors="#e6862e")
+                           (row[k.thread] + 0.07, 0.2), facecolors="#4d4d4d")
         for wt in self.waits:
             ax.broken_barh([((wt.start - self.start) * ms, (wt.end - wt.start) * ms)],
                            (row[wt.thread] + 0.3, 0.12), facecolors="none",
@@ -452,9 +452,9 @@ class Profile:
         handles = [Patch(facecolor=colours[n], edgecolor="black", label=n[:40]) for n in named]
         if len(totals) > len(named):
             handles.append(Patch(facecolor=other, label="other tasks"))
-        handles.append(Patch(facecolor="#e6862e", label="forkwait.ops kernel"))
+        handles.append(Patch(facecolor="#4d4d4d", label="forkwait.ops kernel"))
         handles.append(Patch(facecolor="none", edgecolor="#555555", hatch="////",
-                             label="blocked in wait()"))
+                             label="inside wait() (it may run tasks meanwhile)"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
                   title="tasks by function", title_fontsize=8, frameon=False)
         ax.set_yticks(range(len(threads)), [self.thread_names[i] for i in threads])
