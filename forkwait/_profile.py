@@ -463,7 +463,7 @@ class Profile:
         ax.set_xlabel("time since the profile started (ms)")
         ax.set_title("forkwait timeline: a row per thread")
         ax.grid(axis="x", alpha=0.3)
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        fig.savefig(path, dpi=100)
 
 
 def _key(rec: TaskRecord | KernelRecord) -> tuple[str, str]:

@@ -28,8 +28,8 @@ from forkwait.cli._timing import (
     Progress,
     beats,
     blas_thread_count,
-    paired_speedup,
     native_thread_ids,
+    paired_speedup,
     thread_cpu_seconds,
 )
 
@@ -388,11 +388,12 @@ class TuneResult:
             ]
         rec = self.recommended
         if rec is None:
-            f = self.fastest
+            others = [s for s in self.times if s != self.baseline]
+            f = max(others, key=lambda s: (self.speedup(s), [-c for c in s.cost]))
             return [
-                f"No setting beats {base} beyond the noise on this machine now (the fastest, "
-                f"{f.label()}, ran {_speed(self, f)}; a win needs a 90% interval above 1.00x "
-                f"and a median of at least {1 + self.min_gain:.2f}x)."
+                f"No setting beats {base} beyond the noise on this machine now (the best of "
+                f"the others, {f.label()}, ran {_speed(self, f)}; a win needs a 90% interval "
+                f"above 1.00x and a median of at least {1 + self.min_gain:.2f}x)."
             ]
         ties = [s for s in self._ties() if s != rec]
         out = []
@@ -605,7 +606,7 @@ class TuneResult:
                             color=text_colour(cmap(norm(v))))
                     if s == rec:
                         ax.add_patch(Rectangle((j - 0.47, i - 0.47), 0.94, 0.94, fill=False,
-                                               edgecolor="black", linewidth=2.5))
+                                               edgecolor="gold", linewidth=3))
             ax.set_xticks(range(len(intras)), [str(v) for v in intras])
             ax.set_yticks(range(len(inters)), [str(v) for v in inters])
             ax.set_xlabel("intra-op threads (set_num_threads)")
@@ -613,7 +614,8 @@ class TuneResult:
             ax.set_title(f"{mode} mode")
         if image is not None:
             bar = fig.colorbar(image, ax=list(axes), shrink=0.85)
-            bar.set_label(f"speed-up over {self.baseline.label()} (median of rounds)")
+            b = self.baseline
+            bar.set_label(f"speed-up over {b.interop} x {b.intra} (median of rounds)")
         verdict = ("advised: " + rec.label()) if rec else "no setting wins beyond the noise"
         fig.suptitle(f"forkwait tune: {self.workload[:60]}\n{verdict}; cells: median speed-up "
                      "and its 90% interval", fontsize=9)

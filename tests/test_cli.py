@@ -41,6 +41,15 @@ def test_info_prints_parallel_info():
     assert "inter-op threads (set_num_interop_threads)" in proc.stdout
 
 
+def test_output_into_a_closed_pipe_is_no_traceback():
+    proc = subprocess.Popen([sys.executable, "-m", "forkwait", "info"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # as `| head -0` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 1
+    assert "Traceback" not in err
+
+
 def test_main_module_and_script_entry_point_are_the_cli():
     import forkwait.__main__ as main_module
     from forkwait.cli import main

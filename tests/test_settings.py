@@ -170,7 +170,9 @@ def test_parallel_info_says_where_each_setting_came_from():
         ": 1 [set in code: set_num_threads(1)]"
     )
     assert lines["inter-op threads"].endswith(": 3 [set in code: set_num_interop_threads(3)]")
-    assert lines["intra-op mode"] == "intra-op mode: shared [set in code: set_intra_op_mode('shared')]"
+    assert lines["intra-op mode"] == (
+        "intra-op mode: shared [set in code: set_intra_op_mode('shared')]"
+    )
 
 
 def test_tools_that_try_settings_put_their_sources_back():

@@ -41,13 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     0
     """
     import importlib
+    import os
 
     from forkwait.cli._common import CommandError
 
     args = build_parser().parse_args(argv)
     try:
-        return int(importlib.import_module(f"forkwait.cli.{args.command}").run(args) or 0)
+        status = int(importlib.import_module(f"forkwait.cli.{args.command}").run(args) or 0)
+        sys.stdout.flush()
+        return status
     except CommandError as exc:
         sys.stdout.flush()
         sys.stderr.write(f"python -m forkwait {args.command}: {exc}\n")
         return exc.status
+    except BrokenPipeError:  # `... | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

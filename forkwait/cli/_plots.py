@@ -12,12 +12,13 @@ from typing import Any
 
 
 def figure(width: float, height: float) -> Any:
-    """A new matplotlib Figure (not registered with pyplot)."""
+    """A new matplotlib Figure (not registered with pyplot; constrained layout,
+    so that titles, labels and colour bars do not overlap)."""
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError("plots need matplotlib: pip install 'forkwait[plot]'") from exc
-    return Figure(figsize=(width, height))
+    return Figure(figsize=(width, height), layout="constrained")
 
 
 def palette(n: int) -> list[str]:

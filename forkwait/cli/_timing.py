@@ -154,7 +154,9 @@ def median_interval(values: Iterable[float], confidence: float = 0.9) -> tuple[f
     return xs[k - 1], xs[n - k]
 
 
-def paired_speedup(ref: Sequence[float], new: Sequence[float]) -> tuple[float, tuple[float, float] | None]:
+def paired_speedup(
+    ref: Sequence[float], new: Sequence[float]
+) -> tuple[float, tuple[float, float] | None]:
     """How many times faster `new` ran than `ref`, round by round (times of
     the same round paired): the median ratio and its 90% interval."""
     ratios = [a / b for a, b in zip(ref, new, strict=False) if b > 0]

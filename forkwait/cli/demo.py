@@ -33,11 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "warmed up and interleaved round by round; print medians, spreads and speed-ups, the "
         "machine's load, and what the table says.",
     )
-    p.add_argument("--branches", type=positive_int, default=4, help="independent branches (4)")
+    p.add_argument("--branches", type=positive_int, default=8, help="independent branches (8)")
     p.add_argument("--rows", type=positive_int, default=64, help="rows of each array (64)")
     p.add_argument("--cols", type=positive_int, default=1024, help="columns of each array (1024)")
     p.add_argument("--steps", type=positive_int, default=12, help="layers per branch (12)")
-    p.add_argument("--rounds", type=positive_int, default=7, help="timed rounds (7)")
+    p.add_argument("--rounds", type=positive_int, default=9, help="timed rounds (9)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -180,7 +180,7 @@ def _why_slower(row: Row, ncpu: int, elements: int) -> str:
     return "serially, one branch runs at a time."
 
 
-def demo(branches: int = 4, rows: int = 64, cols: int = 1024, steps: int = 12, rounds: int = 7,
+def demo(branches: int = 8, rows: int = 64, cols: int = 1024, steps: int = 12, rounds: int = 9,
          out: Callable[[str], object] = print) -> dict[Row, list[float]]:
     """Time the model under the demo's settings; print the table and what it
     says; return the times per row."""
