@@ -469,6 +469,13 @@ class TuneResult:
                 "(forkwait.ops, NumPy on large arrays, a Cython nogil function), or use "
                 "processes for pure-Python work."
             )
+        if tasks and multi and self.baseline.interop == 1 and self.recommended is None \
+                and self.n_rounds >= MIN_ROUNDS and len(self.times) > 1:
+            out.append(
+                f"With 1 inter-op thread the thread that waits runs forked tasks too, so "
+                f"{self.baseline.label()} already ran two tasks at once: on "
+                f"{self.cpus} CPUs that can be all that forking gains."
+            )
         if tasks and f.get("blas_threads", 0) > 1 and f.get("blas_cpu_seconds", 0.0) > 0.0:
             out.append(
                 f"NumPy's BLAS ran threads of its own ({f['blas_threads']}) while tasks were "

@@ -423,6 +423,14 @@ def test_why_gil():
     assert "holds the GIL" not in why(result({S11: 1.0}, facts=gil, cpus=1))
 
 
+def test_why_the_baseline_already_ran_two_tasks():
+    none_wins = {S11: 1.0, S21: 1.01, S12: 1.0, S22: 1.02}
+    assert "already ran two tasks at once" in why(result(none_wins))
+    assert "already ran two tasks at once" not in why(result(GRID))  # a setting won
+    assert "already ran two tasks at once" not in why(result(none_wins, facts={"tasks": 0}))
+    assert "already ran two tasks at once" not in why(result(none_wins, rounds=3))
+
+
 def test_why_blas_only_when_blas_ran_its_threads():
     ran = {"blas_threads": 2, "blas_cpu_seconds": 0.12}
     assert "NumPy's BLAS ran threads of its own (2)" in why(result(GRID, facts=ran))
