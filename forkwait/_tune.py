@@ -303,6 +303,21 @@ class TuneResult:
     ``recommended`` is the setting to use, or None when no setting beats one
     thread beyond the noise; ``fastest`` is the one with the best median
     speed-up, whatever the noise.
+
+    Examples
+    --------
+    >>> from forkwait._tune import Setting, TuneResult
+    >>> one, two = Setting(1, 1), Setting(2, 1)
+    >>> steady = TuneResult({one: [0.10, 0.11, 0.10, 0.10, 0.11],
+    ...                      two: [0.05, 0.06, 0.05, 0.05, 0.06]}, cpus=2)
+    >>> steady.recommended == two, round(steady.speedup(two), 2)
+    (True, 2.0)
+    >>> noisy = TuneResult({one: [0.10, 0.11, 0.10, 0.10, 0.11],
+    ...                     two: [0.09, 0.12, 0.09, 0.12, 0.10]}, cpus=2)
+    >>> noisy.recommended is None
+    True
+    >>> noisy.verdict()[0][:60]
+    'No setting beats 1 inter-op x 1 intra-op (shared) beyond the'
     """
 
     times: dict[Setting, list[float]]
