@@ -168,6 +168,17 @@ def test_tune_times_a_named_function(tmp_path):
     assert proc.returncode == 1 and "defines no function 'nope'" in proc.stderr
 
 
+def test_tune_script_that_exits_0_is_profiled_to_its_end(tmp_path):
+    path = script(tmp_path, "exits.py", textwrap.dedent(FORKING) + "import sys\nsys.exit(0)\n")
+    proc = cli("tune", "--repeat", "1", "--max-rounds", "1", "--max-threads", "1",
+               "--heatmap", "", path)
+    assert proc.returncode == 0, proc.stderr
+    assert "No task was forked" not in proc.stdout
+    path = script(tmp_path, "exits3.py", "import sys\nsys.exit(3)\n")
+    proc = cli("tune", "--max-threads", "1", "--heatmap", "", path)
+    assert proc.returncode == 1 and "exit status 3" in proc.stderr
+
+
 def test_tune_failing_script(tmp_path):
     path = script(tmp_path, "bad.py", "print('partial')\nraise ValueError('broken script')\n")
     proc = cli("tune", "--no-progress", path)

@@ -21,7 +21,14 @@ def _workload(script: str, function: str | None) -> Callable[[], object]:
     function of the script, its module-level code run first, untimed, under
     a name that keeps ``if __name__ == "__main__":`` blocks off."""
     if function is None:
-        return lambda: runpy.run_path(script, run_name="__main__")
+        def whole_script() -> None:
+            try:
+                runpy.run_path(script, run_name="__main__")
+            except SystemExit as exc:  # sys.exit(0) is a normal end of the script
+                if exc.code not in (0, None):
+                    raise
+
+        return whole_script
     namespace = runpy.run_path(script, run_name="__forkwait_tune__")
     fn = namespace.get(function)
     if not callable(fn):
