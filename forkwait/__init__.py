@@ -20,7 +20,7 @@ from forkwait._threads import (
     set_num_interop_threads,
     set_num_threads,
 )
-from forkwait._tune import tune
+from forkwait._tune import tune, tune_region
 from forkwait._version import __version__
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "set_num_interop_threads",
     "set_num_threads",
     "tune",
+    "tune_region",
     "wait",
     "wait_all",
     "wait_any",

@@ -57,7 +57,8 @@ def parallel_info() -> str:
     """A report of forkwait's parallel settings, for humans and bug reports.
 
     Like ``torch.__config__.parallel_info()``: forkwait's version, both thread
-    counts and where they came from, whether OpenMP is compiled in (and its
+    counts and where each came from (``[set in code: ...]``, ``[environment:
+    NAME=value]`` or ``[default: ...]``), whether OpenMP is compiled in (and its
     version), the CPUs this process may use, the environment variables that
     matter and their values, and the thread pools that threadpoolctl sees.
 
@@ -82,11 +83,11 @@ def parallel_info() -> str:
     lines = [
         f"forkwait {__version__} (Python {platform.python_version()}, {platform.machine()})",
         f"intra-op threads (set_num_threads): {_runtime._get_global_threads()}"
-        f" [default from {SOURCES['num_threads']}]",
+        f" [{SOURCES['num_threads']}]",
         f"intra-op threads in this thread: {_runtime._get_requested_threads()}",
-        f"intra-op mode: {get_intra_op_mode()}",
+        f"intra-op mode: {get_intra_op_mode()} [{SOURCES['intra_op_mode']}]",
         f"inter-op threads (set_num_interop_threads): {pool._get_interop_threads()}"
-        f" [default from {SOURCES['num_interop_threads']}]",
+        f" [{SOURCES['num_interop_threads']}]",
         f"inter-op pool: {stats['state']}, {stats['workers']} workers, "
         f"{stats['running']} running, {stats['queued']} queued, "
         f"{stats['spares']} spare (compensating) threads",

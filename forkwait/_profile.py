@@ -12,9 +12,10 @@ from typing import Any, NamedTuple
 
 from forkwait._native import pool
 
-# The list that the active profile records into (None: not recording). The
-# kernels' Python layer reads it before each call: one global lookup when off.
-_sink: list | None = None
+# The recorder of the active profile (None: not recording). The kernels'
+# Python layer calls record_kernel() only while ops._set_profiling(True) has
+# swapped recording wrappers in, so recording off costs the kernels nothing.
+_active: _Recorder | None = None
 _lock = threading.Lock()
 
 
@@ -55,25 +56,45 @@ class WaitRecord(NamedTuple):
     thread: int
 
 
-class _PoolHook:
-    """What the pool calls while a profile records (keywords: the records' fields)."""
+class _Recorder:
+    """The hook that the pool calls (``pool._set_profiler(hook)``) and that
+    :func:`record_kernel` feeds: each call passes one record's fields by name,
+    in the thread the record is about, so that the thread's name is taken
+    while the thread is alive (a worker that exits when the pool shrinks keeps
+    its name in the profile)."""
 
-    def __init__(self, sink: list) -> None:
-        self._sink = sink
+    def __init__(self) -> None:
+        self.tasks: list[TaskRecord] = []
+        self.kernels: list[KernelRecord] = []
+        self.waits: list[WaitRecord] = []
+        self.names: dict[int, str] = {}
+
+    def _seen(self, ident: int) -> None:
+        if ident not in self.names:
+            self.names[ident] = threading.current_thread().name
 
     def on_task(self, **fields: Any) -> None:
-        self._sink.append(("task", *TaskRecord(**fields)))
+        """A task finished (called by the pool in the thread that ran it)."""
+        self.tasks.append(TaskRecord(**fields))
+        self._seen(fields["thread"])
 
     def on_wait(self, **fields: Any) -> None:
-        self._sink.append(("wait", *WaitRecord(**fields)))
+        """A wait ended that had not found its future done (called by the pool)."""
+        self.waits.append(WaitRecord(**fields))
+        self._seen(fields["thread"])
+
+    def on_kernel(self, **fields: Any) -> None:
+        """A kernel call ended (called through :func:`record_kernel`)."""
+        self.kernels.append(KernelRecord(**fields))
+        self._seen(fields["thread"])
 
 
 def record_kernel(op: str, shape: tuple, dtype: str, team: int, start: float, end: float) -> None:
     """Called by the kernels' Python layer while a profile records."""
-    sink = _sink
-    if sink is not None:
-        sink.append(("kernel", op, shape, dtype, team, start, end,
-                     threading.get_ident(), pool._current_task()))
+    rec = _active
+    if rec is not None:
+        rec.on_kernel(op=op, shape=shape, dtype=dtype, team=team, start=start, end=end,
+                      thread=threading.get_ident(), task=pool._current_task())
 
 
 def _kernel_tables(on: bool) -> None:
@@ -104,71 +125,60 @@ class Profile:
         self._thread_names: dict[int, str] = {}
         self.start = 0.0
         self.end = 0.0
-        self._raw: list = []
-        self._records: tuple[list[TaskRecord], list[KernelRecord], list[WaitRecord]] | None = None
+        self._rec = _Recorder()
+        self._recording = False
 
     # -- recording -------------------------------------------------------
     def _begin(self) -> None:
-        global _sink
+        global _active
         with _lock:
-            if _sink is not None:
+            if _active is not None:
                 raise RuntimeError("forkwait.profile() is already recording in this process")
             self._names_now()
             self.start = now()
-            _sink = self._raw
-            pool._set_profiler(_PoolHook(self._raw))
+            self._recording = True
+            _active = self._rec
+            pool._set_profiler(self._rec)
             _kernel_tables(True)
 
     def _finish(self) -> None:
-        global _sink
+        global _active
         with _lock:
             _kernel_tables(False)
             pool._set_profiler(None)
-            _sink = None
+            _active = None
             self.end = now()
+            self._recording = False
             self._names_now()
+            # names taken by the threads themselves while they ran win: a
+            # thread that has exited since, or whose ident was reused, keeps
+            # the name it had when it ran
+            self._thread_names.update(self._rec.names)
 
-    def _parse(self) -> tuple[list[TaskRecord], list[KernelRecord], list[WaitRecord]]:
-        """Turn the raw tuples into records, once, when they are first read
-        (so that ending a profile costs nothing per event)."""
-        if self._records is None:
-            if _sink is self._raw:
-                raise RuntimeError("the profile is still recording: read it after its block")
-            tasks, kernels, waits = [], [], []
-            for rec in self._raw:
-                kind = rec[0]
-                if kind == "task":
-                    tasks.append(TaskRecord._make(rec[1:]))
-                elif kind == "kernel":
-                    kernels.append(KernelRecord._make(rec[1:]))
-                elif kind == "wait":
-                    waits.append(WaitRecord._make(rec[1:]))
-            self._raw = []
-            for recs in (tasks, kernels, waits):
-                for r in recs:
-                    self._thread_names.setdefault(r.thread, f"thread-{r.thread}")
-            self._records = (tasks, kernels, waits)
-        return self._records
+    def _records(self) -> _Recorder:
+        if self._recording:
+            raise RuntimeError("the profile is still recording: read it after its block")
+        return self._rec
 
     @property
     def tasks(self) -> list[TaskRecord]:
         """Every forked task that ran while recording (:class:`TaskRecord`)."""
-        return self._parse()[0]
+        return self._records().tasks
 
     @property
     def kernels(self) -> list[KernelRecord]:
         """Every kernel call of ``forkwait.ops`` (:class:`KernelRecord`)."""
-        return self._parse()[1]
+        return self._records().kernels
 
     @property
     def waits(self) -> list[WaitRecord]:
         """Every wait that did not find its future done (:class:`WaitRecord`)."""
-        return self._parse()[2]
+        return self._records().waits
 
     @property
     def thread_names(self) -> dict[int, str]:
-        """Thread ident -> name, for every thread seen."""
-        self._parse()
+        """Thread ident -> name, for every thread seen (named while it ran)."""
+        self._records()
         return self._thread_names
 
     def _names_now(self) -> None:
@@ -307,9 +317,46 @@ class Profile:
     def _slices(self) -> list[TaskRecord | KernelRecord]:
         return [*self.tasks, *self.kernels]
 
+    def self_times(self) -> dict[tuple[str, str], float]:
+        """Per (kind, name): seconds spent in its own code, that is its slices'
+        time less that of the tasks and kernels nested in them on the same
+        thread (a task that waits runs its children inside its own time).
+
+        Examples
+        --------
+        >>> import forkwait as fw
+        >>> with fw.profile() as prof:
+        ...     _ = fw.wait(fw.fork(sum, range(1000)))
+        >>> list(prof.self_times())
+        [('task', 'sum')]
+        """
+        by_thread: dict[int, list[TaskRecord | KernelRecord]] = defaultdict(list)
+        for rec in self._slices():
+            by_thread[rec.thread].append(rec)
+        out: dict[tuple[str, str], float] = defaultdict(float)
+        for recs in by_thread.values():
+            recs.sort(key=lambda r: (r.start, -r.end))
+            stack: list[tuple[float, tuple[str, str]]] = []  # (end, key) of open slices
+            for r in recs:
+                key = _key(r)
+                while stack and stack[-1][0] <= r.start:
+                    stack.pop()
+                dur = r.end - r.start
+                out[key] += dur
+                if stack:  # nested: not its parent's own time
+                    out[stack[-1][1]] -= dur
+                stack.append((r.end, key))
+        return {k: max(v, 0.0) for k, v in out.items()}
+
     def summary(self) -> str:
-        """A table: per task function and per op the count, total and mean
-        time; per thread the busy fraction; the time spent waiting.
+        """A table: per task function and per op the count, total, own and
+        mean time (all in ms); per thread the busy fraction; the time spent
+        waiting.
+
+        A task's total includes the tasks and kernels nested in it (a task
+        that waits on its children runs them inside its own time), so task
+        totals can add up to more than the profile's length; the ``self``
+        column is the time in the function's own code.
 
         Examples
         --------
@@ -322,22 +369,24 @@ class Profile:
         ...
         """
         rows: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for t in self.tasks:
-            rows[("task", t.name)].append(t.end - t.start)
-        for k in self.kernels:
-            rows[("kernel", k.op)].append(k.end - k.start)
+        for rec in self._slices():
+            rows[_key(rec)].append(rec.end - rec.start)
+        own = self.self_times()
         waited = sum(t.wait_time for t in self.tasks)
         lines = [
             f"forkwait profile: {self.duration * 1e3:.3f} ms, {len(self.tasks)} tasks, "
             f"{len(self.kernels)} kernel calls, {len(self.thread_names)} threads",
-            f"{'kind':<7} {'name':<32} {'count':>7} {'total ms':>10} {'mean us':>10}",
+            "(times in ms; a task's total includes the tasks and kernels nested in it, "
+            "so totals can exceed the profile's length; self excludes them)",
+            f"{'kind':<7} {'name':<32} {'count':>7} {'total':>10} {'self':>10} {'mean':>10}",
         ]
-        for (kind, name), times in sorted(rows.items(), key=lambda kv: -sum(kv[1])):
+        for key, times in sorted(rows.items(), key=lambda kv: -sum(kv[1])):
+            kind, name = key
             lines.append(
                 f"{kind:<7} {name[:32]:<32} {len(times):>7} {sum(times) * 1e3:>10.3f} "
-                f"{sum(times) / len(times) * 1e6:>10.1f}"
+                f"{own.get(key, 0.0) * 1e3:>10.3f} {sum(times) / len(times) * 1e3:>10.3f}"
             )
-        lines.append("thread busy fraction:")
+        lines.append("thread busy fraction (in tasks or kernels):")
         for name, frac in sorted(self.busy_fraction().items()):
             lines.append(f"  {name:<30} {frac * 100:5.1f}%")
         lines.append(
@@ -347,10 +396,17 @@ class Profile:
         return "\n".join(lines)
 
     # -- plot -----------------------------------------------------------------
-    def plot_timeline(self, path: str | os.PathLike) -> None:
-        """Write a PNG timeline: a row per thread, tasks and kernels as bars.
+    def plot_timeline(self, path: str | os.PathLike, max_labels: int = 9) -> None:
+        """Write a PNG timeline: a row per thread, time in ms on the x axis.
 
-        Needs matplotlib (``pip install forkwait[plot]``).
+        In each row: tasks on top, coloured by function (the legend names
+        them, and wide enough bars carry the name), nested tasks drawn over
+        their parent; kernels in the middle band; waits in a thin band at the
+        bottom, so that they never cover a task. The `max_labels` functions
+        with the most time get their own colour, the rest share one.
+
+        Needs matplotlib (``pip install forkwait[plot]``); it does not change
+        matplotlib's backend.
 
         Examples
         --------
@@ -360,36 +416,58 @@ class Profile:
         >>> path = os.path.join(tempfile.mkdtemp(), "timeline.png")
         >>> prof.plot_timeline(path)  # doctest: +SKIP
         """
-        try:
-            import matplotlib
+        from forkwait.cli._plots import figure, palette, text_colour
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError as exc:
-            raise ImportError(
-                "plot_timeline() needs matplotlib: pip install 'forkwait[plot]'"
-            ) from exc
         threads = sorted(self.thread_names, key=self._thread_order)
         row = {ident: i for i, ident in enumerate(threads)}
-        fig, ax = plt.subplots(figsize=(12, 1.0 + 0.5 * len(threads)))
-        ms = 1e3
+        totals: dict[str, float] = defaultdict(float)
         for t in self.tasks:
-            ax.broken_barh([((t.start - self.start) * ms, (t.end - t.start) * ms)],
-                           (row[t.thread] - 0.4, 0.8), facecolors="tab:blue", alpha=0.5)
+            totals[t.name] += t.end - t.start
+        named = sorted(totals, key=lambda n: -totals[n])[:max_labels]
+        colours = dict(zip(named, palette(len(named)), strict=True))
+        other = "#b0b0b0"
+        fig = figure(width=12, height=1.4 + 0.6 * len(threads))
+        ax = fig.add_subplot()
+        ms = 1e3
+        span = max(self.duration * ms, 1e-6)
+        # nesting depth per task, so that a nested task is drawn over its parent
+        for t in sorted(self.tasks, key=lambda r: (r.start, -r.end)):
+            x, w = (t.start - self.start) * ms, (t.end - t.start) * ms
+            colour = colours.get(t.name, other)
+            y = row[t.thread]
+            ax.broken_barh([(x, w)], (y - 0.45, 0.5), facecolors=colour,
+                           edgecolors="black", linewidth=0.3)
+            if w >= span * 0.06:
+                ax.text(x + w / 2, y - 0.2, t.name.rsplit(".", 1)[-1][:24], ha="center",
+                        va="center", fontsize=7, color=text_colour(colour), clip_on=True)
         for k in self.kernels:
             ax.broken_barh([((k.start - self.start) * ms, (k.end - k.start) * ms)],
-                           (row[k.thread] - 0.25, 0.5), facecolors="tab:orange")
-        for w in self.waits:
-            ax.broken_barh([((w.start - self.start) * ms, (w.end - w.start) * ms)],
-                           (row[w.thread] - 0.1, 0.2), facecolors="tab:gray")
-        ax.set_yticks(range(len(threads)))
-        ax.set_yticklabels([self.thread_names[i] for i in threads])
-        ax.invert_yaxis()
-        ax.set_xlabel("time (ms)")
-        ax.set_title("forkwait timeline: tasks (blue), kernels (orange), waits (gray)")
-        fig.tight_layout()
+                           (row[k.thread] + 0.07, 0.2), facecolors="#4d4d4d")
+        for wt in self.waits:
+            ax.broken_barh([((wt.start - self.start) * ms, (wt.end - wt.start) * ms)],
+                           (row[wt.thread] + 0.3, 0.12), facecolors="none",
+                           edgecolors="#555555", hatch="////", linewidth=0.5)
+        from matplotlib.patches import Patch
+
+        handles = [Patch(facecolor=colours[n], edgecolor="black", label=n[:40]) for n in named]
+        if len(totals) > len(named):
+            handles.append(Patch(facecolor=other, label="other tasks"))
+        handles.append(Patch(facecolor="#4d4d4d", label="forkwait.ops kernel"))
+        handles.append(Patch(facecolor="none", edgecolor="#555555", hatch="////",
+                             label="inside wait() (it may run tasks meanwhile)"))
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+                  title="tasks by function", title_fontsize=8, frameon=False)
+        ax.set_yticks(range(len(threads)), [self.thread_names[i] for i in threads])
+        ax.set_ylim(len(threads) - 0.5, -0.6)
+        ax.set_xlim(0, span)
+        ax.set_xlabel("time since the profile started (ms)")
+        ax.set_title("forkwait timeline: a row per thread")
+        ax.grid(axis="x", alpha=0.3)
         fig.savefig(path, dpi=100)
-        plt.close(fig)
+
+
+def _key(rec: TaskRecord | KernelRecord) -> tuple[str, str]:
+    return ("task", rec.name) if isinstance(rec, TaskRecord) else ("kernel", rec.op)
 
 
 class profile:  # noqa: N801 - used as a context manager, like torch.profiler.profile

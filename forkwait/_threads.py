@@ -47,7 +47,7 @@ def _check_count(n: object, what: str, limit: int) -> int:
 def _count_from_env(names: tuple[str, ...], limit: int) -> tuple[int, str]:
     """The first valid count among environment variables, else the CPU count.
 
-    Returns the count and where it came from. ``OMP_NUM_THREADS`` may be a
+    Returns the count and where it came from (for parallel_info). ``OMP_NUM_THREADS`` may be a
     list ("4,2"); its first entry is the outer level's. An invalid value is
     warned about and skipped, never fatal at import.
     """
@@ -57,14 +57,14 @@ def _count_from_env(names: tuple[str, ...], limit: int) -> tuple[int, str]:
             continue
         first = raw.split(",")[0].strip()
         try:
-            return _check_count(int(first), name, limit), name
+            return _check_count(int(first), name, limit), f"environment: {name}={raw}"
         except (TypeError, ValueError) as exc:
             warnings.warn(
                 f"ignoring {name}={raw!r}: {exc if 'must' in str(exc) else 'not an integer'}",
                 RuntimeWarning,
                 stacklevel=3,
             )
-    return min(available_cpus(), limit), "available CPUs"
+    return min(available_cpus(), limit), "default: the CPUs available to this process"
 
 
 def set_num_threads(n: int) -> None:
@@ -96,7 +96,9 @@ def set_num_threads(n: int) -> None:
     2
     >>> fw.set_num_threads(old)
     """
-    _runtime._set_global_threads(_check_count(n, "num_threads", MAX_THREADS))
+    value = _check_count(n, "num_threads", MAX_THREADS)
+    _runtime._set_global_threads(value)
+    SOURCES["num_threads"] = f"set in code: set_num_threads({value})"
 
 
 def get_num_threads() -> int:
@@ -160,7 +162,9 @@ def set_num_interop_threads(n: int) -> None:
     3
     >>> fw.set_num_interop_threads(old)
     """
-    pool._set_interop_threads(_check_count(n, "num_interop_threads", MAX_INTEROP_THREADS))
+    value = _check_count(n, "num_interop_threads", MAX_INTEROP_THREADS)
+    pool._set_interop_threads(value)
+    SOURCES["num_interop_threads"] = f"set in code: set_num_interop_threads({value})"
 
 
 def get_num_interop_threads() -> int:
@@ -195,6 +199,7 @@ def set_intra_op_mode(mode: str) -> None:
     if mode not in _MODES:
         raise ValueError(f"intra-op mode must be one of {sorted(_MODES)}, got {mode!r}")
     _runtime._set_mode(_MODES[mode])
+    SOURCES["intra_op_mode"] = f"set in code: set_intra_op_mode({mode!r})"
 
 
 def get_intra_op_mode() -> str:
@@ -217,13 +222,34 @@ def _init_from_env() -> dict[str, str]:
     _runtime._set_cpu_budget(available_cpus())
     _runtime._set_global_threads(intra)
     pool._set_interop_threads(inter)
+    mode_src = "default"
     mode = os.environ.get("FORKWAIT_INTRA_OP_MODE", "").strip()
     if mode:
         try:
             set_intra_op_mode(mode)
+            mode_src = f"environment: FORKWAIT_INTRA_OP_MODE={mode}"
         except ValueError as exc:
             warnings.warn(f"ignoring FORKWAIT_INTRA_OP_MODE: {exc}", RuntimeWarning, stacklevel=2)
-    return {"num_threads": intra_src, "num_interop_threads": inter_src}
+    return {"num_threads": intra_src, "num_interop_threads": inter_src, "intra_op_mode": mode_src}
 
 
-SOURCES = _init_from_env()
+def _save_settings() -> tuple[int, int, str, dict[str, str]]:
+    """The three settings and where each came from (for tools that try
+    settings and put them back)."""
+    return (int(_runtime._get_global_threads()), get_num_interop_threads(),
+            get_intra_op_mode(), dict(SOURCES))
+
+
+def _restore_settings(saved: tuple[int, int, str, dict[str, str]]) -> None:
+    """Put back what :func:`_save_settings` returned, sources included."""
+    intra, inter, mode, sources = saved
+    set_num_threads(intra)
+    set_num_interop_threads(inter)
+    set_intra_op_mode(mode)
+    SOURCES.update(sources)
+
+
+#: Where each setting's value came from: "set in code: ...", "environment:
+#: NAME=value" or "default: ...". parallel_info() prints them.
+SOURCES: dict[str, str] = {}
+SOURCES.update(_init_from_env())

@@ -1,9 +1,12 @@
 """forkwait.profile(): records, Chrome trace structure and nesting, summary, PNG."""
 
 import json
+import sys
 import threading
+import time
 from collections import defaultdict
 
+import numpy as np
 import pytest
 
 import forkwait as fw
@@ -115,20 +118,98 @@ def test_summary_table():
         fw.wait_all([fw.fork(sum, range(1000)) for _ in range(5)])
     text = prof.summary()
     assert "forkwait profile:" in text
+    assert "times in ms" in text and "includes the tasks and kernels nested in it" in text
+    header = next(line for line in text.splitlines() if line.startswith("kind"))
+    assert header.split() == ["kind", "name", "count", "total", "self", "mean"]
     row = next(line for line in text.splitlines() if line.startswith("task") and "sum" in line)
     assert row.split()[2] == "5"
-    assert "thread busy fraction:" in text
+    assert "thread busy fraction (in tasks or kernels):" in text
     fractions = prof.busy_fraction()
     assert fractions and all(0.0 <= v <= 1.0 for v in fractions.values())
 
 
+def test_self_time_excludes_nested_children(interop):
+    interop(1)
+    with fw.profile() as prof:
+        fib(7)
+    total = sum(t.end - t.start for t in prof.tasks)
+    own = prof.self_times()[("task", "fib")]
+    # nested tasks run inside their parents' time: the total counts them twice
+    assert 0.0 < own < total
+    # own time on a thread can never exceed the recording
+    assert own <= prof.duration * len({t.thread for t in prof.tasks}) + 1e-9
+
+
+def test_hook_gets_each_record_by_field_name():
+    from forkwait._native import pool
+    from forkwait._profile import TaskRecord, WaitRecord
+
+    class Hook:
+        def __init__(self):
+            self.tasks, self.waits = [], []
+
+        def on_task(self, **fields):
+            self.tasks.append((fields, threading.current_thread().ident))
+
+        def on_wait(self, **fields):
+            self.waits.append(fields)
+
+    hook = Hook()
+    gate = threading.Event()
+    old = pool._set_profiler(hook)
+    try:
+        f = fw.fork(gate.wait, 30)
+        while not f.running() and not f.done():
+            pass
+        threading.Timer(0.02, gate.set).start()
+        fw.wait(f)
+    finally:
+        assert pool._set_profiler(old) is hook
+    assert [set(fields) for fields, _ in hook.tasks] == [set(TaskRecord._fields)]
+    fields, ran_in = hook.tasks[0]
+    assert fields["thread"] == ran_in  # called in the thread that ran the task
+    assert fields["outcome"] == "finished" and fields["name"].endswith("wait")
+    assert hook.waits and all(set(w) == set(WaitRecord._fields) for w in hook.waits)
+
+
+def test_worker_keeps_its_name_after_the_pool_shrinks(interop):
+    interop(3)
+    barrier = threading.Barrier(3)
+
+    def meet():
+        barrier.wait(30)
+        return threading.current_thread().name
+
+    with fw.profile() as prof:
+        names = fw.wait_all([fw.fork(meet) for _ in range(3)])
+        fw.set_num_interop_threads(1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(
+            t.name.startswith("forkwait-interop-") for t in threading.enumerate()
+        ) > 1:
+            time.sleep(0.01)
+    alive = {t.ident for t in threading.enumerate()}
+    gone = [t for t in prof.tasks if t.thread not in alive]
+    assert gone, "no task ran on a worker that exited"
+    for t in prof.tasks:
+        assert prof.thread_names[t.thread] in names
+        assert not prof.thread_names[t.thread].startswith("thread-")
+
+
 def test_plot_timeline_writes_png(tmp_path):
-    pytest.importorskip("matplotlib")
+    matplotlib = pytest.importorskip("matplotlib")
+    backend = matplotlib.get_backend()
+    x = np.random.default_rng(0).random(100_000)
     with fw.profile() as prof:
         fib(6)
+        fw.wait_all([fw.fork(fw.ops.exp, x) for _ in range(2)])
     path = tmp_path / "timeline.png"
     prof.plot_timeline(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # made without pyplot: the user's backend and figures are left alone
+    assert matplotlib.get_backend() == backend
+    plt = sys.modules.get("matplotlib.pyplot")
+    assert plt is None or not plt.get_fignums()
 
 
 def test_profile_records_kernel_calls_with_team(intra):

@@ -6,6 +6,7 @@ from conftest import run_python
 
 import forkwait as fw
 from forkwait._native import _runtime
+from forkwait._threads import available_cpus
 
 SETTERS = [
     (fw.set_num_threads, "num_threads"),
@@ -64,7 +65,8 @@ def test_probe_sees_the_setting_in_main_thread_and_workers(intra):
     """A compiled probe reports omp_get_num_threads() from inside a prange."""
     have_omp = _runtime.openmp_info()[0]
     intra(2)
-    expected = 2 if have_omp else 1
+    # shared mode: a team never takes more threads than the CPUs this process may use
+    expected = min(2, available_cpus()) if have_omp else 1
     assert _runtime._probe_team() == expected
     assert fw.wait(fw.fork(_runtime._probe_team)) == expected
     intra(1)
@@ -126,7 +128,67 @@ def test_parallel_info_lists_environment():
     ).stdout
     assert "OMP_WAIT_POLICY=passive" in out
     assert "FORKWAIT_NUM_INTEROP_THREADS=2" in out
-    assert "default from FORKWAIT_NUM_INTEROP_THREADS" in out
+
+
+def _info_lines(code="", env=None):
+    out = run_python(
+        "import forkwait as fw\n" + code + "\nprint(fw.parallel_info())", env=env
+    ).stdout
+    return {
+        key: next(line for line in out.splitlines() if line.startswith(key))
+        for key in ("intra-op threads (set_num_threads)", "inter-op threads", "intra-op mode")
+    }
+
+
+def test_parallel_info_says_where_each_setting_came_from():
+    # nothing set: defaults
+    lines = _info_lines()
+    assert lines["intra-op threads (set_num_threads)"].endswith(
+        "[default: the CPUs available to this process]"
+    )
+    assert lines["inter-op threads"].endswith("[default: the CPUs available to this process]")
+    assert lines["intra-op mode"] == "intra-op mode: shared [default]"
+    # from the environment
+    lines = _info_lines(env={"FORKWAIT_NUM_THREADS": "3", "OMP_NUM_THREADS": "5",
+                             "FORKWAIT_NUM_INTEROP_THREADS": "2",
+                             "FORKWAIT_INTRA_OP_MODE": "fixed"})
+    assert lines["intra-op threads (set_num_threads)"].endswith(
+        ": 3 [environment: FORKWAIT_NUM_THREADS=3]"
+    )
+    assert lines["inter-op threads"].endswith(": 2 [environment: FORKWAIT_NUM_INTEROP_THREADS=2]")
+    assert lines["intra-op mode"] == (
+        "intra-op mode: fixed [environment: FORKWAIT_INTRA_OP_MODE=fixed]"
+    )
+    lines = _info_lines(env={"OMP_NUM_THREADS": "4,2"})
+    assert lines["intra-op threads (set_num_threads)"].endswith(
+        ": 4 [environment: OMP_NUM_THREADS=4,2]"
+    )
+    # set in code, over the environment
+    lines = _info_lines(
+        "fw.set_num_threads(1); fw.set_num_interop_threads(3); fw.set_intra_op_mode('shared')",
+        env={"FORKWAIT_NUM_THREADS": "3", "FORKWAIT_INTRA_OP_MODE": "fixed"},
+    )
+    assert lines["intra-op threads (set_num_threads)"].endswith(
+        ": 1 [set in code: set_num_threads(1)]"
+    )
+    assert lines["inter-op threads"].endswith(": 3 [set in code: set_num_interop_threads(3)]")
+    assert lines["intra-op mode"] == (
+        "intra-op mode: shared [set in code: set_intra_op_mode('shared')]"
+    )
+
+
+def test_tools_that_try_settings_put_their_sources_back():
+    lines = _info_lines(
+        "from forkwait import _threads\n"
+        "saved = _threads._save_settings()\n"
+        "fw.set_num_threads(1); fw.set_num_interop_threads(1); fw.set_intra_op_mode('fixed')\n"
+        "_threads._restore_settings(saved)",
+        env={"FORKWAIT_NUM_INTEROP_THREADS": "2"},
+    )
+    assert lines["intra-op threads (set_num_threads)"].endswith("[default: the CPUs available "
+                                                               "to this process]")
+    assert lines["inter-op threads"].endswith(": 2 [environment: FORKWAIT_NUM_INTEROP_THREADS=2]")
+    assert lines["intra-op mode"] == "intra-op mode: shared [default]"
 
 
 def test_openmp_wait_policy_is_left_to_the_user():

@@ -1260,7 +1260,7 @@ cdef int _wait_loop(FutureCore fut, double deadline, bint helps) except -1:
     finally:
         if fw_prof_on:
             _add_wait(slept)
-            if w0 > 0.0 and slept > 0.0:
+            if w0 > 0.0:
                 _record_wait(fut, w0)
     return 0
 

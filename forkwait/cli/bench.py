@@ -1,12 +1,10 @@
-"""`python -m forkwait bench`: a short, standard comparison on this machine.
-
-Also the timing helpers that bench/ uses: peers are timed interleaved, round
-by round, in one process, and compared as the median of per-round ratios.
-"""
+"""``python -m forkwait bench``: a short, standard comparison on this machine:
+peers timed interleaved, round by round, in one process, and compared as the
+median of per-round ratios (helpers in ``forkwait.cli._timing``)."""
 
 from __future__ import annotations
 
-import contextlib
+import argparse
 import json
 import statistics
 import time
@@ -17,42 +15,8 @@ import numpy as np
 
 import forkwait as fw
 from forkwait._threads import available_cpus
-
-
-def loadavg() -> str:
-    """The 1, 5 and 15 minute load averages (/proc/loadavg), as text."""
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "n/a"
-
-
-def interleaved(peers: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-    """Time every peer once per round, in turn (after one warm-up call each)."""
-    for fn in peers.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in peers}
-    for _ in range(rounds):
-        for name, fn in peers.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
-
-
-def median_ratio(num: list[float], den: list[float]) -> float:
-    """Median over rounds of num[i] / den[i]."""
-    return statistics.median(a / b for a, b in zip(num, den, strict=True))
-
-
-def blas_threads(n: int):
-    """Limit BLAS to `n` threads with threadpoolctl (a no-op without it)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(n, user_api="blas")
+from forkwait.cli._common import positive_int
+from forkwait.cli._timing import LoadWatch, interleaved, median_ratio
 
 
 def _noop() -> None:
@@ -123,10 +87,7 @@ def overhead_rows(rounds: int) -> list[dict]:
 
 
 def kernel_rows(rounds: int) -> list[dict]:
-    try:
-        from forkwait import ops
-    except ImportError:
-        return []
+    ops = fw.ops
     rows = []
     rng = np.random.default_rng(0)
     x = rng.standard_normal(1_000_000).astype(np.float32)
@@ -189,27 +150,45 @@ def _np_softmax(m: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="a short comparison with concurrent.futures, NumPy, numexpr and torch",
+        description="Measure fork/wait overhead against concurrent.futures (and eager "
+        "torch.jit.fork), and a few kernels against NumPy, numexpr and torch at 1 and all "
+        "threads; print ratios (peers interleaved in one process, medians) and the load.",
+    )
+    p.add_argument("--rounds", type=positive_int, default=7, help="timed rounds (7)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    return main(rounds=args.rounds, as_json=args.json)
+
+
 def main(rounds: int = 7, as_json: bool = False) -> int:
-    before = loadavg()
+    watch = LoadWatch()
     rows = overhead_rows(rounds) + kernel_rows(rounds)
+    load = watch.stop()
     header = {
         "cpus": available_cpus(),
         "interop_threads": fw.get_num_interop_threads(),
         "rounds": rounds,
-        "loadavg_before": before,
-        "loadavg_after": loadavg(),
+        "loadavg_before": load.before,
+        "loadavg_after": load.after,
+        "others_cpus": load.others_cpus,
     }
     if as_json:
         print(json.dumps({**header, "rows": rows}, indent=1))
         return 0
     print(
         f"forkwait bench: {header['cpus']} CPUs, {rounds} rounds, medians of per-round "
-        f"ratios, peers interleaved; loadavg {before} -> {header['loadavg_after']}"
+        f"ratios, peers interleaved; {load.describe()}"
     )
     width = max(len(r["measurement"]) for r in rows)
     for r in rows:
         better = "lower is better" if r["lower is better"] else "higher is better"
         print(f"{r['measurement']:<{width}}  {r['ratio']:7.2f}x  ({better})")
-    if not any(r["peer"] == "NumPy" for r in rows):
-        print("(forkwait.ops is not built: no kernel rows)")
+    if load.busy():
+        print("(the machine was busy while measuring: these ratios may not mean much)")
     return 0
