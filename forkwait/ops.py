@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from forkwait._native import _elementwise, _matmul, _reduce
+from forkwait._native import _elementwise, _matmul, _reduce, _rows
 
 __all__ = [
     "abs",
@@ -85,8 +85,8 @@ _BINARY_FN = {dt: _elementwise.binary[s] for dt, s in _SPEC.items()}
 _SCALAR_FN = {dt: _elementwise.binary_scalar[s] for dt, s in _SPEC.items()}
 _REDUCE_ALL_FN = {dt: _reduce.reduce_all[s] for dt, s in _SPEC.items()}
 _REDUCE_AXIS_FN = {dt: _reduce.reduce_axis[s] for dt, s in _SPEC.items()}
-_SOFTMAX_FN = {dt: _reduce.softmax_rows[s] for dt, s in _SPEC.items()}
-_LAYER_NORM_FN = {dt: _reduce.layer_norm_rows[s] for dt, s in _SPEC.items()}
+_SOFTMAX_FN = {dt: _rows.softmax_rows[s] for dt, s in _SPEC.items()}
+_LAYER_NORM_FN = {dt: _rows.layer_norm_rows[s] for dt, s in _SPEC.items()}
 _MATMUL_FN = {dt: _matmul.matmul[s] for dt, s in _SPEC.items()}
 _NO_INDEX = np.zeros(1, dtype=np.intp)  # never written: only argmax writes indices
 
@@ -431,7 +431,7 @@ def _softmax(name: str, x: Any, axis: Any, out: Any) -> np.ndarray:
     target = res if last else np.empty(xs.shape, dt)
     d = xs.shape[-1]
     _SOFTMAX_FN[dt](
-        _reduce.ROWS[name], xs.reshape(-1), target.reshape(-1), xs.size // d, d, GRAIN_ROWS
+        _rows.ROWS[name], xs.reshape(-1), target.reshape(-1), xs.size // d, d, GRAIN_ROWS
     )
     if not last:
         res[...] = np.moveaxis(target, -1, ax)
@@ -946,7 +946,7 @@ def _names(codes: dict) -> dict:
 
 
 def _describers() -> dict:
-    un, bi, red, rows = _names(_U), _names(_B), _names(_R), _names(_reduce.ROWS)
+    un, bi, red, rows = _names(_U), _names(_B), _names(_R), _names(_rows.ROWS)
     return {
         "unary": lambda a: (un[a[0]], (len(a[1]),)),
         "binary": lambda a: (bi[a[0]], (len(a[3]),)),
