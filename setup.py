@@ -6,23 +6,30 @@ FORKWAIT_FAIL_NO_OPENMP=1  fail the build when OpenMP is not available
 FORKWAIT_DISABLE_OPENMP=1  build the serial version even where OpenMP works
 FORKWAIT_DEBUG=1           Cython bounds/wraparound checks on, -O0 -g
 FORKWAIT_SANITIZE=...      e.g. "address,undefined": build with sanitizers
-FORKWAIT_PORTABLE=1        no -march=native (for binaries run on other CPUs)
+FORKWAIT_NATIVE=1          -march=native instead of the portable baseline (x86-64-v2
+                           plus runtime-dispatched AVX2/AVX-512 loops); for a build
+                           that only ever runs on the machine that compiled it
 FORKWAIT_ANNOTATE=1        write Cython's annotated HTML next to each .pyx
 FORKWAIT_BUILD_ONLY=a,b    (development) build only the named _native modules
 """
 
 import glob
 import os
-import shutil
+import platform
+import shlex
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import textwrap
 import warnings
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+try:
+    from setuptools.errors import CompileError, LinkError
+except ImportError:  # setuptools < 59
+    from distutils.errors import CompileError, LinkError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NATIVE = os.path.join("forkwait", "_native")
@@ -33,64 +40,103 @@ OPENMP_TEST = textwrap.dedent(
     #include <stdio.h>
     int main(void) {
         int n = 0;
-        #pragma omp parallel reduction(+:n)
+        #pragma omp parallel num_threads(2) reduction(+:n)
         n += 1;
-        printf("%d %d\\n", n, _OPENMP);
-        return n > 0 ? 0 : 1;
+        printf("%d\\n", n);
+        return 0;
     }
     """
 )
+
+# The CPU variants of the hot loops (forkwait/_native/_fw_kernels.c), x86-64 only:
+# (name, compiler flags, macro the dispatcher sees). The baseline is the build's
+# own flags. No FMA is written in the source and -ffp-contract=off forbids the
+# compiler's own, so every variant computes the same bits.
+X86_VARIANTS = [
+    ("avx2", ["-mavx2", "-mfma"], "FW_BUILT_AVX2"),
+    ("avx512", ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
+     "FW_BUILT_AVX512"),
+]
+KERNELS_C = os.path.join(NATIVE, "_fw_kernels.c")
+# the extensions that call the hot loops link the variants (and _dispatch picks one)
+USES_KERNELS = ("_dispatch",)
 
 
 def _env_flag(name):
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _compiler_cmd():
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    return cc.split()
+def _env_list(name):
+    return shlex.split(os.environ.get(name, ""))
 
 
-def _try_compile(cflags, ldflags):
-    """Compile, link and run the OpenMP probe; True when it works."""
-    cc = _compiler_cmd()
-    if shutil.which(cc[0]) is None:
-        return False
-    with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "probe.c")
-        exe = os.path.join(tmp, "probe")
-        with open(src, "w") as f:
-            f.write(OPENMP_TEST)
-        try:
-            subprocess.run(
-                cc + cflags + [src, "-o", exe] + ldflags,
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
-            out = subprocess.run([exe], check=True, capture_output=True, timeout=60)
-        except (OSError, subprocess.SubprocessError):
-            return False
-        return bool(out.stdout.strip())
-
-
-def openmp_flags():
-    """(compile_args, link_args) for OpenMP, or None when it is not available."""
-    if _env_flag("FORKWAIT_DISABLE_OPENMP"):
-        return None
-    candidates = [
-        (["-fopenmp"], ["-fopenmp"]),  # gcc, clang with libomp installed
-        (["-Xpreprocessor", "-fopenmp"], ["-lomp"]),  # Apple clang + libomp
-    ]
-    for cflags, ldflags in candidates:
-        if _try_compile(cflags, ldflags):
-            return cflags, ldflags
-    return None
+def _is_x86_64():
+    return platform.machine().lower() in ("x86_64", "amd64")
 
 
 class BuildExt(build_ext):
+    """build_ext with OpenMP where the compiler has it, portable flags, and the
+    hot loops compiled once per CPU variant."""
+
+    def _compile_and_run(self, source, cflags, ldflags, run=True):
+        """Compile (and link and run) a test program with this build's compiler
+        and the user's CFLAGS/LDFLAGS; its stdout, or None if any step fails."""
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "probe.c")
+            with open(src, "w") as f:
+                f.write(source)
+            try:
+                objs = self.compiler.compile(
+                    [src], output_dir=tmp, extra_postargs=cflags + _env_list("CFLAGS")
+                )
+                if not run:
+                    return ""
+                self.compiler.link_executable(
+                    objs, "probe", output_dir=tmp, extra_postargs=ldflags + _env_list("LDFLAGS")
+                )
+                env = dict(os.environ, OMP_NUM_THREADS="2")
+                out = subprocess.run(
+                    [os.path.join(tmp, "probe")], capture_output=True, timeout=60, env=env,
+                    check=True, text=True,
+                )
+            except (CompileError, LinkError, OSError, subprocess.SubprocessError):
+                return None
+            return out.stdout
+
+    def openmp_flags(self):
+        """(compile_args, link_args) for OpenMP, or None when it is not available.
+
+        As scikit-learn's check: the probe is compiled, linked and run, and it
+        must print the thread count of a 2-thread region (a compiler that accepts
+        -fopenmp but ignores it prints 1)."""
+        if _env_flag("FORKWAIT_DISABLE_OPENMP"):
+            return None
+        candidates = [
+            (["-fopenmp"], ["-fopenmp"]),  # gcc, clang with libomp installed
+            (["-Xpreprocessor", "-fopenmp"], ["-lomp"]),  # Apple clang + libomp
+        ]
+        for cflags, ldflags in candidates:
+            out = self._compile_and_run(OPENMP_TEST, cflags, ldflags)
+            if out is not None and out.strip() == "2":
+                return cflags, ldflags
+        return None
+
+    def _accepts(self, flags):
+        return self._compile_and_run("int main(void) { return 0; }\n", flags, [], run=False) is not None
+
+    def baseline_flags(self):
+        """The portable baseline: x86-64-v2 on x86-64 (or FORKWAIT_NATIVE=1:
+        -march=native, for binaries that stay on the machine that built them)."""
+        if _env_flag("FORKWAIT_NATIVE"):
+            return ["-march=native"]
+        if _is_x86_64():
+            for flags in (["-march=x86-64-v2"], ["-msse4.2", "-mpopcnt", "-mssse3"]):
+                if self._accepts(flags):
+                    return flags
+        return []
+
     def build_extensions(self):
-        flags = openmp_flags()
+        flags = self.openmp_flags()
         if flags is None:
             msg = (
                 "forkwait: the C compiler has no working OpenMP; building the serial "
@@ -109,16 +155,48 @@ class BuildExt(build_ext):
         debug = _env_flag("FORKWAIT_DEBUG")
         sanitize = os.environ.get("FORKWAIT_SANITIZE", "").strip()
         opt = ["-O0", "-g"] if (debug or sanitize) else ["-O3"]
-        if not (debug or sanitize or _env_flag("FORKWAIT_PORTABLE")):
-            opt.append("-march=native")
+        # no floating-point contraction the source does not write: the same bits
+        # from every build (DESIGN.md rule 9)
+        opt += self.baseline_flags() + ["-ffp-contract=off"]
         extra = ["-fno-strict-aliasing", "-Wno-unused-function", "-Wno-unreachable-code"]
         san = []
         if sanitize:
             san = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"]
+        self._base = opt + extra + san
+        self._variants = None
         for ext in self.extensions:
             ext.extra_compile_args = cflags + opt + extra + san + ext.extra_compile_args
             ext.extra_link_args = ldflags + san + ext.extra_link_args
         super().build_extensions()
+
+    def kernel_objects(self):
+        """The hot loops compiled once per CPU variant: (objects, macros)."""
+        if self._variants is not None:
+            return self._variants
+        variants = [("baseline", [], None)]
+        if _is_x86_64() and not _env_flag("FORKWAIT_NATIVE"):
+            variants += [v for v in X86_VARIANTS if self._accepts(v[1])]
+        objs, macros = [], []
+        for name, vflags, macro in variants:
+            objs += self.compiler.compile(
+                [KERNELS_C],
+                output_dir=os.path.join(self.build_temp, "variant_" + name),
+                macros=[("FW_VARIANT", name)],
+                include_dirs=[NATIVE],
+                extra_postargs=self._base + vflags,
+                depends=glob.glob(os.path.join(NATIVE, "_fw_*.h")),
+            )
+            if macro:
+                macros.append((macro, "1"))
+        self._variants = objs, macros
+        return self._variants
+
+    def build_extension(self, ext):
+        if ext.name.rsplit(".", 1)[1] in USES_KERNELS:
+            objs, macros = self.kernel_objects()
+            ext.extra_objects = list(ext.extra_objects or []) + objs
+            ext.define_macros = list(ext.define_macros or []) + macros
+        super().build_extension(ext)
 
 
 def extensions():

@@ -29,6 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import forkwait as fw  # noqa: E402
 from forkwait import ops  # noqa: E402
+from forkwait.ops import _elementwise as ew  # noqa: E402
+from forkwait.ops import _reductions as red  # noqa: E402
+from forkwait.ops import _rows as rows  # noqa: E402
 
 try:
     import torch
@@ -536,10 +539,15 @@ def _grain_ratio(name, n, rng, args):
         "sum": lambda: ops.sum(x),
         "softmax": lambda: ops.softmax(x.reshape(-1, 64), out=out.reshape(-1, 64)),
     }[name]
-    saved = (ops.GRAIN_CHEAP, ops.GRAIN_MATH, ops.GRAIN_REDUCE, ops.GRAIN_ROWS)
-    ops.GRAIN_CHEAP = ops.GRAIN_MATH = ops.GRAIN_REDUCE = ops.GRAIN_ROWS = 1
+    grains = [
+        (ew, "GRAIN_CHEAP"), (ew, "GRAIN_MATH"), (red, "GRAIN_REDUCE"), (rows, "GRAIN_ROWS")
+    ]
+    saved = [getattr(m, g) for m, g in grains]
+    for m, g in grains:
+        setattr(m, g, 1)
     r = interleaved({"1": with_threads(1, f), "2": with_threads(2, f)}, args.rounds, args.reps * 20)
-    ops.GRAIN_CHEAP, ops.GRAIN_MATH, ops.GRAIN_REDUCE, ops.GRAIN_ROWS = saved
+    for (m, g), v in zip(grains, saved):
+        setattr(m, g, v)
     return r["1"] / r["2"]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import platform
 
-from forkwait._native import _runtime, pool
+from forkwait._native import _dispatch, _runtime, pool
 from forkwait._threads import SOURCES, available_cpus, get_intra_op_mode
 from forkwait._version import __version__
 
@@ -94,6 +94,9 @@ def parallel_info() -> str:
         f"OpenMP compiled in: {omp}",
         f"omp_get_max_threads() in this thread: {omp_max}",
         f"kernels in this thread: {_kernels_here()}",
+        f"CPU variant of the kernels: {_dispatch.variant()} (built: "
+        + ", ".join(n + ("" if ok else " [not on this CPU]") for n, ok in _dispatch.variants())
+        + ")",
         f"CPUs available to this process: {available_cpus()} (os.cpu_count(): {os.cpu_count()})",
         "environment:",
     ]

@@ -17,6 +17,7 @@ import pytest
 
 import forkwait as fw
 from forkwait import ops
+from forkwait.ops._elementwise import GRAIN_MATH
 from forkwait._native import _elementwise, _runtime
 
 BIG = np.zeros(1 << 20)
@@ -24,7 +25,7 @@ BIG = np.zeros(1 << 20)
 
 def probe() -> int:
     out = np.empty_like(BIG)
-    _elementwise.unary(_elementwise.PROBE_OP, BIG, out, ops.GRAIN_MATH)
+    _elementwise.unary(_elementwise.PROBE_OP, BIG, out, GRAIN_MATH)
     assert np.all(out == out[0])
     return int(out[0])
 
@@ -54,7 +55,7 @@ def test_small_arrays_run_serially():
     fw.set_num_threads(4)
     x = np.zeros(100)
     out = np.empty_like(x)
-    _elementwise.unary(_elementwise.PROBE_OP, x, out, ops.GRAIN_MATH)
+    _elementwise.unary(_elementwise.PROBE_OP, x, out, GRAIN_MATH)
     assert out[0] == 1
 
 
@@ -145,7 +146,7 @@ def _branch(n_kernels, x):
     teams = []
     for _ in range(n_kernels):
         out = np.empty_like(x)
-        _elementwise.unary(_elementwise.PROBE_OP, x, out, ops.GRAIN_MATH)
+        _elementwise.unary(_elementwise.PROBE_OP, x, out, GRAIN_MATH)
         teams.append(int(out[0]))
         ops.exp(x, out=out)
     return teams

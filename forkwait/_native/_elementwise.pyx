@@ -1,8 +1,10 @@
 """Element-wise kernels: unary math and binary arithmetic with broadcasting.
 
 Entry points take 1-D C-contiguous views (the Python layer flattens, promotes
-and allocates) and a grain size; the loop bodies are ``noexcept nogil`` and
-call the branch-free math of ``_fw_math.h``, so that gcc vectorises them.
+and allocates) and a grain size. The unary loops are the CPU variant that
+``_dispatch`` chose (``_fw_kernels.c``: the branch-free math of ``_fw_math.h``,
+which gcc vectorises); the binary loops are memory-bound and live here. Every
+kernel runs through ``run_chunked`` (``_fw_common.pxd``).
 
 ``fast_unary`` and ``fast_binary`` are the small-array fast path: they take
 the arguments as they came, check the common case in C (exact float32/float64
@@ -14,32 +16,17 @@ loops; anything else returns None and the Python layer's general path runs.
 cimport numpy as cnp
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cython cimport floating
-from cython.parallel cimport prange
 
-from forkwait._native._fw_common cimport chunk_size
-from forkwait._native._openmp cimport omp_get_num_threads
-from forkwait._native._fw_math cimport (
-    fabs, fabsf, fw_exp, fw_expf, fw_gelu, fw_geluf, fw_sigmoid, fw_sigmoidf,
-    fw_tanh, fw_tanhf, log, logf,
+from forkwait._native._dispatch cimport (
+    FW_ABS, FW_EXP, FW_GELU, FW_LOG, FW_NEG, FW_RELU, FW_SIGMOID, FW_SQRT, FW_TANH,
+    kernels,
 )
-from forkwait._native._runtime cimport team_begin, team_end
-
-cdef extern from "_fw_simd.h" nogil:
-    void fw_sqrt_f(const float* x, float* y, Py_ssize_t n)
-    void fw_sqrt_d(const double* x, double* y, Py_ssize_t n)
+from forkwait._native._fw_common cimport run_chunked
+from forkwait._native._openmp cimport omp_get_num_threads
 
 cnp.import_array()
 
 cdef enum:
-    NEG = 0
-    ABS = 1
-    EXP = 2
-    LOG = 3
-    SQRT = 4
-    TANH = 5
-    SIGMOID = 6
-    RELU = 7
-    GELU = 8
     PROBE = 99      # test probe: y[i] = omp_get_num_threads() of its thread
 
 cdef enum:
@@ -51,8 +38,8 @@ cdef enum:
     MINIMUM = 5
 
 #: Unary op codes, by name (the Python layer passes the code).
-UNARY = {"neg": NEG, "abs": ABS, "exp": EXP, "log": LOG, "sqrt": SQRT,
-         "tanh": TANH, "sigmoid": SIGMOID, "relu": RELU, "gelu": GELU}
+UNARY = {"neg": FW_NEG, "abs": FW_ABS, "exp": FW_EXP, "log": FW_LOG, "sqrt": FW_SQRT,
+         "tanh": FW_TANH, "sigmoid": FW_SIGMOID, "relu": FW_RELU, "gelu": FW_GELU}
 #: The probe op: runs the unary kernel's exact parallel path and writes the
 #: team size that OpenMP reports inside the prange into every element.
 PROBE_OP = PROBE
@@ -62,65 +49,8 @@ BINARY = {"add": ADD, "sub": SUB, "mul": MUL, "div": DIV,
 
 
 # ------------------------------------------------------------ loop bodies
-
-cdef void _unary_loop(int op, const floating* x, floating* y,
-                      Py_ssize_t n) noexcept nogil:
-    # One loop per op (the switch is outside the loops) so each vectorises.
-    cdef Py_ssize_t i
-    cdef int team
-    if op == NEG:
-        for i in range(n):
-            y[i] = -x[i]
-    elif op == PROBE:
-        team = omp_get_num_threads()
-        for i in range(n):
-            y[i] = team
-    elif op == ABS:
-        for i in range(n):
-            if floating is float:
-                y[i] = fabsf(x[i])
-            else:
-                y[i] = fabs(x[i])
-    elif op == EXP:
-        for i in range(n):
-            if floating is float:
-                y[i] = fw_expf(x[i])
-            else:
-                y[i] = fw_exp(x[i])
-    elif op == LOG:
-        for i in range(n):
-            if floating is float:
-                y[i] = logf(x[i])
-            else:
-                y[i] = log(x[i])
-    elif op == SQRT:
-        if floating is float:
-            fw_sqrt_f(x, y, n)
-        else:
-            fw_sqrt_d(x, y, n)
-    elif op == TANH:
-        for i in range(n):
-            if floating is float:
-                y[i] = fw_tanhf(x[i])
-            else:
-                y[i] = fw_tanh(x[i])
-    elif op == SIGMOID:
-        for i in range(n):
-            if floating is float:
-                y[i] = fw_sigmoidf(x[i])
-            else:
-                y[i] = fw_sigmoid(x[i])
-    elif op == RELU:
-        # NaN stays NaN (as torch.relu and np.maximum(x, 0))
-        for i in range(n):
-            y[i] = 0 if x[i] < 0 else x[i]
-    elif op == GELU:
-        for i in range(n):
-            if floating is float:
-                y[i] = fw_geluf(x[i])
-            else:
-                y[i] = fw_gelu(x[i])
-
+# The unary loops are the dispatched ones (_fw_kernels.c, one copy per CPU
+# variant); the binary ones are memory-bound and stay here.
 
 cdef void _pair_loop(int op, const floating* a, const floating* b, floating* y,
                      Py_ssize_t n) noexcept nogil:
@@ -222,59 +152,91 @@ cdef void _binary_range(int op, const floating* a, Py_ssize_t la,
 
 # ------------------------------------------------------------ parallel runs
 
+cdef struct _Job:
+    int op
+    bint dbl            # double (else float) elements
+    const void* a
+    Py_ssize_t la
+    const void* b
+    Py_ssize_t lb
+    void* y
+    double s            # binary_scalar: the scalar
+    bint left           # s op a (else a op s)
+
+
+cdef void _unary_body(void* p, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    cdef _Job* j = <_Job*>p
+    cdef Py_ssize_t i
+    cdef int team
+    if j.op == PROBE:
+        team = omp_get_num_threads()
+        for i in range(start, stop):
+            if j.dbl:
+                (<double*>j.y)[i] = team
+            else:
+                (<float*>j.y)[i] = team
+    elif j.dbl:
+        kernels().unary_d(j.op, <const double*>j.a + start, <double*>j.y + start,
+                          stop - start)
+    else:
+        kernels().unary_f(j.op, <const float*>j.a + start, <float*>j.y + start,
+                          stop - start)
+
+
+cdef void _binary_body(void* p, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    cdef _Job* j = <_Job*>p
+    if j.dbl:
+        _binary_range(j.op, <const double*>j.a, j.la, <const double*>j.b, j.lb,
+                      <double*>j.y, start, stop)
+    else:
+        _binary_range(j.op, <const float*>j.a, j.la, <const float*>j.b, j.lb,
+                      <float*>j.y, start, stop)
+
+
+cdef void _scalar_body(void* p, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    cdef _Job* j = <_Job*>p
+    if j.dbl:
+        _scalar_loop(j.op, <const double*>j.a + start, j.s, <double*>j.y + start,
+                     stop - start, j.left)
+    else:
+        _scalar_loop(j.op, <const float*>j.a + start, <float>j.s, <float*>j.y + start,
+                     stop - start, j.left)
+
+
 cdef void _unary_run(int op, const floating* px, floating* py, Py_ssize_t n,
                      Py_ssize_t grain) noexcept nogil:
-    cdef Py_ssize_t chunk, start, stop
-    cdef Py_ssize_t t
-    cdef int team
-    team = team_begin(n, grain)
-    if team == 1:
-        _unary_loop(op, px, py, n)
-    else:
-        chunk = chunk_size(n, team)
-        for t in prange((n + chunk - 1) // chunk, schedule="dynamic", num_threads=team):
-            start = t * chunk
-            stop = start + chunk if start + chunk < n else n
-            if start < stop:
-                _unary_loop(op, px + start, py + start, stop - start)
-    team_end(team)
+    cdef _Job j
+    j.op = op
+    j.dbl = floating is double
+    j.a = px
+    j.y = py
+    run_chunked(_unary_body, &j, n, 1, grain)
 
 
 cdef void _binary_run(int op, const floating* pa, Py_ssize_t la,
                       const floating* pb, Py_ssize_t lb, floating* py,
                       Py_ssize_t n, Py_ssize_t grain) noexcept nogil:
-    cdef Py_ssize_t chunk, start, stop
-    cdef Py_ssize_t t
-    cdef int team
-    team = team_begin(n, grain)
-    if team == 1:
-        _binary_range(op, pa, la, pb, lb, py, 0, n)
-    else:
-        chunk = chunk_size(n, team)
-        for t in prange((n + chunk - 1) // chunk, schedule="dynamic", num_threads=team):
-            start = t * chunk
-            stop = start + chunk if start + chunk < n else n
-            if start < stop:
-                _binary_range(op, pa, la, pb, lb, py, start, stop)
-    team_end(team)
+    cdef _Job j
+    j.op = op
+    j.dbl = floating is double
+    j.a = pa
+    j.la = la
+    j.b = pb
+    j.lb = lb
+    j.y = py
+    run_chunked(_binary_body, &j, n, 1, grain)
 
 
 cdef void _scalar_run(int op, const floating* pa, floating v, bint left,
                       floating* py, Py_ssize_t n, Py_ssize_t grain) noexcept nogil:
-    cdef Py_ssize_t chunk, start, stop
-    cdef Py_ssize_t t
-    cdef int team
-    team = team_begin(n, grain)
-    if team == 1:
-        _scalar_loop(op, pa, v, py, n, left)
-    else:
-        chunk = chunk_size(n, team)
-        for t in prange((n + chunk - 1) // chunk, schedule="dynamic", num_threads=team):
-            start = t * chunk
-            stop = start + chunk if start + chunk < n else n
-            if start < stop:
-                _scalar_loop(op, pa + start, v, py + start, stop - start, left)
-    team_end(team)
+    cdef _Job j
+    j.op = op
+    j.dbl = floating is double
+    j.a = pa
+    j.s = v
+    j.left = left
+    j.y = py
+    run_chunked(_scalar_body, &j, n, 1, grain)
 
 
 # ------------------------------------------------------------ entry points

@@ -222,14 +222,11 @@ static inline double fw_gelu(double x) {
     /* exp(-a^2) with a^2 = hi + lo split exactly, else the rounding of a^2
        (up to ~700 ulp of it) would show in the tail */
     double hi = ac * ac;
-#ifdef __FMA__
-    double lo = fma(ac, ac, -hi);
-#else
+    /* (the same bits as fma(ac, ac, -hi), in every variant) */
     double big_c = 134217729.0 * ac;                 /* Dekker split */
     double ah = big_c - (big_c - ac);
     double al = ac - ah;
     double lo = ((ah * ah - hi) + 2.0 * ah * al) + al * al;
-#endif
     double erfc_a = fw_exp(-hi) * (1.0 - lo) * ratio;
     double one_plus_erf_big = fw_seld(u > 0.0, 2.0 - erfc_a, erfc_a);
     double ope = fw_seld(a < 1.0, one_plus_erf_small, one_plus_erf_big);

@@ -1,7 +1,9 @@
+# Type stub for forkwait/_native/_matmul.pyx.
 from typing import Any
 
 def load_blas() -> str: ...
 def use_own_kernel(own: bool) -> None: ...
+def blas_info() -> tuple[str, str | None, int | None]: ...
 
 # fused (float32/float64) Cython function; index with "float" or "double"
 matmul: Any

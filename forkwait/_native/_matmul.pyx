@@ -1,9 +1,14 @@
 """matmul: rows split over the OpenMP team, each block a single-threaded GEMM.
 
-The GEMM is SciPy's BLAS when SciPy is importable (found at run time through
-``scipy.linalg.cython_blas``: no build dependency) and its OpenBLAS thread
-count can be pinned to 1, so that BLAS's own threads never oversubscribe the
-team; otherwise a plain blocked loop of our own (correct, slower).
+The GEMM is SciPy's BLAS (SciPy is a dependency; ``load_blas`` finds it through
+``scipy.linalg.cython_blas`` when forkwait.ops is imported: no build
+dependency). Its OpenBLAS would start threads of its own inside every block and
+oversubscribe the team, so while forkwait matmuls run, OpenBLAS's thread count
+is 1, and the count the process had is restored when the last one ends: the
+first matmul to start saves it, the last to finish puts it back (a counter
+under a lock), so a caller's own SciPy calls afterwards run with their threads
+(DESIGN.md rule 4: never a process-wide setting changed for good). Without a
+usable SciPy BLAS, a plain blocked loop of our own (correct, slower).
 """
 
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
@@ -30,6 +35,16 @@ ctypedef void (*dgemm_t)(char* ta, char* tb, int* m, int* n, int* k,
 ctypedef void (*set_threads_t)(int n) noexcept nogil
 ctypedef int (*get_threads_t)() noexcept nogil
 
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    int pthread_mutex_lock(pthread_mutex_t* m)
+    int pthread_mutex_unlock(pthread_mutex_t* m)
+    int pthread_mutex_init(pthread_mutex_t* m, void* attr)
+    int pthread_atfork(void (*prepare)() noexcept nogil,
+                       void (*parent)() noexcept nogil,
+                       void (*child)() noexcept nogil)
+
 cdef sgemm_t _sgemm = NULL
 cdef dgemm_t _dgemm = NULL
 cdef set_threads_t _blas_set_threads = NULL
@@ -38,6 +53,59 @@ _backend = None
 
 cdef enum:
     ROW_ALIGN = 8
+
+# forkwait matmuls running now, and OpenBLAS's thread count before the first
+cdef pthread_mutex_t _blas_lock
+pthread_mutex_init(&_blas_lock, NULL)
+cdef int _blas_users = 0
+cdef int _blas_saved = 1
+# in a fork() child of a process that was inside matmuls: the count to restore
+cdef int _blas_child_restore = 0
+
+
+cdef void _atfork_child() noexcept nogil:
+    global _blas_users, _blas_child_restore
+    pthread_mutex_init(&_blas_lock, NULL)
+    if _blas_users > 0 and _blas_saved != 1:
+        _blas_child_restore = _blas_saved
+    _blas_users = 0
+
+
+pthread_atfork(NULL, NULL, _atfork_child)
+
+
+cdef void _blas_enter() noexcept nogil:
+    global _blas_users, _blas_saved, _blas_child_restore
+    pthread_mutex_lock(&_blas_lock)
+    if _blas_users == 0:
+        _blas_saved = _blas_get_threads()
+        if _blas_child_restore:
+            _blas_saved = _blas_child_restore
+            _blas_child_restore = 0
+        if _blas_saved != 1:
+            _blas_set_threads(1)
+    _blas_users += 1
+    pthread_mutex_unlock(&_blas_lock)
+
+
+cdef void _blas_leave() noexcept nogil:
+    global _blas_users
+    pthread_mutex_lock(&_blas_lock)
+    _blas_users -= 1
+    if _blas_users == 0 and _blas_saved != 1:
+        _blas_set_threads(_blas_saved)
+    pthread_mutex_unlock(&_blas_lock)
+
+
+def blas_info():
+    """(backend, library file or None, OpenBLAS thread count now or None)."""
+    cdef Dl_info info
+    if _backend != "scipy-openblas":
+        return _backend or "own", None, None
+    path = None
+    if dladdr(<void*>_sgemm, &info) != 0 and info.dli_fname != NULL:
+        path = info.dli_fname.decode()
+    return _backend, path, _blas_get_threads()
 
 
 def load_blas():
@@ -153,9 +221,9 @@ def matmul(const floating[::1] a, const floating[::1] b, floating[::1] out,
     cdef const floating* pb = &b[0]
     cdef floating* pc = &out[0]
     cdef int team
-    if blas and _blas_get_threads() != 1:
-        _blas_set_threads(1)
     with nogil:
+        if blas:
+            _blas_enter()
         team = team_begin(batch * m * n * k, grain)
         # work items: (matrix, block of rows); enough of them for the team
         per = (team + batch - 1) // batch
@@ -174,3 +242,5 @@ def matmul(const floating[::1] a, const floating[::1] b, floating[::1] out,
                 _gemm(pa + bi * sa + r0 * k, pb + bi * sb, pc + bi * m * n + r0 * n,
                       r1 - r0, n, k, blas)
         team_end(team)
+        if blas:
+            _blas_leave()

@@ -1,5 +1,4 @@
-"""Reductions (sum, mean, max, min, argmax) and row ops along the last axis
-(softmax, log_softmax, layer_norm).
+"""Reductions: sum, mean, max, min, argmax (the row ops are in ``_rows``).
 
 Reproducibility: a sum over contiguous elements is always the same tree, built
 from the element count only: fixed blocks of ``BLOCK`` elements, each summed
@@ -17,9 +16,8 @@ from libc.stdlib cimport free, malloc
 from cython cimport floating
 from cython.parallel cimport prange
 
-from forkwait._native._fw_math cimport fw_exp, fw_expf, log, logf, sqrt
 from forkwait._native._runtime cimport team_begin, team_end
-from forkwait._native._fw_common cimport MIN_CHUNK, chunk_size
+from forkwait._native._fw_common cimport chunk_items
 
 cdef extern from "_fw_simd.h" nogil:
     float fw_sum_f(const float* x, Py_ssize_t n)
@@ -33,8 +31,6 @@ cdef extern from "_fw_simd.h" nogil:
                    float* rx, float* ry)
     void fw_max2_d(const double* x, const double* y, Py_ssize_t n, int is_max,
                    double* rx, double* ry)
-    double fw_sum_fd(const float* x, Py_ssize_t n)
-    double fw_sqdev_fd(const float* x, Py_ssize_t n, double m)
 
 cdef enum:
     SUM = 0
@@ -43,18 +39,11 @@ cdef enum:
     ARGMAX = 3
 
 cdef enum:
-    SOFTMAX = 0
-    LOG_SOFTMAX = 1
-
-cdef enum:
     BLOCK = 4096    # the unit of parallel work and of reproducibility
     COLW = 128      # column tile of an axis reduction (stack buffer)
-    CHUNK = 256     # stack buffer of the row ops
 
 #: Reduction op codes, by name.
 REDUCE = {"sum": SUM, "max": MAX, "min": MIN, "argmax": ARGMAX}
-#: Row op codes, by name.
-ROWS = {"softmax": SOFTMAX, "log_softmax": LOG_SOFTMAX}
 
 
 # ----------------------------------------------------------------- sums
@@ -244,7 +233,7 @@ cdef void _reduce_parallel(int op, const floating* x, Py_ssize_t n, int team,
     cdef Py_ssize_t nb = (n + BLOCK - 1) // BLOCK
     # blocks dealt out in chunks as the element-wise kernels do (an even
     # number, so that _blocks pairs them); the result does not depend on it
-    cdef Py_ssize_t chunk = 2 * ((chunk_size(n, team) + 2 * BLOCK - 1) // (2 * BLOCK))
+    cdef Py_ssize_t chunk = 2 * ((chunk_items(n, 1, team) + 2 * BLOCK - 1) // (2 * BLOCK))
     cdef Py_ssize_t b0, b1, t
     cdef floating* part = <floating*>malloc(nb * sizeof(floating))
     cdef Py_ssize_t* pidx = <Py_ssize_t*>malloc(nb * sizeof(Py_ssize_t))
@@ -385,151 +374,3 @@ def reduce_axis(int op, const floating[::1] x, Py_ssize_t outer, Py_ssize_t k,
             for item in prange(items, schedule="static", num_threads=team):
                 _axis_item(op, &x[0], k, inner, item, tiles, &out[0], pidx, divisor)
         team_end(team)
-
-
-# ------------------------------------------------------- rows: softmax etc.
-
-cdef void _exp_shift(const floating* x, floating m, floating* y,
-                     Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        if floating is float:
-            y[i] = fw_expf(x[i] - m)
-        else:
-            y[i] = fw_exp(x[i] - m)
-
-
-cdef void _softmax_row(int op, const floating* x, floating* y,
-                       Py_ssize_t d) noexcept nogil:
-    """softmax / log_softmax of one row; y may be x (in place)."""
-    cdef floating m = _max_contig(x, d, True)
-    cdef floating s = 0
-    cdef floating buf[CHUNK]
-    cdef Py_ssize_t i, j, n
-    if op == SOFTMAX:
-        _exp_shift(x, m, y, d)
-        s = 1 / _sum_contig(y, d)
-        for i in range(d):
-            y[i] = y[i] * s
-    else:
-        for i in range(d):
-            y[i] = x[i] - m
-        j = 0
-        while j < d:
-            n = CHUNK if j + CHUNK <= d else d - j
-            _exp_shift(y + j, 0, buf, n)
-            s = s + _pairwise_sum(buf, n)
-            j += n
-        if floating is float:
-            s = logf(s)
-        else:
-            s = log(s)
-        for i in range(d):
-            y[i] = y[i] - s
-
-
-cdef void _layer_norm_row(const floating* x, floating* y, Py_ssize_t d,
-                          const floating* w, const floating* b,
-                          double eps) noexcept nogil:
-    """(x - mean) / sqrt(var + eps) * w + b for one row (biased var); y may be x.
-
-    Mean and variance are accumulated in float64 also for float32 input (see
-    fw_sum_fd), so that a constant row gives exactly 0 and float32 results are
-    correctly rounded in all but rare cases; float64 rows are summed pairwise.
-    """
-    cdef double dev[CHUNK]
-    cdef double sq[CHUNK]
-    cdef double mean, var = 0, sdev = 0, rstd, t, s1, s2
-    cdef Py_ssize_t i, j, n
-    if floating is float:
-        mean = fw_sum_fd(x, d) / d
-        var = fw_sqdev_fd(x, d, mean)
-    else:
-        # the corrected two-pass algorithm (Chan, Golub & LeVeque): the second
-        # pass also sums the deviations, which corrects the rounding of the
-        # mean; a constant row then gives mean == c exactly, as in float32
-        mean = _sum_contig(x, d) / d
-        j = 0
-        while j < d:
-            n = CHUNK if j + CHUNK <= d else d - j
-            for i in range(n):
-                t = x[j + i] - mean
-                dev[i] = t
-                sq[i] = t * t
-            fw_sum2_d(dev, sq, n, &s1, &s2)
-            sdev = sdev + s1
-            var = var + s2
-            j += n
-        mean = mean + sdev / d
-        var = var - sdev * sdev / d
-        if var < 0:
-            var = 0
-    rstd = 1 / sqrt(var / d + eps)
-    if w != NULL and b != NULL:
-        for i in range(d):
-            y[i] = <floating>((x[i] - mean) * rstd * w[i] + b[i])
-    elif w != NULL:
-        for i in range(d):
-            y[i] = <floating>((x[i] - mean) * rstd * w[i])
-    elif b != NULL:
-        for i in range(d):
-            y[i] = <floating>((x[i] - mean) * rstd + b[i])
-    else:
-        for i in range(d):
-            y[i] = <floating>((x[i] - mean) * rstd)
-
-
-cdef void _rows_range(int op, const floating* x, floating* y, Py_ssize_t d,
-                      Py_ssize_t r0, Py_ssize_t r1, const floating* w,
-                      const floating* b, double eps) noexcept nogil:
-    cdef Py_ssize_t r
-    for r in range(r0, r1):
-        if op < 0:
-            _layer_norm_row(x + r * d, y + r * d, d, w, b, eps)
-        else:
-            _softmax_row(op, x + r * d, y + r * d, d)
-
-
-cdef void _rows(int op, const floating* x, floating* y, Py_ssize_t rows,
-                Py_ssize_t d, const floating* w, const floating* b,
-                floating eps, Py_ssize_t grain) noexcept nogil:
-    cdef Py_ssize_t chunk, r0, r1, t
-    cdef int team
-    # rows are the unit of work: a single row runs serially
-    team = team_begin(rows * d if rows > 1 else 0, grain)
-    if team == 1:
-        _rows_range(op, x, y, d, 0, rows, w, b, eps)
-    else:
-        # whole rows, dealt out in chunks as the element-wise kernels do
-        chunk = (rows + 32 * team - 1) // (32 * team)
-        if chunk * d < MIN_CHUNK:
-            chunk = (MIN_CHUNK + d - 1) // d
-        if chunk > (rows + team - 1) // team:
-            chunk = (rows + team - 1) // team
-        for t in prange((rows + chunk - 1) // chunk, schedule="dynamic", num_threads=team):
-            r0 = t * chunk
-            r1 = r0 + chunk if r0 + chunk < rows else rows
-            if r0 < r1:
-                _rows_range(op, x, y, d, r0, r1, w, b, eps)
-    team_end(team)
-
-
-def softmax_rows(int op, const floating[::1] x, floating[::1] out,
-                 Py_ssize_t rows, Py_ssize_t d, Py_ssize_t grain):
-    """softmax (op 0) or log_softmax (op 1) of each row of x viewed as (rows, d)."""
-    with nogil:
-        _rows(op, &x[0], &out[0], rows, d, NULL, NULL, 0, grain)
-
-
-def layer_norm_rows(const floating[::1] x, floating[::1] out, Py_ssize_t rows,
-                    Py_ssize_t d, const floating[::1] weight,
-                    const floating[::1] bias, double eps, Py_ssize_t grain):
-    """layer_norm of each row; ``weight``/``bias`` of length d, or None."""
-    cdef const floating* pw = NULL
-    cdef const floating* pb = NULL
-    if weight is not None:
-        pw = &weight[0]
-    if bias is not None:
-        pb = &bias[0]
-    with nogil:
-        _rows(-1, &x[0], &out[0], rows, d, pw, pb, eps, grain)

@@ -1,0 +1,96 @@
+"""Runtime CPU dispatch: every variant this CPU runs computes the same bits."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import forkwait as fw
+from forkwait import ops
+from forkwait._native import _dispatch
+
+RUNNABLE = [name for name, runs in _dispatch.variants() if runs]
+
+
+@pytest.fixture
+def restore_variant():
+    old = _dispatch.variant()
+    yield
+    _dispatch._set_variant(old)
+
+
+def _inputs(dt):
+    rng = np.random.default_rng(12)
+    parts = [
+        rng.uniform(-20, 20, 5003),
+        rng.standard_normal(4099) * 1e-3,
+        np.linspace(-120, 100, 3001),
+        np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40, 1e300, -1e300]),
+    ]
+    return np.concatenate(parts).astype(dt)
+
+
+def _results(dt):
+    x = _inputs(dt)
+    rows = np.resize(x[np.isfinite(x)], (61, 257))
+    w = np.linspace(0.5, 2, 257).astype(dt)
+    out = {}
+    with np.errstate(all="ignore"):
+        for name in ("neg", "abs", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu"):
+            out[name] = getattr(ops, name)(x)
+        out["softmax"] = ops.softmax(rows)
+        out["log_softmax"] = ops.log_softmax(rows)
+        out["layer_norm"] = ops.layer_norm(rows, w, w)
+    return out
+
+
+def test_the_baseline_is_built_and_runs_and_one_variant_is_chosen():
+    names = [n for n, _ in _dispatch.variants()]
+    assert names[-1] == "baseline" and "baseline" in RUNNABLE
+    assert _dispatch.variant() in RUNNABLE
+    # the best runnable variant unless FORKWAIT_CPU_VARIANT chose another
+    if not os.environ.get("FORKWAIT_CPU_VARIANT"):
+        assert _dispatch.variant() == RUNNABLE[0]
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 variants")
+def test_x86_64_builds_an_avx2_variant():
+    assert "avx2" in [n for n, _ in _dispatch.variants()]
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_every_runnable_variant_gives_identical_bits(dt, restore_variant):
+    if len(RUNNABLE) < 2:
+        pytest.skip("this CPU runs only the baseline")
+    ref = None
+    for name in RUNNABLE:
+        _dispatch._set_variant(name)
+        got = _results(dt)
+        if ref is None:
+            ref = got
+            continue
+        for op, r in ref.items():
+            assert got[op].tobytes() == r.tobytes(), (name, op)
+
+
+def test_set_variant_refuses_unknown_names():
+    with pytest.raises(ValueError, match="no CPU variant"):
+        _dispatch._set_variant("sse9")
+
+
+def test_parallel_info_names_the_variant():
+    assert f"CPU variant of the kernels: {_dispatch.variant()}" in fw.parallel_info()
+
+
+def test_env_var_chooses_the_variant_in_a_fresh_process():
+    code = "from forkwait._native import _dispatch; print(_dispatch.variant())"
+    env = dict(os.environ, FORKWAIT_CPU_VARIANT="baseline")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "baseline"
