@@ -455,14 +455,25 @@ def _explain_submit_error(exc: Exception, fn: Any, args: tuple, kwargs: dict) ->
 class _Pump:
     """On one client's event loop: hands cluster outcomes to the completer.
 
-    Each task's coroutine waits for its Dask future's state; the results of
-    the tasks that finished meanwhile are then fetched with one gather (what
-    ``client.gather`` does for a list), not one request per task.
+    Each task's coroutine waits for its Dask future's state; results are then
+    fetched with one gather for all the tasks that finished meanwhile (what
+    ``client.gather`` does for a list), not one request per task: a request
+    costs the client and the scheduler about a millisecond of CPU here. While
+    results stream in (the previous request carried more than one), a request
+    waits up to GATHER_WINDOW_S for more to join it, unless nothing else is
+    pending or MAX_BATCH are ready; an isolated result goes at once.
     """
+
+    GATHER_WINDOW_S = 0.02
+    MAX_BATCH = 1024
 
     def __init__(self) -> None:
         self.ready: list[tuple] = []
         self.draining = False
+        self.watching = 0  # tasks whose Dask future is still pending
+        self.last_batch = 0
+        self.last_end = 0.0
+        self.flush: Any = None  # an asyncio.Event, made on the loop
         self.lock = threading.Lock()
         self.incoming: list[tuple] = []  # submitted, not yet watched
         self.tasks: set = set()  # the watching coroutines (asyncio keeps weak references)
@@ -489,13 +500,20 @@ class _Pump:
         try:
             state = getattr(dfut, "_state", None)
             if state is not None and hasattr(state, "wait"):
-                while dfut.status == "pending":
-                    await state.wait()
+                self.watching += 1
+                try:
+                    while dfut.status == "pending":
+                        await state.wait()
+                finally:
+                    self.watching -= 1
             if dfut.status == "finished" and state is not None:
                 self.ready.append((dfut, out, key, name))
                 if not self.draining:
                     self.draining = True
                     dfut.client.loop.add_callback(self.drain)
+                elif self.flush is not None and (
+                        self.watching == 0 or len(self.ready) >= self.MAX_BATCH):
+                    self.flush.set()
                 return
             value = await dfut
         except BaseException as exc:  # noqa: B036 - asyncio.CancelledError too: the loop closes
@@ -504,8 +522,18 @@ class _Pump:
             _completer.put([(out, True, value, key, name)])
 
     async def drain(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
         try:
             while self.ready:
+                streaming = self.last_batch > 1 and loop.time() - self.last_end < 0.1
+                if streaming and self.watching > 0 and len(self.ready) < self.MAX_BATCH:
+                    if self.flush is None:
+                        self.flush = asyncio.Event()
+                    self.flush.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self.flush.wait(), self.GATHER_WINDOW_S)
                 batch, self.ready = self.ready, []
                 try:
                     client = batch[0][0].client
@@ -521,6 +549,8 @@ class _Pump:
                 else:
                     _completer.put([(out, True, value, key, name)
                                     for (_, out, key, name), value in zip(batch, values)])
+                self.last_batch = len(batch)
+                self.last_end = loop.time()
         finally:
             self.draining = False
 
