@@ -141,6 +141,9 @@ def main():
         tree(n_branches, args.leaves, args.size)
         lo_wall.append(time.perf_counter() - t)
     per_worker = [statistics.median(c[i] for c in cpu_wall) for i in range(n_branches)]
+    extra = (statistics.median(c - lo for c, lo in zip(cl_wall, lo_wall))) * 1e3
+    print(f"fork tree: cluster - local pool = {extra:.1f} ms (median of per-round "
+          f"differences); Dask's own round trip in this run: {ms(rt_raw):.1f} ms")
     print(f"fork tree ({n_branches} branches x {args.leaves} leaves of softmax "
           f"{args.size}x{args.size}): cluster {statistics.median(cl_wall) * 1e3:.1f} ms, "
           f"local pool {statistics.median(lo_wall) * 1e3:.1f} ms, ratio "
