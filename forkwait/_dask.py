@@ -423,6 +423,18 @@ def _short(obj: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _without_futures(obj: Any) -> Any:
+    """`obj` with the forkwait futures that _swap handles replaced by None."""
+    t = type(obj)
+    if t is Future:
+        return None
+    if t is tuple or t is list:
+        return t(_without_futures(x) for x in obj)
+    if t is dict:
+        return {k: _without_futures(v) for k, v in obj.items()}
+    return obj
+
+
 def _explain_submit_error(exc: Exception, fn: Any, args: tuple, kwargs: dict) -> Exception:
     """When Dask could not serialize the task: say which object it was."""
     try:
@@ -434,7 +446,7 @@ def _explain_submit_error(exc: Exception, fn: Any, args: tuple, kwargs: dict) ->
     parts += [(f"keyword argument {k!r}", v) for k, v in (kwargs or {}).items()]
     for what, obj in parts:
         try:
-            cloudpickle.dumps(_swap(obj, None, [], []))
+            cloudpickle.dumps(_without_futures(obj))
         except Exception as inner:
             hint = ""
             if "forkwait" in str(inner) and "Future" in str(inner):
