@@ -380,16 +380,18 @@ def _submit_into(client: Any, out: Future, fn: Any, args: tuple, kwargs: dict) -
     name = _task_name(fn)
     key = f"{name}-{_key_base}{next(_key_count):08x}"
     rec = _recorder
+    if rec is not None:  # before the submit: the outcome may come back at once
+        rec.submitted(key, name, client)
     try:
         dfut = client.submit(
             _run_on_worker, fn, sargs, skwargs, deps, marked, rec is not None,
             key=key, pure=False,
         )
     except Exception as exc:
+        if rec is not None:
+            rec.forget(key)
         raise _explain_submit_error(exc, fn, args, kwargs) from exc
     _dask_of[out] = dfut
-    if rec is not None:
-        rec.submitted(key, name, client)
     out.add_done_callback(_propagate_cancel)
     _pump_of(client).add(client, (dfut, out, key, name))
 
@@ -944,6 +946,10 @@ class _Recorder:
             self.sent[key] = [name, pool._now(), threading.get_ident(), math.nan, "pending"]
             if client not in self.clients:
                 self.clients.add(client)
+
+    def forget(self, key: str) -> None:
+        with self.lock:
+            self.sent.pop(key, None)
 
     def finished(self, key: str, outcome: str) -> None:
         with self.lock:
