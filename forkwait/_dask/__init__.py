@@ -7,17 +7,21 @@ the machine that runs the task. What a cluster fork returns is a plain
 :class:`forkwait.Future` made with ``Future()`` and completed from the
 client's event loop, so every forkwait call that takes a future takes it.
 
-What runs where:
+The parts:
 
-- the client (this process): ``fork`` submits; one coroutine per task on the
-  client's event loop awaits the Dask future (concurrent gathers are batched
-  by Dask); completion threads of forkwait's own finish the forkwait futures,
-  so callbacks (``then``, ``add_done_callback``) never run in, and never
-  block, the event loop;
-- a worker: :func:`_run_on_worker` turns the Dask dependencies back into
-  finished forkwait futures, then calls the function. The worker's forkwait
-  settings (pool size, team size, CPU budget) are its share of the machine,
-  set once per worker process by :class:`_SettingsPlugin`.
+- ``_backend``: the ``with`` blocks (a stack per thread) and fork()'s hook;
+- ``_submit``: on the client, ``fork`` turns forkwait futures among the
+  arguments into Dask dependencies and submits (``pure=False``);
+- ``_complete``: on the client's event loop one coroutine per task waits for
+  its Dask future, and the results that finish together are fetched with one
+  gather; forkwait's own completion threads then finish the forkwait futures,
+  so callbacks (``then``, ``add_done_callback``) never run in, or block, the
+  event loop;
+- ``_worker``: on a worker, the dependencies become finished forkwait futures
+  again before the function runs; a worker plugin sets the worker process's
+  forkwait settings (pool size, team size, CPU budget) to its share of the
+  machine;
+- ``_record``: what ``fw.profile()`` shows of cluster forks.
 
 ``distributed`` is imported only when a backend is made.
 """
