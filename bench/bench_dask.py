@@ -75,8 +75,16 @@ def main():
     ap.add_argument("--trips", type=int, default=40, help="round trips per round")
     ap.add_argument("--leaves", type=int, default=8)
     ap.add_argument("--size", type=int, default=1000, help="leaf matrix side")
+    ap.add_argument("--dask-malloc-trim", action=argparse.BooleanOptionalAction, default=True,
+                    help="keep Dask's MALLOC_TRIM_THRESHOLD_=65536 in the workers (its default)")
     args = ap.parse_args()
+    import dask
     import distributed
+
+    if not args.dask_malloc_trim:
+        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+        environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+        dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
 
     print(machine())
     print(f"distributed {distributed.__version__}, forkwait {fw.__version__}")
