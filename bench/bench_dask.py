@@ -75,8 +75,16 @@ def main():
     ap.add_argument("--trips", type=int, default=40, help="round trips per round")
     ap.add_argument("--leaves", type=int, default=8)
     ap.add_argument("--size", type=int, default=1000, help="leaf matrix side")
+    ap.add_argument("--dask-malloc-trim", action=argparse.BooleanOptionalAction, default=True,
+                    help="keep Dask's MALLOC_TRIM_THRESHOLD_=65536 in the workers (its default)")
     args = ap.parse_args()
+    import dask
     import distributed
+
+    if not args.dask_malloc_trim:
+        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+        environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+        dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
 
     print(machine())
     print(f"distributed {distributed.__version__}, forkwait {fw.__version__}")
@@ -141,6 +149,9 @@ def main():
         tree(n_branches, args.leaves, args.size)
         lo_wall.append(time.perf_counter() - t)
     per_worker = [statistics.median(c[i] for c in cpu_wall) for i in range(n_branches)]
+    extra = (statistics.median(c - lo for c, lo in zip(cl_wall, lo_wall))) * 1e3
+    print(f"fork tree: cluster - local pool = {extra:.1f} ms (median of per-round "
+          f"differences); Dask's own round trip in this run: {ms(rt_raw):.1f} ms")
     print(f"fork tree ({n_branches} branches x {args.leaves} leaves of softmax "
           f"{args.size}x{args.size}): cluster {statistics.median(cl_wall) * 1e3:.1f} ms, "
           f"local pool {statistics.median(lo_wall) * 1e3:.1f} ms, ratio "

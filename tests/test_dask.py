@@ -345,6 +345,10 @@ def test_unpicklable_argument_or_function_fails_at_fork_naming_it(client):
             fw.fork(Unpicklable())
         with pytest.raises(TypeError, match=r"keyword argument 'x' cannot be pickled"):
             fw.fork(inc, x=threading.Lock())
+        # a forkwait future among the arguments is not the culprit
+        slow = fw.fork(slow_sleep, 0.2)
+        with pytest.raises(TypeError, match=r"argument 1 cannot be pickled"):
+            fw.fork(add_futures, slow, threading.Lock())
         # a result that cannot come back fails the future, it does not hang
         f = fw.fork(give_lock)
     with pytest.raises(Exception, match="(?i)pickle|serializ"):

@@ -1,0 +1,286 @@
+"""Completing cluster forks: the event-loop pump and the completion threads."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import queue
+import threading
+import time
+import weakref
+from typing import Any
+
+from forkwait._dask import _record
+from forkwait._dask._shared import _configure_lock, _dask_of, _logger
+from forkwait._native.pool import Future
+
+class _Pump:
+    """On one client's event loop: hands cluster outcomes to the completer.
+
+    Each task's coroutine waits for its Dask future's state; results are then
+    fetched with one gather for all the tasks that finished meanwhile (what
+    ``client.gather`` does for a list), not one request per task: a request
+    costs the client and the scheduler about a millisecond of CPU here. While
+    results stream in (the previous request carried more than one), a request
+    waits up to GATHER_WINDOW_S for more to join it, unless nothing else is
+    pending or MAX_BATCH are ready; an isolated result goes at once.
+    """
+
+    GATHER_WINDOW_S = 0.02
+    MAX_BATCH = 1024
+
+    def __init__(self) -> None:
+        self.ready: list[tuple] = []
+        self.draining = False
+        self.watching = 0  # tasks whose Dask future is still pending
+        self.last_batch = 0
+        self.last_end = 0.0
+        self.flush: Any = None  # an asyncio.Event, made on the loop
+        self.lock = threading.Lock()
+        self.incoming: list[tuple] = []  # submitted, not yet watched
+        self.tasks: set = set()  # the watching coroutines (asyncio keeps weak references)
+
+    def add(self, client: Any, item: tuple) -> None:
+        """From any thread: watch a submitted task (one loop wake-up per burst)."""
+        with self.lock:
+            self.incoming.append(item)
+            first = len(self.incoming) == 1
+        if first:
+            client.loop.add_callback(self.register)
+
+    def register(self) -> None:
+        import asyncio
+
+        with self.lock:
+            items, self.incoming = self.incoming, []
+        for item in items:
+            task = asyncio.ensure_future(self.watch(*item))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def watch(self, dfut: Any, out: Future, key: str, name: str) -> None:
+        try:
+            state = getattr(dfut, "_state", None)
+            if state is not None and hasattr(state, "wait"):
+                self.watching += 1
+                try:
+                    while dfut.status == "pending":
+                        await state.wait()
+                finally:
+                    self.watching -= 1
+            if dfut.status == "finished" and state is not None:
+                self.ready.append((dfut, out, key, name))
+                if not self.draining:
+                    self.draining = True
+                    dfut.client.loop.add_callback(self.drain)
+                elif self.flush is not None and (
+                        self.watching == 0 or len(self.ready) >= self.MAX_BATCH):
+                    self.flush.set()
+                return
+            value = await dfut
+        except BaseException as exc:  # noqa: B036 - asyncio.CancelledError too: the loop closes
+            _completer.put([(out, False, exc, key, name)])
+        else:
+            _completer.put([(out, True, value, key, name)])
+
+    async def drain(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        try:
+            while self.ready:
+                streaming = self.last_batch > 1 and loop.time() - self.last_end < 0.1
+                if streaming and self.watching > 0 and len(self.ready) < self.MAX_BATCH:
+                    if self.flush is None:
+                        self.flush = asyncio.Event()
+                    self.flush.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self.flush.wait(), self.GATHER_WINDOW_S)
+                batch, self.ready = self.ready, []
+                try:
+                    client = batch[0][0].client
+                    values = await client.gather([b[0] for b in batch], asynchronous=True)
+                except BaseException:  # noqa: B036 - one failed (lost data): one by one
+                    for dfut, out, key, name in batch:
+                        try:
+                            value = await dfut
+                        except BaseException as exc:  # noqa: B036
+                            _completer.put([(out, False, exc, key, name)])
+                        else:
+                            _completer.put([(out, True, value, key, name)])
+                else:
+                    _completer.put([(out, True, value, key, name)
+                                    for (_, out, key, name), value in zip(batch, values)])
+                self.last_batch = len(batch)
+                self.last_end = loop.time()
+        finally:
+            self.draining = False
+
+
+_pumps: weakref.WeakKeyDictionary[Any, _Pump] = weakref.WeakKeyDictionary()
+
+
+def _pump_of(client: Any) -> _Pump:
+    p = _pumps.get(client)
+    if p is None:
+        with _configure_lock:
+            p = _pumps.get(client)
+            if p is None:
+                p = _pumps[client] = _Pump()
+    return p
+
+
+def _propagate_cancel(fut: Future) -> None:
+    if fut.cancelled():
+        dfut = _dask_of.get(fut)
+        if dfut is not None:
+            # Not in this thread: the caller of cancel() may be the event loop.
+            _completer.put([(None, False, dfut, "", "")])
+
+
+def _explain_failure(exc: BaseException, key: str, name: str) -> BaseException:
+    """Dask's error for a task the cluster gave up on, with a note that says so."""
+    try:
+        from distributed.client import FutureCancelledError
+        from distributed.scheduler import KilledWorker
+    except ImportError:  # pragma: no cover
+        return exc
+    note = None
+    if isinstance(exc, KilledWorker):
+        note = (f"forkwait: the Dask cluster gave up on fork({name}) (key {key!r}): every "
+                "worker that ran it died (a crash, a kill, or running out of memory); "
+                "see the workers' logs")
+    elif isinstance(exc, FutureCancelledError):
+        note = (f"forkwait: the Dask cluster cancelled fork({name}) (key {key!r}); a lost "
+                "scheduler connection or a closed client cancels every pending task")
+    elif type(exc).__name__ == "CancelledError":  # the event loop closed under the task
+        wrapped = RuntimeError(
+            f"forkwait: fork({name}) (key {key!r}) on the Dask cluster: the client's event "
+            "loop closed before the result arrived (was the client closed?)"
+        )
+        wrapped.__cause__ = exc
+        return wrapped
+    if note is not None and hasattr(exc, "add_note"):
+        exc.add_note(note)
+    return exc
+
+
+class _Completer:
+    """Threads that finish cluster forks' futures, off the client's event loop.
+
+    Items are lists of outcomes (a whole gathered batch: one wake-up). A
+    thread puts the rest of a batch back before it finishes one future, whose
+    callbacks may block (on another cluster future, say); a watchdog starts
+    one more thread when every thread has been busy for STUCK_S while
+    outcomes wait, so a blocking callback never holds up other completions.
+    Extra threads retire after a second idle; the watchdog after ten.
+    """
+
+    MAX_THREADS = 64
+    STUCK_S = 0.05
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self._busy_since: dict[int, float] = {}
+        self._watchdog = False
+        self._pid = os.getpid()
+        self._names = itertools.count(1)
+
+    def put(self, items: list) -> None:
+        self._queue.put(items)
+        start = False
+        with self._lock:
+            if self._pid != os.getpid():  # the child of os.fork(): no threads here
+                self._pid, self._threads, self._idle = os.getpid(), 0, 0
+                self._busy_since.clear()
+                self._watchdog = False
+            if self._threads == 0:
+                self._threads = self._idle = 1
+                start = True
+            watch = not self._watchdog
+            self._watchdog = True
+        if start:
+            self._start(self._main)
+        if watch:
+            self._start(self._watch)
+
+    def _start(self, target: Any) -> None:
+        threading.Thread(target=target, name=f"forkwait-dask-{next(self._names)}",
+                         daemon=True).start()
+
+    def _watch(self) -> None:
+        quiet = 0.0
+        while True:
+            time.sleep(self.STUCK_S)
+            start = False
+            with self._lock:
+                if self._pid != os.getpid():
+                    return
+                waiting = not self._queue.empty()
+                now = time.monotonic()
+                if (waiting and self._idle == 0 and self._threads < self.MAX_THREADS
+                        and all(now - t > self.STUCK_S for t in self._busy_since.values())):
+                    self._threads += 1
+                    self._idle += 1
+                    start = True
+                quiet = 0.0 if (waiting or self._busy_since) else quiet + self.STUCK_S
+                if quiet > 10.0:
+                    self._watchdog = False
+                    return
+            if start:
+                self._start(self._main)
+
+    def _main(self) -> None:
+        me = threading.get_ident()
+        while True:
+            try:
+                # the last thread sleeps until there is work; extras retire
+                items = self._queue.get(timeout=1.0 if self._threads > 1 else None)
+            except queue.Empty:
+                with self._lock:
+                    if self._threads > 1:
+                        self._threads -= 1
+                        self._idle -= 1
+                        return
+                continue
+            with self._lock:
+                self._idle -= 1
+                self._busy_since[me] = time.monotonic()
+            if len(items) > 1:
+                self._queue.put(items[1:])
+            try:
+                self._finish(*items[0])
+            except BaseException:  # pragma: no cover - _finish catches what it can
+                _logger.exception("forkwait: completing a cluster future failed")
+            with self._lock:
+                self._idle += 1
+                del self._busy_since[me]
+
+    @staticmethod
+    def _finish(out: Future | None, ok: bool, value: Any, key: str, name: str) -> None:
+        if out is None:  # a cancel request: `value` is the Dask future
+            try:
+                value.cancel()
+            except Exception:
+                _logger.debug("forkwait: cancelling a Dask future failed", exc_info=True)
+            return
+        rec = _record._recorder
+        if rec is not None:
+            rec.finished(key, "finished" if ok else ("cancelled" if out.cancelled() else "failed"))
+        if out.done():  # cancelled by its owner; the cluster's outcome is dropped
+            return
+        try:
+            if ok:
+                out.set_result(value)
+            else:
+                out.set_exception(_explain_failure(value, key, name))
+        except Exception:  # InvalidStateError: cancelled just now
+            if not out.done():
+                raise
+
+
+_completer = _Completer()
