@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import platform
 
-from forkwait._native import _dispatch, _runtime, pool
+from forkwait._native import _dispatch, _matmul, _runtime, pool
 from forkwait._threads import SOURCES, available_cpus, get_intra_op_mode
 from forkwait._version import __version__
 
@@ -53,6 +53,16 @@ def _kernels_here() -> str:
     return "parallel when asked for"
 
 
+def _blas_line() -> str:
+    backend, path, threads = _matmul.blas_info()
+    if path is None:
+        return f"BLAS behind ops.matmul: {backend} (forkwait's own kernel: SciPy's BLAS not found)"
+    return (
+        f"BLAS behind ops.matmul: {backend} ({os.path.basename(path)}), {threads} thread(s) "
+        "now (1 inside ops.matmul)"
+    )
+
+
 def parallel_info() -> str:
     """A report of forkwait's parallel settings, for humans and bug reports.
 
@@ -96,6 +106,7 @@ def parallel_info() -> str:
         f"CPU variant of the kernels: {_dispatch.variant()} (built: "
         + ", ".join(n + ("" if ok else " [not on this CPU]") for n, ok in _dispatch.variants())
         + ")",
+        _blas_line(),
         f"CPUs available to this process: {available_cpus()} (os.cpu_count(): {os.cpu_count()})",
         "environment:",
     ]
