@@ -95,3 +95,38 @@ def test_matmul_promotion_out_and_errors():
     x = np.ones((4, 4))
     ops.matmul(x, x, out=x)  # out aliasing an input: inputs are copied first
     np.testing.assert_array_equal(x, 4.0)
+
+
+def _blas_threads():
+    return _matmul.blas_info()[2]
+
+
+@pytest.mark.parametrize("n", [8, 300])
+def test_matmul_leaves_the_blas_thread_count_as_it_found_it(n):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if _matmul.blas_info()[0] != "scipy-openblas":
+        pytest.skip("needs SciPy's OpenBLAS")
+    a = np.ones((n, n))
+    with threadpoolctl.threadpool_limits(3, user_api="blas"):
+        assert _blas_threads() == 3
+        ops.matmul(a, a)
+        assert _blas_threads() == 3  # not pinned to 1 for good
+        with fw.num_threads(2):
+            futs = [fw.fork(ops.matmul, a, a) for _ in range(6)]
+            fw.wait_all(futs)
+        assert _blas_threads() == 3
+
+
+def test_scipy_blas_is_loaded_with_forkwait_ops():
+    from conftest import run_python
+
+    code = (
+        "import sys, forkwait.ops; from forkwait._native import _matmul;"
+        "print('scipy.linalg.cython_blas' in sys.modules, _matmul.blas_info()[0])"
+    )
+    out = run_python(code).stdout.split()
+    assert out == ["True", "scipy-openblas"]
+
+
+def test_parallel_info_names_the_blas_behind_matmul():
+    assert "BLAS behind ops.matmul: scipy-openblas" in fw.parallel_info()

@@ -266,9 +266,11 @@ static inline double fw_gelu(double x) {
     w = fma(w, z, 2.26290000613890934246e4);
     w = fma(w, z, 4.92673942608635921086e4);
     /* |u| >= 1: erfc(a) = exp(-a^2) P(a)/Q(a) (a < 8) or R(a)/S(a) */
-    double ac = fw_seld(a > 27.0, 27.0, a);
-    ac = fw_seld(ac < 1.0, 1.0, ac);
-    ac = fw_seld(a == a, ac, 1.0);
+    /* |x| clamped to [sqrt 2, 40] (a in [1, 28.3]; exp(-a^2) is 0 beyond) */
+    double xa = fw_seld(fabs(x) > 40.0, 40.0, fabs(x));
+    xa = fw_seld(xa < 1.4142135623730951, 1.4142135623730951, xa);
+    xa = fw_seld(x == x, xa, 1.4142135623730951);
+    double ac = xa * 0.70710678118654752440;
     int mid = ac < 8.0;
     double p = fw_seld(mid, 2.46196981473530512524e-10, 0.0);
     p = fma(p, ac, fw_seld(mid, 5.64189564831068821977e-1, 0.0));
@@ -291,14 +293,16 @@ static inline double fw_gelu(double x) {
     /* one division for the three rationals: erf (|u| < 1) or erfc's */
     int sm = a < 1.0;
     double ratio = fw_seld(sm, u * t, p) / fw_seld(sm, w, q);
-    /* exp(-a^2) with a^2 = hi + lo split exactly, else the rounding of a^2
-       (up to ~700 ulp of it) would show in the tail */
-    double hi = ac * ac;
-    double lo = fma(ac, ac, -hi);
-    double erfc_a = fw_exp(-hi) * (1.0 - lo) * ratio;
-    double one_plus_erf_big = fw_seld(u > 0.0, 2.0 - erfc_a, erfc_a);
-    double ope = fw_seld(sm, 1.0 + ratio, one_plus_erf_big);
-    double y = 0.5 * x * ope;
+    /* exp(-a^2) from x^2 = hi + lo split exactly (a^2 = x^2 / 2), else the
+       rounding of a^2 (up to ~700 ulp of the result) would show in the tail */
+    double hi = xa * xa;
+    double lo = fma(xa, xa, -hi);
+    /* erfc(a) = k exp(-a^2); for x < 0 the product is ordered so that only
+       the last multiplication can round into the subnormals */
+    double k = (1.0 - 0.5 * lo) * ratio;
+    double ex = fw_exp(-0.5 * hi);
+    double y_big = fw_seld(u > 0.0, 0.5 * x * (2.0 - k * ex), (0.5 * x * k) * ex);
+    double y = fw_seld(sm, 0.5 * x * (1.0 + ratio), y_big);
     return fw_seld(x < -40.0, -0.0, y);
 }
 
