@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import platform
 
-from forkwait._native import _dispatch, _matmul, _runtime, pool
+from forkwait._native import _dispatch, _matmul, _team, pool
 from forkwait._threads import SOURCES, available_cpus, get_intra_op_mode
 from forkwait._version import __version__
 
@@ -45,7 +45,7 @@ def _threadpools() -> list[str]:
 
 
 def _kernels_here() -> str:
-    if _runtime._fork_serial():
+    if _team._fork_serial():
         return (
             "serial (this is the child of os.fork() and this thread had run an OpenMP "
             "team before the fork: GCC bug 60035; other threads run kernels in parallel)"
@@ -83,7 +83,7 @@ def parallel_info() -> str:
     >>> "inter-op threads" in report and "OpenMP" in report
     True
     """
-    have_omp, omp_version, omp_max = _runtime.openmp_info()
+    have_omp, omp_version, omp_max = _team.openmp_info()
     stats = pool._stats()
     if have_omp:
         omp = f"yes, OpenMP {_OPENMP_VERSIONS.get(omp_version, '?')} (_OPENMP={omp_version})"
@@ -91,9 +91,9 @@ def parallel_info() -> str:
         omp = "no: kernels run on one thread (rebuild with an OpenMP compiler)"
     lines = [
         f"forkwait {__version__} (Python {platform.python_version()}, {platform.machine()})",
-        f"intra-op threads (set_num_threads): {_runtime._get_global_threads()}"
+        f"intra-op threads (set_num_threads): {_team._get_global_threads()}"
         f" [default from {SOURCES['num_threads']}]",
-        f"intra-op threads in this thread: {_runtime._get_requested_threads()}",
+        f"intra-op threads in this thread: {_team._get_requested_threads()}",
         f"intra-op mode: {get_intra_op_mode()}",
         f"inter-op threads (set_num_interop_threads): {pool._get_interop_threads()}"
         f" [default from {SOURCES['num_interop_threads']}]",

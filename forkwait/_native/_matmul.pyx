@@ -15,7 +15,7 @@ from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from cython cimport floating
 from cython.parallel cimport prange
 
-from forkwait._native._runtime cimport team_begin, team_end
+from forkwait._native._team cimport team_begin, team_end
 
 cdef extern from "<dlfcn.h>" nogil:
     ctypedef struct Dl_info:
