@@ -224,6 +224,9 @@ def extensions():
                 [pyx],
                 include_dirs=[NATIVE, __import__("numpy").get_include()],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+                # rebuild when a hand-written header (or the variants' source) changes
+                depends=glob.glob(os.path.join(NATIVE, "_fw_*.h"))
+                + ([KERNELS_C] if name.rsplit(".", 1)[1] in USES_KERNELS else []),
             )
         )
     return cythonize(

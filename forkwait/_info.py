@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import platform
 
-from forkwait._native import _dispatch, _runtime, pool
+from forkwait._native import _dispatch, _matmul, _team, pool
 from forkwait._threads import SOURCES, available_cpus, get_intra_op_mode
 from forkwait._version import __version__
 
@@ -45,12 +45,22 @@ def _threadpools() -> list[str]:
 
 
 def _kernels_here() -> str:
-    if _runtime._fork_serial():
+    if _team._fork_serial():
         return (
             "serial (this is the child of os.fork() and this thread had run an OpenMP "
             "team before the fork: GCC bug 60035; other threads run kernels in parallel)"
         )
     return "parallel when asked for"
+
+
+def _blas_line() -> str:
+    backend, path, threads = _matmul.blas_info()
+    if path is None:
+        return f"BLAS behind ops.matmul: {backend} (forkwait's own kernel: SciPy's BLAS not found)"
+    return (
+        f"BLAS behind ops.matmul: {backend} ({os.path.basename(path)}), {threads} thread(s) "
+        "now (1 inside ops.matmul)"
+    )
 
 
 def parallel_info() -> str:
@@ -74,7 +84,7 @@ def parallel_info() -> str:
     >>> "inter-op threads" in report and "OpenMP" in report
     True
     """
-    have_omp, omp_version, omp_max = _runtime.openmp_info()
+    have_omp, omp_version, omp_max = _team.openmp_info()
     stats = pool._stats()
     if have_omp:
         omp = f"yes, OpenMP {_OPENMP_VERSIONS.get(omp_version, '?')} (_OPENMP={omp_version})"
@@ -82,9 +92,9 @@ def parallel_info() -> str:
         omp = "no: kernels run on one thread (rebuild with an OpenMP compiler)"
     lines = [
         f"forkwait {__version__} (Python {platform.python_version()}, {platform.machine()})",
-        f"intra-op threads (set_num_threads): {_runtime._get_global_threads()}"
+        f"intra-op threads (set_num_threads): {_team._get_global_threads()}"
         f" [{SOURCES['num_threads']}]",
-        f"intra-op threads in this thread: {_runtime._get_requested_threads()}",
+        f"intra-op threads in this thread: {_team._get_requested_threads()}",
         f"intra-op mode: {get_intra_op_mode()} [{SOURCES['intra_op_mode']}]",
         f"inter-op threads (set_num_interop_threads): {pool._get_interop_threads()}"
         f" [{SOURCES['num_interop_threads']}]",
@@ -99,6 +109,7 @@ def parallel_info() -> str:
         f"CPU variant of the kernels: {_dispatch.variant()} (built: "
         + ", ".join(n + ("" if ok else " [not on this CPU]") for n, ok in _dispatch.variants())
         + ")",
+        _blas_line(),
         f"CPUs available to this process: {available_cpus()} (os.cpu_count(): {os.cpu_count()})",
         "environment:",
     ]

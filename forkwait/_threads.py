@@ -1,7 +1,7 @@
 """Thread settings: the intra-op team size and the inter-op pool size.
 
 Validation and defaults live here; the values themselves live in the native
-layer (``_native/_runtime.pyx`` and ``_native/pool.pyx``).
+layer (``_native/_team.pyx`` and ``_native/pool.pyx``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import warnings
 from collections.abc import Iterator
 
-from forkwait._native import _runtime, pool
+from forkwait._native import _team, pool
 
 #: The largest intra-op team forkwait accepts.
 MAX_THREADS = 1024
@@ -97,7 +97,7 @@ def set_num_threads(n: int) -> None:
     >>> fw.set_num_threads(old)
     """
     value = _check_count(n, "num_threads", MAX_THREADS)
-    _runtime._set_global_threads(value)
+    _team._set_global_threads(value)
     SOURCES["num_threads"] = f"set in code: set_num_threads({value})"
 
 
@@ -114,7 +114,7 @@ def get_num_threads() -> int:
     >>> fw.get_num_threads() >= 1
     True
     """
-    return int(_runtime._get_requested_threads())
+    return int(_team._get_requested_threads())
 
 
 @contextlib.contextmanager
@@ -134,11 +134,11 @@ def num_threads(n: int) -> Iterator[None]:
     (1, 1)
     """
     value = _check_count(n, "num_threads", MAX_THREADS)
-    previous = _runtime._set_local_threads(value)
+    previous = _team._set_local_threads(value)
     try:
         yield
     finally:
-        _runtime._set_local_threads(previous)
+        _team._set_local_threads(previous)
 
 
 def set_num_interop_threads(n: int) -> None:
@@ -198,7 +198,7 @@ def set_intra_op_mode(mode: str) -> None:
     """
     if mode not in _MODES:
         raise ValueError(f"intra-op mode must be one of {sorted(_MODES)}, got {mode!r}")
-    _runtime._set_mode(_MODES[mode])
+    _team._set_mode(_MODES[mode])
     SOURCES["intra_op_mode"] = f"set in code: set_intra_op_mode({mode!r})"
 
 
@@ -211,7 +211,7 @@ def get_intra_op_mode() -> str:
     >>> fw.get_intra_op_mode() in ("shared", "fixed")
     True
     """
-    mode = _runtime._get_mode()
+    mode = _team._get_mode()
     return next(name for name, value in _MODES.items() if value == mode)
 
 
@@ -219,8 +219,8 @@ def _init_from_env() -> dict[str, str]:
     """Apply the environment's defaults at import; return where each came from."""
     intra, intra_src = _count_from_env(("FORKWAIT_NUM_THREADS", "OMP_NUM_THREADS"), MAX_THREADS)
     inter, inter_src = _count_from_env(("FORKWAIT_NUM_INTEROP_THREADS",), MAX_INTEROP_THREADS)
-    _runtime._set_cpu_budget(available_cpus())
-    _runtime._set_global_threads(intra)
+    _team._set_cpu_budget(available_cpus())
+    _team._set_global_threads(intra)
     pool._set_interop_threads(inter)
     mode_src = "default"
     mode = os.environ.get("FORKWAIT_INTRA_OP_MODE", "").strip()
@@ -236,7 +236,7 @@ def _init_from_env() -> dict[str, str]:
 def _save_settings() -> tuple[int, int, str, dict[str, str]]:
     """The three settings and where each came from (for tools that try
     settings and put them back)."""
-    return (int(_runtime._get_global_threads()), get_num_interop_threads(),
+    return (int(_team._get_global_threads()), get_num_interop_threads(),
             get_intra_op_mode(), dict(SOURCES))
 
 

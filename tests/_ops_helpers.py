@@ -97,3 +97,77 @@ def layer_norm_ref(x, w=None, b=None, eps=1e-5):
         if b is not None:
             y = y + b
     return y
+
+
+# ------------------------------------------------ accuracy over whole ranges
+
+
+def all_float32(step=1021):
+    """Every ``step``-th float32 bit pattern that is finite (both signs, every
+    binade: the whole range, tails and subnormals included)."""
+    bits = np.arange(0, 2**32, step, dtype=np.uint64).astype(np.uint32)
+    x = bits.view(np.float32)
+    return x[np.isfinite(x)]
+
+
+def float64_samples(n=200_000, seed=0):
+    """Random float64 bit patterns (every binade, both signs) plus a dense
+    sweep of [-40, 40]."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2**63, n, dtype=np.uint64).view(np.float64)
+    x = np.concatenate([x, -x, np.linspace(-40, 40, n)])
+    return x[np.isfinite(x)]
+
+
+def _gelu_mpmath(x):
+    import mpmath
+
+    mpmath.mp.dps = 40
+    return np.array(
+        [float(0.5 * mpmath.mpf(v) * mpmath.erfc(-mpmath.mpf(v) / mpmath.sqrt(2))) for v in x]
+    )
+
+
+def accuracy_reference(name, x):
+    """A reference for ``name`` at x, as float64 (float32 x) or as
+    np.longdouble / mpmath values (float64 x), far more accurate than x's dtype."""
+    ld = np.longdouble
+    with np.errstate(all="ignore"):
+        if x.dtype == np.float32:
+            xd = x.astype(np.float64)
+            return {
+                "exp": lambda: np.exp(xd),
+                "log": lambda: np.log(xd),
+                "tanh": lambda: np.tanh(xd),
+                "sigmoid": lambda: scipy.special.expit(xd),
+                "gelu": lambda: gelu_ref(xd),
+            }.get(name, lambda: UNARY_REF[name](xd))()
+        if name == "gelu":
+            return _gelu_mpmath(x)
+        xl = x.astype(ld)
+        return {
+            "exp": lambda: np.exp(xl),
+            "log": lambda: np.log(xl),
+            "tanh": lambda: np.tanh(xl),
+            "sigmoid": lambda: 1 / (1 + np.exp(-xl)),
+        }.get(name, lambda: UNARY_REF[name](x).astype(ld))()
+
+
+def ulp_error(got, ref, dt):
+    """(worst error in ulp of dt, the x index where it is, count of wrong
+    non-finite results) of ``got`` against the accurate ``ref``; the ulp of a
+    subnormal result is the smallest subnormal."""
+    dt = np.dtype(dt)
+    with np.errstate(all="ignore"):
+        r = np.asarray(ref).astype(dt)
+    fin = np.isfinite(r)
+    wrong = int(np.sum(~fin & ~((np.isnan(r) & np.isnan(got)) | (r == got))))
+    ulp = np.spacing(np.abs(r[fin])).astype(np.longdouble)
+    with np.errstate(all="ignore"):
+        err = np.abs(got[fin].astype(np.longdouble) - np.asarray(ref)[fin].astype(np.longdouble))
+        err = (err / ulp).astype(np.float64)
+    err[~np.isfinite(got[fin])] = np.inf
+    if not err.size:
+        return 0.0, 0, wrong
+    i = int(np.argmax(err))
+    return float(err[i]), int(np.flatnonzero(fin)[i]), wrong

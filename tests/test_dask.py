@@ -25,7 +25,7 @@ import dask  # noqa: E402
 
 import forkwait as fw  # noqa: E402
 from forkwait import _dask  # noqa: E402
-from forkwait._native import _runtime  # noqa: E402
+from forkwait._native import _team  # noqa: E402
 from forkwait._threads import available_cpus  # noqa: E402
 
 TIMEOUT = 60  # seconds; a hang fails the test instead of the suite
@@ -63,8 +63,8 @@ def settings():
         "cpus": available_cpus(),
         "interop": fw.get_num_interop_threads(),
         "intra": fw.get_num_threads(),
-        "budget": _runtime._get_cpu_budget(),
-        "team": _runtime._probe_team(),
+        "budget": _team._get_cpu_budget(),
+        "team": _team._probe_team(),
         "plugin": dict(_dask.worker_settings),
         "omp_env": os.environ.get("OMP_NUM_THREADS"),
     }

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import forkwait as fw
 from forkwait import ops
 from forkwait._native import _matmul
-
-dims = st.integers(0, 13) | st.sampled_from([1, 17, 31, 64])
-
 
 @pytest.fixture(params=["blas", "own"])
 def backend(request):
@@ -29,16 +24,14 @@ def tol(dt, k):
     )
 
 
-@settings(max_examples=40, deadline=None)
-@given(
-    m=dims,
-    n=dims,
-    k=dims,
-    batch=st.sampled_from([None, 1, 3]),
-    dt=st.sampled_from([np.float32, np.float64]),
-    bcast=st.sampled_from(["none", "a", "b"]),
-    transpose=st.booleans(),
-)
+# (the Hypothesis suite of matmul is tests/test_reliability_fuzz.py's; this grid
+# covers the batch broadcasts and both backends)
+@pytest.mark.parametrize("m,n,k", [(0, 3, 4), (1, 1, 1), (5, 0, 2), (7, 13, 0), (17, 31, 64),
+                                   (64, 17, 31), (13, 7, 5)])
+@pytest.mark.parametrize("batch,bcast", [(None, "none"), (1, "none"), (3, "none"), (3, "a"),
+                                         (3, "b"), (1, "a")])
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("transpose", [False, True])
 def test_matmul_matches_numpy(m, n, k, batch, dt, bcast, transpose):
     rng = np.random.default_rng(m * 1000 + n * 10 + k)
     ash = (m, k) if batch is None or bcast == "a" else (batch, m, k)
@@ -95,3 +88,38 @@ def test_matmul_promotion_out_and_errors():
     x = np.ones((4, 4))
     ops.matmul(x, x, out=x)  # out aliasing an input: inputs are copied first
     np.testing.assert_array_equal(x, 4.0)
+
+
+def _blas_threads():
+    return _matmul.blas_info()[2]
+
+
+@pytest.mark.parametrize("n", [8, 300])
+def test_matmul_leaves_the_blas_thread_count_as_it_found_it(n):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if _matmul.blas_info()[0] != "scipy-openblas":
+        pytest.skip("needs SciPy's OpenBLAS")
+    a = np.ones((n, n))
+    with threadpoolctl.threadpool_limits(3, user_api="blas"):
+        assert _blas_threads() == 3
+        ops.matmul(a, a)
+        assert _blas_threads() == 3  # not pinned to 1 for good
+        with fw.num_threads(2):
+            futs = [fw.fork(ops.matmul, a, a) for _ in range(6)]
+            fw.wait_all(futs)
+        assert _blas_threads() == 3
+
+
+def test_scipy_blas_is_loaded_with_forkwait_ops():
+    from conftest import run_python
+
+    code = (
+        "import sys, forkwait.ops; from forkwait._native import _matmul;"
+        "print('scipy.linalg.cython_blas' in sys.modules, _matmul.blas_info()[0])"
+    )
+    out = run_python(code).stdout.split()
+    assert out == ["True", "scipy-openblas"]
+
+
+def test_parallel_info_names_the_blas_behind_matmul():
+    assert "BLAS behind ops.matmul: scipy-openblas" in fw.parallel_info()

@@ -19,7 +19,7 @@ import pytest
 from conftest import run_python
 
 import forkwait as fw
-from forkwait._native import _runtime, pool
+from forkwait._native import _team, pool
 
 TIMEOUT = 60
 HAS_FORK = hasattr(os, "fork")
@@ -29,7 +29,7 @@ needs_fork = pytest.mark.skipif(not HAS_FORK, reason="needs os.fork")
 PRELUDE = """
 import os, sys, signal, threading, time
 import forkwait as fw
-from forkwait._native import _runtime, pool
+from forkwait._native import _team, pool
 
 def fib(n):
     if n < 2:
@@ -82,12 +82,12 @@ def test_child_after_pool_and_kernels_in_workers_runs_parallel_kernels():
         fw.set_intra_op_mode("fixed")
         fw.set_num_threads(2)
         print("parent", fib(12), sorted(set(
-            on_worker(_runtime._probe_team) for _ in range(4)
+            on_worker(_team._probe_team) for _ in range(4)
         )), flush=True)
         pid = os.fork()
         if pid == 0:
-            ok = fib(12) == 144 and _runtime._probe_team() == 2
-            ok = ok and on_worker(_runtime._probe_team) == 2
+            ok = fib(12) == 144 and _team._probe_team() == 2
+            ok = ok and on_worker(_team._probe_team) == 2
             os._exit(0 if ok else 1)
         print("child exit", reap(pid))
         """,
@@ -98,8 +98,8 @@ def test_child_after_pool_and_kernels_in_workers_runs_parallel_kernels():
 
 @needs_fork
 @pytest.mark.skipif(
-    not hasattr(_runtime, "_fork_serial"),
-    reason="needs the GCC-bug-60035 flag in _runtime (docs/reliability.md)",
+    not hasattr(_team, "_fork_serial"),
+    reason="needs the GCC-bug-60035 flag in _team (docs/reliability.md)",
 )
 def test_gcc_60035_child_of_a_thread_that_ran_a_team_finishes():
     """GCC bug 60035: a fork() child hangs in its first parallel region when the
@@ -110,15 +110,15 @@ def test_gcc_60035_child_of_a_thread_that_ran_a_team_finishes():
         """
         fw.set_intra_op_mode("fixed")
         fw.set_num_threads(2)
-        assert _runtime._probe_team() == 2          # a team in the forking thread
+        assert _team._probe_team() == 2          # a team in the forking thread
         print("parent", fib(10), flush=True)
         ops = getattr(fw, "ops", None)
         pid = os.fork()
         if pid == 0:
-            serial_here = _runtime._probe_team()     # would hang without the flag
-            in_worker = on_worker(_runtime._probe_team)
+            serial_here = _team._probe_team()     # would hang without the flag
+            in_worker = on_worker(_team._probe_team)
             info = fw.parallel_info()
-            ok = serial_here == 1 and in_worker == 2 and _runtime._fork_serial()
+            ok = serial_here == 1 and in_worker == 2 and _team._fork_serial()
             ok = ok and "60035" in info and fib(12) == 144
             if ops is not None and hasattr(ops, "exp"):
                 import numpy as np
@@ -129,7 +129,7 @@ def test_gcc_60035_child_of_a_thread_that_ran_a_team_finishes():
             os._exit(0 if ok else 1)
         print("child exit", reap(pid))
         # the parent itself is unaffected
-        print("parent after", _runtime._probe_team(), _runtime._fork_serial())
+        print("parent after", _team._probe_team(), _team._fork_serial())
         """
     )
     out = proc.stdout.split()
@@ -144,13 +144,13 @@ def test_multiprocessing_fork_children_fork_wait_and_run_kernels():
         import multiprocessing as mp
 
         def child(q):
-            team = on_worker(_runtime._probe_team)
+            team = on_worker(_team._probe_team)
             q.put((fib(11), team, fw.wait_all([fw.fork(abs, -i) for i in range(20)])))
 
         if __name__ == "__main__":
             fw.set_intra_op_mode("fixed")
             fw.set_num_threads(2)
-            print("parent", fib(11), on_worker(_runtime._probe_team))
+            print("parent", fib(11), on_worker(_team._probe_team))
             ctx = mp.get_context("fork")
             q = ctx.Queue()
             procs = [ctx.Process(target=child, args=(q,)) for _ in range(3)]

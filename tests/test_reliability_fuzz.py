@@ -186,8 +186,7 @@ def test_binary_matches_numpy(name, data, team):
     if isinstance(ref, np.ndarray) or np.ndim(ref):
         ref = np.asarray(ref)
     inplace = (data.draw(st.booleans()) and np.shape(ref) == a.shape
-               and np.asarray(ref).dtype == dtype
-               and a.ndim > 0)  # 0-d out=: test_binary_out_0d (a known bug)
+               and np.asarray(ref).dtype == dtype)
     with fw.num_threads(team), np.errstate(all="ignore"):
         if inplace:
             a = np.array(a, order="C")

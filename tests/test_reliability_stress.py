@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import forkwait as fw
-from forkwait._native import _runtime, pool
+from forkwait._native import _team, pool
 
 LONG = os.environ.get("FORKWAIT_STRESS", "").strip().lower() == "long"
 TIMEOUT = 120
@@ -164,7 +164,7 @@ def test_threads_fork_wait_callback_cancel_while_settings_change(interop, intra)
         if kind == 3:
             raise KeyError(token)
         if kind == 4:
-            _runtime._probe_team(1 << 12)  # an OpenMP team of the current size
+            _team._probe_team(1 << 12)  # an OpenMP team of the current size
         return token
 
     def on_done(token):
@@ -240,7 +240,7 @@ def test_threads_fork_wait_callback_cancel_while_settings_change(interop, intra)
 
 def _kernel_calls():
     """The kernels a thread calls: the probe, and forkwait.ops where present."""
-    calls = [lambda: _runtime._probe_team(1 << 16)]
+    calls = [lambda: _team._probe_team(1 << 16)]
     ops = getattr(fw, "ops", None)
     if ops is not None:
         x = np.linspace(-2.0, 2.0, 1 << 16)

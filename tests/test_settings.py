@@ -5,7 +5,7 @@ import pytest
 from conftest import run_python
 
 import forkwait as fw
-from forkwait._native import _runtime
+from forkwait._native import _team
 from forkwait._threads import available_cpus
 
 SETTERS = [
@@ -63,15 +63,15 @@ def test_num_threads_context_is_per_thread_and_inherited(intra):
 
 def test_probe_sees_the_setting_in_main_thread_and_workers(intra):
     """A compiled probe reports omp_get_num_threads() from inside a prange."""
-    have_omp = _runtime.openmp_info()[0]
+    have_omp = _team.openmp_info()[0]
     intra(2)
     # shared mode: a team never takes more threads than the CPUs this process may use
     expected = min(2, available_cpus()) if have_omp else 1
-    assert _runtime._probe_team() == expected
-    assert fw.wait(fw.fork(_runtime._probe_team)) == expected
+    assert _team._probe_team() == expected
+    assert fw.wait(fw.fork(_team._probe_team)) == expected
     intra(1)
-    assert _runtime._probe_team() == 1
-    assert fw.wait(fw.fork(_runtime._probe_team)) == 1
+    assert _team._probe_team() == 1
+    assert fw.wait(fw.fork(_team._probe_team)) == 1
 
 
 def test_intra_op_mode():

@@ -134,11 +134,11 @@ class _SettingsPlugin:
     @staticmethod
     def apply(nthreads: int, host_threads: int) -> None:
         from forkwait import _threads
-        from forkwait._native import _runtime
+        from forkwait._native import _team
 
         cpus = _threads.available_cpus()
         worker_cpus, per_task = _share(cpus, nthreads, host_threads)
-        _runtime._set_cpu_budget(worker_cpus)
+        _team._set_cpu_budget(worker_cpus)
         if not os.environ.get("FORKWAIT_NUM_INTEROP_THREADS", "").strip():
             _threads.set_num_interop_threads(worker_cpus)
         if not os.environ.get("FORKWAIT_NUM_THREADS", "").strip():

@@ -2,7 +2,7 @@
 with a message that says how to build."""
 
 try:
-    import forkwait._native._runtime  # noqa: F401
+    import forkwait._native._team  # noqa: F401
 except ImportError as exc:  # pragma: no cover - only without a build
     import os
 

@@ -2,7 +2,7 @@
 
 from cython.parallel cimport prange
 
-from forkwait._native._runtime cimport team_begin, team_end
+from forkwait._native._team cimport team_begin, team_end
 
 cdef enum:
     # fewest elements in a chunk of a dynamic split (see chunk_items)

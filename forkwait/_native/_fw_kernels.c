@@ -2,6 +2,8 @@
  * file once per variant with -DFW_VARIANT=<name> and that variant's flags. */
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "_fw_kernels.h"
 #include "_fw_math.h"
@@ -17,27 +19,78 @@
 
 /* ------------------------------------------------------------ unary ops */
 
-/* One loop per op (the switch is outside the loops), so each vectorises. */
-#define FW_UNARY(name, T, EXP, TANH, SIGMOID, GELU, LOG, SQRT, FABS)              \
-    static void name(int op, const T *x, T *y, ptrdiff_t n) {                      \
-        ptrdiff_t i;                                                               \
-        switch (op) {                                                              \
-        case FW_NEG: for (i = 0; i < n; i++) y[i] = -x[i]; break;                  \
-        case FW_ABS: for (i = 0; i < n; i++) y[i] = FABS(x[i]); break;             \
-        case FW_EXP: for (i = 0; i < n; i++) y[i] = EXP(x[i]); break;              \
-        case FW_LOG: for (i = 0; i < n; i++) y[i] = LOG(x[i]); break;              \
-        case FW_SQRT: SQRT(x, y, n); break;                                        \
-        case FW_TANH: for (i = 0; i < n; i++) y[i] = TANH(x[i]); break;            \
-        case FW_SIGMOID: for (i = 0; i < n; i++) y[i] = SIGMOID(x[i]); break;      \
-        /* NaN stays NaN (as torch.relu and np.maximum(x, 0)) */                   \
-        case FW_RELU: for (i = 0; i < n; i++) y[i] = x[i] < 0 ? (T)0 : x[i]; break; \
-        case FW_GELU: for (i = 0; i < n; i++) y[i] = GELU(x[i]); break;            \
-        default: break;                                                            \
-        }                                                                          \
-    }
+#define FW_RUN 256 /* elements per range check of the fast/full loops */
 
-FW_UNARY(unary_f, float, fw_expf, fw_tanhf, fw_sigmoidf, fw_geluf, logf, fw_sqrt_f, fabsf)
-FW_UNARY(unary_d, double, fw_exp, fw_tanh, fw_sigmoid, fw_gelu, log, fw_sqrt_d, fabs)
+/* y[i] = F(x[i]) with F = FAST on every run of FW_RUN elements whose |x| are
+   all below LIM (NaN is not), FULL on the others; FAST and FULL agree where
+   both apply (_fw_math.h), so the result does not depend on the runs. */
+#define FW_FAST_FULL(T, U, x, y, n, ABS, LIM, FAST, FULL)                           \
+    do {                                                                           \
+        ptrdiff_t b_, i_, m_;                                                      \
+        T buf_[FW_RUN];                                                            \
+        for (b_ = 0; b_ < n; b_ += FW_RUN) {                                       \
+            const T *xb_ = x + b_;                                                 \
+            T *yb_ = y + b_;                                                       \
+            /* U: an integer as wide as T, so the flag vectorises lane for lane */ \
+            U ok_ = 1;                                                             \
+            m_ = n - b_ < FW_RUN ? n - b_ : FW_RUN;                                \
+            if (xb_ != yb_) { /* one pass, redone with FULL if needed */           \
+                for (i_ = 0; i_ < m_; i_++) {                                      \
+                    yb_[i_] = FAST(xb_[i_]);                                       \
+                    ok_ &= (U)(ABS(xb_[i_]) < LIM);                                \
+                }                                                                  \
+                if (ok_) continue;                                                 \
+            } else { /* in place: into a buffer first */                           \
+                for (i_ = 0; i_ < m_; i_++) {                                      \
+                    buf_[i_] = FAST(xb_[i_]);                                      \
+                    ok_ &= (U)(ABS(xb_[i_]) < LIM);                                \
+                }                                                                  \
+                if (ok_) {                                                         \
+                    memcpy(yb_, buf_, m_ * sizeof(T));                             \
+                    continue;                                                      \
+                }                                                                  \
+            }                                                                      \
+            for (i_ = 0; i_ < m_; i_++) yb_[i_] = FULL(xb_[i_]);                   \
+        }                                                                          \
+    } while (0)
+
+/* One loop per op (the switch is outside the loops), so each vectorises. */
+static void unary_f(int op, const float *x, float *y, ptrdiff_t n) {
+    ptrdiff_t i;
+    switch (op) {
+    case FW_NEG: for (i = 0; i < n; i++) y[i] = -x[i]; break;
+    case FW_ABS: for (i = 0; i < n; i++) y[i] = fabsf(x[i]); break;
+    case FW_EXP: FW_FAST_FULL(float, uint32_t, x, y, n, fabsf, FW_EXPF_FAST, fw_expf_fast, fw_expf); break;
+    case FW_LOG: for (i = 0; i < n; i++) y[i] = logf(x[i]); break;
+    case FW_SQRT: fw_sqrt_f(x, y, n); break;
+    case FW_TANH: for (i = 0; i < n; i++) y[i] = fw_tanhf(x[i]); break;
+    case FW_SIGMOID:
+        FW_FAST_FULL(float, uint32_t, x, y, n, fabsf, FW_EXPF_FAST, fw_sigmoidf_fast, fw_sigmoidf);
+        break;
+    /* NaN stays NaN (as torch.relu and np.maximum(x, 0)) */
+    case FW_RELU: for (i = 0; i < n; i++) y[i] = x[i] < 0 ? 0.0f : x[i]; break;
+    case FW_GELU: FW_FAST_FULL(float, uint32_t, x, y, n, fabsf, FW_GELUF_FAST, fw_geluf_fast, fw_geluf); break;
+    default: break;
+    }
+}
+
+static void unary_d(int op, const double *x, double *y, ptrdiff_t n) {
+    ptrdiff_t i;
+    switch (op) {
+    case FW_NEG: for (i = 0; i < n; i++) y[i] = -x[i]; break;
+    case FW_ABS: for (i = 0; i < n; i++) y[i] = fabs(x[i]); break;
+    case FW_EXP: FW_FAST_FULL(double, uint64_t, x, y, n, fabs, FW_EXP_FAST, fw_exp_fast, fw_exp); break;
+    case FW_LOG: for (i = 0; i < n; i++) y[i] = log(x[i]); break;
+    case FW_SQRT: fw_sqrt_d(x, y, n); break;
+    case FW_TANH: for (i = 0; i < n; i++) y[i] = fw_tanh(x[i]); break;
+    case FW_SIGMOID:
+        FW_FAST_FULL(double, uint64_t, x, y, n, fabs, FW_EXP_FAST, fw_sigmoid_fast, fw_sigmoid);
+        break;
+    case FW_RELU: for (i = 0; i < n; i++) y[i] = x[i] < 0 ? 0.0 : x[i]; break;
+    case FW_GELU: for (i = 0; i < n; i++) y[i] = fw_gelu(x[i]); break;
+    default: break;
+    }
+}
 
 /* ------------------------------------------------------------- row ops */
 
@@ -56,29 +109,40 @@ FW_UNARY(unary_d, double, fw_exp, fw_tanh, fw_sigmoid, fw_gelu, log, fw_sqrt_d, 
 FW_SUM_CONTIG(sum_contig_f, float, fw_sum_f)
 FW_SUM_CONTIG(sum_contig_d, double, fw_sum_d)
 
-/* softmax / log_softmax of one row; y may be x (in place). */
-#define FW_SOFTMAX_ROW(name, T, EXP, LOG, MAX, SUM, PSUM)                          \
+/* softmax / log_softmax of one row; y may be x (in place). Passes over the
+   row (in cache): max, min (whether every x - max is in the fast exp's range),
+   exp, sum, scale (log_softmax: shift, exp and sum a chunk at a time, shift). */
+#define FW_SOFTMAX_ROW(name, T, FAST, FULL, LIM, LOG, MAX, SUM, PSUM)              \
     static void name(int op, const T *x, T *y, ptrdiff_t d) {                      \
         T m = MAX(x, d, 1), s = 0;                                                 \
+        int fast = MAX(x, d, 0) - m > -(LIM); /* false for NaN */                  \
         T buf[FW_CHUNK];                                                           \
         ptrdiff_t i, j, k;                                                         \
         if (op == FW_SOFTMAX) {                                                    \
-            for (i = 0; i < d; i++) y[i] = EXP(x[i] - m);                          \
+            if (fast)                                                              \
+                for (i = 0; i < d; i++) y[i] = FAST(x[i] - m);                     \
+            else                                                                   \
+                for (i = 0; i < d; i++) y[i] = FULL(x[i] - m);                     \
             s = 1 / SUM(y, d);                                                     \
             for (i = 0; i < d; i++) y[i] = y[i] * s;                               \
             return;                                                                \
         }                                                                          \
-        for (i = 0; i < d; i++) y[i] = x[i] - m;                                   \
         for (j = 0; j < d; j += k) {                                               \
             k = j + FW_CHUNK <= d ? FW_CHUNK : d - j;                              \
-            for (i = 0; i < k; i++) buf[i] = EXP(y[j + i]);                        \
+            for (i = 0; i < k; i++) y[j + i] = x[j + i] - m;                       \
+            if (fast)                                                              \
+                for (i = 0; i < k; i++) buf[i] = FAST(y[j + i]);                   \
+            else                                                                   \
+                for (i = 0; i < k; i++) buf[i] = FULL(y[j + i]);                   \
             s = s + PSUM(buf, k);                                                  \
         }                                                                          \
         s = LOG(s);                                                                \
         for (i = 0; i < d; i++) y[i] = y[i] - s;                                   \
     }
-FW_SOFTMAX_ROW(softmax_row_f, float, fw_expf, logf, fw_max_f, sum_contig_f, fw_sum_f)
-FW_SOFTMAX_ROW(softmax_row_d, double, fw_exp, log, fw_max_d, sum_contig_d, fw_sum_d)
+FW_SOFTMAX_ROW(softmax_row_f, float, fw_expf_fast, fw_expf, FW_EXPF_FAST, logf, fw_max_f,
+               sum_contig_f, fw_sum_f)
+FW_SOFTMAX_ROW(softmax_row_d, double, fw_exp_fast, fw_exp, FW_EXP_FAST, log, fw_max_d,
+               sum_contig_d, fw_sum_d)
 
 static void softmax_f(int op, const float *x, float *y, ptrdiff_t r0, ptrdiff_t r1,
                       ptrdiff_t d) {
@@ -103,18 +167,61 @@ static void softmax_d(int op, const double *x, double *y, ptrdiff_t r0, ptrdiff_
             for (i_ = 0; i_ < d; i_++) y[i_] = (T)((x[i_] - mean) * rstd);         \
     } while (0)
 
-/* layer_norm of float32 rows: mean and variance accumulated in float64
-   (fw_sum_fd, fw_sqdev_fd), so a constant row gives exactly 0 (then bias) and
-   the results are correctly rounded in all but rare cases. */
+/* Sums of t = x[i] - c and of t^2 over a float32 row, in float64: 4 + 4
+   vector accumulators, lanes combined in a fixed order, then the tail. */
+static void shifted_sums_fd(const float *x, ptrdiff_t n, double c, double *s1, double *s2) {
+    fw_v4d a0 = {0, 0, 0, 0}, a1 = a0, b0 = a0, b1 = a0, t0, t1;
+    ptrdiff_t i = 0;
+    double t, u, v;
+    for (; i + 8 <= n; i += 8) {
+        t0 = fw_ld4f_d(x + i) - c;
+        t1 = fw_ld4f_d(x + i + 4) - c;
+        a0 += t0;
+        a1 += t1;
+        b0 += t0 * t0;
+        b1 += t1 * t1;
+    }
+    a0 += a1;
+    b0 += b1;
+    u = (a0[0] + a0[2]) + (a0[1] + a0[3]);
+    v = (b0[0] + b0[2]) + (b0[1] + b0[3]);
+    for (; i < n; i++) {
+        t = (double)x[i] - c;
+        u += t;
+        v += t * t;
+    }
+    *s1 = u;
+    *s2 = v;
+}
+
+/* layer_norm of float32 rows: one pass for the statistics, in float64 and
+   shifted by the row's first element c (var = E[t^2] - E[t]^2 with t = x - c:
+   no cancellation unless c is far out in the tails, and then only in float64's
+   precision, far below float32's), so a constant row has mean exactly c and
+   variance exactly 0 (its result is exactly bias); then one pass
+   y = (x - mean) * rstd * w + b in float32 with (x - mean) taken in float64. */
 static void layer_norm_f(const float *x, float *y, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t d,
                          const float *w, const float *b, double eps) {
     for (ptrdiff_t r = r0; r < r1; r++) {
         const float *xr = x + r * d;
         float *yr = y + r * d;
-        double mean = fw_sum_fd(xr, d) / d;
-        double var = fw_sqdev_fd(xr, d, mean);
-        double rstd = 1 / sqrt(var / d + eps);
-        FW_NORM_APPLY(float, xr, yr, d, mean, rstd, w, b);
+        double c = xr[0], s1, s2, mean, var;
+        ptrdiff_t i;
+        float rs;
+        shifted_sums_fd(xr, d, c, &s1, &s2);
+        mean = s1 / d;
+        var = s2 / d - mean * mean;
+        if (var < 0) var = 0;
+        mean = c + mean;
+        rs = (float)(1 / sqrt(var + eps));
+        if (w != NULL && b != NULL)
+            for (i = 0; i < d; i++) yr[i] = fmaf((float)(xr[i] - mean) * rs, w[i], b[i]);
+        else if (w != NULL)
+            for (i = 0; i < d; i++) yr[i] = (float)(xr[i] - mean) * rs * w[i];
+        else if (b != NULL)
+            for (i = 0; i < d; i++) yr[i] = fmaf((float)(xr[i] - mean), rs, b[i]);
+        else
+            for (i = 0; i < d; i++) yr[i] = (float)(xr[i] - mean) * rs;
     }
 }
 

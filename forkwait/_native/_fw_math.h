@@ -1,24 +1,43 @@
 /* Vectorisable float32/float64 math for forkwait's kernels.
  *
- * Every function here is branch-free (selects, no calls, no early returns), so
- * gcc vectorises a loop that calls it at plain -O3 without -ffast-math. NaN,
- * +-inf, overflow and underflow are handled explicitly and follow IEEE / libm:
- *   exp(NaN) = NaN, exp(+inf) = +inf, exp(-inf) = 0, exp(x > ~88.7f) = inf,
- *   results that underflow go through the subnormals to 0.
- * Accuracy (checked by tests/test_ops_math.py against NumPy/libm): exp within
- * 2 ulp; tanh, sigmoid, gelu within a few ulp (float64: ~1e-15 relative).
+ * Every function here is branch-free (selects, no calls but fma, no early
+ * returns), so gcc vectorises a loop that calls it at plain -O3 without
+ * -ffast-math. NaN, +-inf, overflow and underflow are handled explicitly and
+ * follow IEEE / libm: exp(NaN) = NaN, exp(+inf) = +inf, exp(-inf) = 0,
+ * exp(x > ~88.7f) = inf, results that underflow go through the subnormals to
+ * 0; tanh(-0) = -0.
  *
- * Sources: the polynomials are Cephes' (S. L. Moshier, expf/tanhf/exp/tanh/erf
- * /erfc), the float32 erf is the rational approximation used by Eigen; the
- * range reduction is the classic Cody-Waite split with a two-step 2^n scaling
- * so that subnormal results and overflow need no branches.
+ * Same bits in every build: fused multiply-adds are written as fma()/fmaf()
+ * (the source's choice, part of the algorithm), and the build forbids the
+ * compiler's own (-ffp-contract=off). A CPU variant with FMA instructions
+ * (avx2, avx512, aarch64) runs them as instructions; the x86-64-v2 baseline
+ * calls libm's fma, which is correctly rounded too: the same bits, slower.
+ *
+ * Fast and full versions. fw_expf_fast(x) is exact-range only (|x| <
+ * FW_EXPF_FAST, where 2^n scales by an integer add to the exponent bits);
+ * fw_expf(x) handles every x (clamps; 2^n as two normal factors, so that
+ * subnormal results round once). Both compute the same reduction and
+ * polynomial, and a power-of-two scaling of a normal result is exact, so they
+ * agree bit for bit where both apply: a loop may use the fast one on a block
+ * whose inputs are all in range and the full one elsewhere (_fw_kernels.c),
+ * and an element's result never depends on its neighbours.
+ *
+ * Accuracy (tests/test_ops_accuracy.py measures it over each op's whole
+ * range; docs/ops.md lists the worst ulp next to torch's): exp within 1 ulp;
+ * tanh, sigmoid, gelu within a few ulp.
+ *
+ * Sources: the float32 exp and tanh polynomials are Cephes' (S. L. Moshier),
+ * the float64 exp polynomial is a Chebyshev fit (mpmath.chebyfit, relative
+ * error 1.7e-17 on [-ln2/2, ln2/2]), the float64 tanh/erfc rationals are
+ * Cephes'; the float32 erf/erfc are fits of our own (see gelu below); the
+ * range reduction is Cody-Waite's.
  */
 #ifndef FORKWAIT_FW_MATH_H
 #define FORKWAIT_FW_MATH_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
-#include <math.h>
 
 static inline float fw_f32_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 static inline uint32_t fw_f32_asuint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
@@ -36,30 +55,55 @@ static inline double fw_seld(int c, double a, double b) {
     uint64_t m = -(uint64_t)(c != 0);
     return fw_f64_bits((fw_f64_asuint(a) & m) | (fw_f64_asuint(b) & ~m));
 }
+/* |a| with the sign of s (bit operations: copysign() is not always inlined) */
+static inline float fw_signf(float a, float s) {
+    return fw_f32_bits((fw_f32_asuint(a) & 0x7fffffffu) | (fw_f32_asuint(s) & 0x80000000u));
+}
+static inline double fw_sign(double a, double s) {
+    return fw_f64_bits((fw_f64_asuint(a) & 0x7fffffffffffffffull) |
+                       (fw_f64_asuint(s) & 0x8000000000000000ull));
+}
 
 /* ------------------------------------------------------------------ exp */
 
+#define FW_EXPF_FAST 86.5f /* |x| below: fw_expf_fast is exact-range */
+#define FW_EXP_FAST 707.0  /* the same for fw_exp_fast */
+
+/* exp(x) = 2^n p, p = exp(r) in [0.7, 1.42]: p, and n in the low bits of *t */
+static inline float fw_expf_poly(float x, float *t) {
+    const float magic = 12582912.0f; /* 0x1.8p23: round to int */
+    float tt = fmaf(x, 1.44269504088896341f, magic);
+    float n = tt - magic;
+    float r = fmaf(n, -0.693359375f, x); /* Cody-Waite: n * C1 is exact */
+    r = fmaf(n, 2.12194440e-4f, r);
+    /* Estrin's scheme (not Horner's): a shorter chain of dependent FMAs, so
+       that more loop iterations overlap in the core (measured 1.6x here) */
+    float r2 = r * r;
+    float e0 = fmaf(1.6666665459e-1f, r, 5.0000001201e-1f);
+    float e1 = fmaf(8.3334519073e-3f, r, 4.1665795894e-2f);
+    float e2 = fmaf(1.9875691500e-4f, r, 1.3981999507e-3f);
+    float p = fmaf(fmaf(e2, r2, e1), r2, e0);
+    *t = tt;
+    return fmaf(p, r2, r) + 1.0f;
+}
+
+static inline float fw_expf_fast(float x) {
+    float t;
+    float p = fw_expf_poly(x, &t);
+    /* n from t's low mantissa bits (no float->int conversion): the bits of
+       the magic number shift out, so t << 23 is n << 23 */
+    return fw_f32_bits(fw_f32_asuint(p) + (fw_f32_asuint(t) << 23));
+}
+
 static inline float fw_expf(float x) {
     /* clamp so that 2^n stays representable as two normal factors; a NaN
-       passes the clamps and makes r, hence the result, NaN */
+       passes the clamps and makes the result NaN */
     float xc = fw_self(x > 89.0f, 89.0f, x);
     xc = fw_self(xc < -104.0f, -104.0f, xc);
-    const float magic = 12582912.0f;              /* 0x1.8p23: round to int */
-    float t = xc * 1.44269504088896341f + magic;
-    float n = t - magic;
-    float r = xc - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float z = r * r;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * z + r + 1.0f;
-    /* n in [-150, 129] from t's low mantissa bits (no float->int conversion,
-       which is undefined for NaN); 2^n = 2^n1 * 2^n2, both normal */
-    int32_t ni = (int32_t)(fw_f32_asuint(t) - fw_f32_asuint(magic));
+    float t;
+    float p = fw_expf_poly(xc, &t);
+    /* n in [-150, 129]; 2^n = 2^n1 * 2^n2, both normal */
+    int32_t ni = (int32_t)(fw_f32_asuint(t) - fw_f32_asuint(12582912.0f));
     int32_t n1 = ni >> 1;
     int32_t n2 = ni - n1;
     float s1 = fw_f32_bits((uint32_t)(n1 + 127) << 23);
@@ -67,34 +111,43 @@ static inline float fw_expf(float x) {
     return (p * s1) * s2;
 }
 
+static inline double fw_exp_poly(double x, double *t) {
+    const double magic = 6755399441055744.0; /* 0x1.8p52 */
+    double tt = fma(x, 1.4426950408889634074, magic);
+    double n = tt - magic;
+    double r = fma(n, -6.93145751953125e-1, x); /* n * C1 exact for |n| < 2^11 */
+    r = fma(n, -1.42860682030941723212e-6, r);
+    double r2 = r * r, r4 = r2 * r2; /* Estrin's scheme, see fw_expf_poly */
+    double e0 = fma(0.16666666666666669, r, 0.5000000000000001);
+    double e1 = fma(0.008333333333330062, r, 0.04166666666662413);
+    double e2 = fma(0.00019841269863053618, r, 0.0013888888917213717);
+    double e3 = fma(2.7557268459997064e-06, r, 2.4801521295954376e-05);
+    double e4 = fma(2.510038549551032e-08, r, 2.7620088445409746e-07);
+    double f0 = fma(e1, r2, e0);
+    double f1 = fma(e3, r2, e2);
+    double q = fma(fma(e4, r4, f1), r4, f0);
+    *t = tt;
+    return fma(q, r2, r) + 1.0;
+}
+
+static inline double fw_exp_fast(double x) {
+    double t;
+    double p = fw_exp_poly(x, &t);
+    return fw_f64_bits(fw_f64_asuint(p) + (fw_f64_asuint(t) << 52)); /* see fw_expf_fast */
+}
+
 static inline double fw_exp(double x) {
     double xc = fw_seld(x > 710.0, 710.0, x);
     xc = fw_seld(xc < -746.0, -746.0, xc);
-    const double magic = 6755399441055744.0;      /* 0x1.8p52 */
-    double t = xc * 1.4426950408889634074 + magic;
+    double t;
+    double p = fw_exp_poly(xc, &t);
+    /* 2^n as 2^n1 * 2^n2, both normal: n in [-1077, 1025]; n1 = floor(n/2)
+       by rounding n/2 - 1/4 to nearest (floor() is not inlined at -O3) */
+    const double magic = 6755399441055744.0;
     double n = t - magic;
-    double r = xc - n * 6.93145751953125e-1;
-    r = r - n * 1.42860682030941723212e-6;
-    /* Taylor series of exp on |r| <= 0.35, degree 13 (truncation < 1e-17) */
-    double p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * (r * r) + r + 1.0;
-    /* 2^n as 2^n1 * 2^n2, both normal: n in [-1077, 1025] */
-    /* n1 = floor(n / 2) by rounding n/2 - 1/4 to nearest (no ties for an
-       integer n; floor() itself is not inlined at plain -O3) */
     double n1 = (n * 0.5 - 0.25 + magic) - magic;
     double n2 = n - n1;
-    double t1 = n1 + (1023.0 + 4503599627370496.0);  /* low bits: n1 + 1023 */
+    double t1 = n1 + (1023.0 + 4503599627370496.0); /* low bits: n1 + 1023 */
     double t2 = n2 + (1023.0 + 4503599627370496.0);
     double s1 = fw_f64_bits(fw_f64_asuint(t1) << 52);
     double s2 = fw_f64_bits(fw_f64_asuint(t2) << 52);
@@ -103,71 +156,99 @@ static inline double fw_exp(double x) {
 
 /* ------------------------------------------------------------------ tanh */
 
+/* |x| < 0.625: an odd polynomial; else 1 - 2 / (e^{2|x|} + 1), with |x|
+   clamped at 10 (tanh rounds to 1 in float32 from 9.01), so that the fast
+   exp applies to every input; the sign of x (and of -0) put back last. */
 static inline float fw_tanhf(float x) {
     float ax = fabsf(x);
     float z = x * x;
-    float small = -5.70498872745e-3f;
-    small = small * z + 2.06390887954e-2f;
-    small = small * z - 5.37397155531e-2f;
-    small = small * z + 1.33314422036e-1f;
-    small = small * z - 3.33332819422e-1f;
-    small = small * z * x + x;
-    float e = fw_expf(2.0f * ax);
-    float big = copysignf(1.0f - 2.0f / (e + 1.0f), x);
-    return fw_self(ax < 0.625f, small, big);
+    float p = -5.70498872745e-3f;
+    p = fmaf(p, z, 2.06390887954e-2f);
+    p = fmaf(p, z, -5.37397155531e-2f);
+    p = fmaf(p, z, 1.33314422036e-1f);
+    p = fmaf(p, z, -3.33332819422e-1f);
+    float small = fmaf(p * z, ax, ax);
+    float ac = fw_self(ax > 10.0f, 10.0f, ax); /* (a NaN stays NaN) */
+    float big = 1.0f - 2.0f / (fw_expf_fast(2.0f * ac) + 1.0f);
+    return fw_signf(fw_self(ax < 0.625f, small, big), x);
 }
 
+/* Cephes' rational for |x| < 0.625, else 1 - 2 / (e^{2|x|} + 1) (clamped at
+   20: tanh rounds to 1 in float64 from 19.06); one division for both. */
 static inline double fw_tanh(double x) {
     double ax = fabs(x);
     double z = x * x;
     double p = -9.64399179425052238628e-1;
-    p = p * z - 9.92877231001918586564e1;
-    p = p * z - 1.61468768441708447952e3;
+    p = fma(p, z, -9.92877231001918586564e1);
+    p = fma(p, z, -1.61468768441708447952e3);
     double q = z + 1.12811678491632931402e2;
-    q = q * z + 2.23548839060100448583e3;
-    q = q * z + 4.84406305325125486048e3;
-    double small = x + x * z * (p / q);
-    double e = fw_exp(2.0 * ax);
-    double big = copysign(1.0 - 2.0 / (e + 1.0), x);
-    return fw_seld(ax < 0.625, small, big);
+    q = fma(q, z, 2.23548839060100448583e3);
+    q = fma(q, z, 4.84406305325125486048e3);
+    double ac = fw_seld(ax > 20.0, 20.0, ax);
+    double e = fw_exp_fast(2.0 * ac);
+    int sm = ax < 0.625;
+    double d = fw_seld(sm, ax * z * p, 2.0) / fw_seld(sm, q, e + 1.0);
+    return fw_sign(fw_seld(sm, ax + d, 1.0 - d), x);
 }
 
 /* --------------------------------------------------------------- sigmoid */
 
-static inline float fw_sigmoidf(float x) { return 1.0f / (1.0f + fw_expf(-x)); }
-static inline double fw_sigmoid(double x) { return 1.0 / (1.0 + fw_exp(-x)); }
+/* e = exp(-|x|) <= 1 (never overflows): 1 / (1 + e) for x >= 0, and
+   e / (1 + e) for x < 0, so that the negative tail stays accurate down to the
+   subnormals (1 / (1 + exp(-x)) gives 0 from x = -88.7 in float32). */
+#define FW_SIGMOID(T, EXP, ABS, SEL)                                           \
+    T e = EXP(-ABS(x));                                                        \
+    T s = (T)1 / ((T)1 + e);                                                   \
+    return SEL(x < 0, e * s, s);
+static inline float fw_sigmoidf_fast(float x) { FW_SIGMOID(float, fw_expf_fast, fabsf, fw_self) }
+static inline float fw_sigmoidf(float x) { FW_SIGMOID(float, fw_expf, fabsf, fw_self) }
+static inline double fw_sigmoid_fast(double x) { FW_SIGMOID(double, fw_exp_fast, fabs, fw_seld) }
+static inline double fw_sigmoid(double x) { FW_SIGMOID(double, fw_exp, fabs, fw_seld) }
 
 /* ------------------------------------------------------------------ gelu */
 
-/* erf for float32 (Eigen's rational approximation on [-4, 4]; +-1 beyond) */
-static inline float fw_erff(float x) {
-    float xc = fw_self(x > 4.0f, 4.0f, x);
-    xc = fw_self(xc < -4.0f, -4.0f, xc);
-    float x2 = xc * xc;
-    float p = -2.72614225801306e-10f;
-    p = p * x2 + 2.77068142495902e-08f;
-    p = p * x2 - 2.10102402082508e-06f;
-    p = p * x2 - 5.69250639462346e-05f;
-    p = p * x2 - 7.34990630326855e-04f;
-    p = p * x2 - 2.95459980854025e-03f;
-    p = p * x2 - 1.60960333262415e-02f;
-    p = p * xc;
-    float q = -1.45660718464996e-05f;
-    q = q * x2 - 2.13374055278905e-04f;
-    q = q * x2 - 1.68282697438203e-03f;
-    q = q * x2 - 7.37332916720468e-03f;
-    q = q * x2 - 1.42647390514189e-02f;
-    return p / q;
+/* gelu(x) = x Phi(x) = x/2 (1 + erf(x/sqrt 2)), the exact (erf) form that
+ * torch uses by default; gelu(-inf) = -0 (the limit), gelu(+inf) = +inf.
+ *
+ * float32: one formula for every x, with a = |x|/sqrt 2:
+ *   E = erfc(a) = exp(-x^2/2) R(t), t = 1/(1 + a/2), R(t) a degree-8
+ *   polynomial fit of erfcx(a)/t on [0, 10.5] (relative error 4e-8);
+ *   Phi = E/2 for x < 0, 1 - E/2 for x >= 0: no cancellation anywhere.
+ * The erfc form keeps the negative tail accurate (1 + erf(x) cancels there:
+ * the old kernel returned +6.7e-7 for gelu(-5.6564), true -4.4e-8); x^2 is
+ * split exactly (hi + lo, lo = fma(x, x, -hi)) so that its rounding does not
+ * show in exp(-x^2/2), and for x < 0 the product is ordered so that only the
+ * last multiplication can round into the subnormals. FW_GELUF_FAST: |x| below
+ * it, exp(-x^2/2) is in the fast exp's range. */
+#define FW_GELUF_FAST 13.0f
+
+#define FW_GELUF_BODY(EXP, LO)                                                 \
+    float a = fabsf(x * 0.70710678118654752f);                                 \
+    float hi = x * x;                                                          \
+    float lo = LO;                                                             \
+    float t = 1.0f / fmaf(0.5f, a, 1.0f);                                      \
+    float t2 = t * t, t4 = t2 * t2; /* Estrin's scheme */                      \
+    float c0 = fmaf(0.2823900863852401f, t, 0.2820855746929372f);              \
+    float c1 = fmaf(0.20311169606146828f, t, 0.24299632783000558f);            \
+    float c2 = fmaf(0.27952350542182947f, t, -0.027629245713846923f);          \
+    float c3 = fmaf(0.2851896288231649f, t, -0.4884726594300862f);             \
+    float r = fmaf(fmaf(fmaf(-0.05919495761119239f, t2, c3), t2, c2), t4,      \
+                   fmaf(c1, t2, c0));                                          \
+    float k = fmaf(-0.5f, lo, 1.0f) * (r * t); /* erfc(a) = k exp(-x^2/2) */   \
+    float ex = EXP(-0.5f * hi);                                                \
+    float y = fw_self(x < 0.0f, (0.5f * x * k) * ex, x * fmaf(-0.5f * k, ex, 1.0f));
+
+static inline float fw_geluf_fast(float x) {
+    FW_GELUF_BODY(fw_expf_fast, fmaf(x, x, -hi))
+    return y;
 }
 
-/* gelu(x) = x/2 (1 + erf(x/sqrt 2)), the exact (erf) form that torch uses by
-   default. gelu(-inf) = -0 (the limit), gelu(+inf) = +inf, NaN -> NaN. */
 static inline float fw_geluf(float x) {
-    float y = 0.5f * x * (1.0f + fw_erff(x * 0.70710678118654752f));
+    FW_GELUF_BODY(fw_expf, fw_self(hi < 1e30f, fmaf(x, x, -hi), 0.0f)) /* (inf - inf) */
     return fw_self(x < -15.0f, -0.0f, y);
 }
 
-/* For float64 the tail uses erfc (Cephes), so that gelu is accurate to a few
+/* float64: the tail uses erfc (Cephes), so that gelu is accurate to a few
    ulp also for negative x, where 1 + erf(x) would cancel. */
 static inline double fw_gelu(double x) {
     double u = x * 0.70710678118654752440;
@@ -175,62 +256,53 @@ static inline double fw_gelu(double x) {
     /* |u| < 1: erf(u) = u T(u^2) / U(u^2) */
     double z = u * u;
     double t = 9.60497373987051638749e0;
-    t = t * z + 9.00260197203842689217e1;
-    t = t * z + 2.23200534594684319226e3;
-    t = t * z + 7.00332514112805075473e3;
-    t = t * z + 5.55923013010394962768e4;
+    t = fma(t, z, 9.00260197203842689217e1);
+    t = fma(t, z, 2.23200534594684319226e3);
+    t = fma(t, z, 7.00332514112805075473e3);
+    t = fma(t, z, 5.55923013010394962768e4);
     double w = z + 3.35617141647503099647e1;
-    w = w * z + 5.21357949780152679795e2;
-    w = w * z + 4.59432382970980127987e3;
-    w = w * z + 2.26290000613890934246e4;
-    w = w * z + 4.92673942608635921086e4;
-    double one_plus_erf_small = 1.0 + u * t / w;
+    w = fma(w, z, 5.21357949780152679795e2);
+    w = fma(w, z, 4.59432382970980127987e3);
+    w = fma(w, z, 2.26290000613890934246e4);
+    w = fma(w, z, 4.92673942608635921086e4);
     /* |u| >= 1: erfc(a) = exp(-a^2) P(a)/Q(a) (a < 8) or R(a)/S(a) */
-    double ac = fw_seld(a > 27.0, 27.0, a);
-    ac = fw_seld(ac < 1.0, 1.0, ac);
-    ac = fw_seld(a == a, ac, 1.0);
-    double p = 2.46196981473530512524e-10;
-    p = p * ac + 5.64189564831068821977e-1;
-    p = p * ac + 7.46321056442269912687e0;
-    p = p * ac + 4.86371970985681366614e1;
-    p = p * ac + 1.96520832956077098242e2;
-    p = p * ac + 5.26445194995477358631e2;
-    p = p * ac + 9.34528527171957607540e2;
-    p = p * ac + 1.02755188689515710272e3;
-    p = p * ac + 5.57535335369399327526e2;
-    double q = ac + 1.32281951154744992508e1;
-    q = q * ac + 8.67072140885989742329e1;
-    q = q * ac + 3.54937778887819891062e2;
-    q = q * ac + 9.75708501743205489753e2;
-    q = q * ac + 1.82390916687909736289e3;
-    q = q * ac + 2.24633760818710981792e3;
-    q = q * ac + 1.65666309194161350182e3;
-    q = q * ac + 5.57535340817727675546e2;
-    double r = 5.64189583547755073984e-1;
-    r = r * ac + 1.27536670759978104416e0;
-    r = r * ac + 5.01905042251180477414e0;
-    r = r * ac + 6.16021097993053585195e0;
-    r = r * ac + 7.40974269950448939160e0;
-    r = r * ac + 2.97886665372100240670e0;
-    double s = ac + 2.26052863220117276590e0;
-    s = s * ac + 9.39603524938001434673e0;
-    s = s * ac + 1.20489539808096656605e1;
-    s = s * ac + 1.70814450747565897222e1;
-    s = s * ac + 9.60896809063285878198e0;
-    s = s * ac + 3.36907645100081516050e0;
-    double ratio = fw_seld(ac < 8.0, p / q, r / s);
-    /* exp(-a^2) with a^2 = hi + lo split exactly, else the rounding of a^2
-       (up to ~700 ulp of it) would show in the tail */
-    double hi = ac * ac;
-    /* (the same bits as fma(ac, ac, -hi), in every variant) */
-    double big_c = 134217729.0 * ac;                 /* Dekker split */
-    double ah = big_c - (big_c - ac);
-    double al = ac - ah;
-    double lo = ((ah * ah - hi) + 2.0 * ah * al) + al * al;
-    double erfc_a = fw_exp(-hi) * (1.0 - lo) * ratio;
-    double one_plus_erf_big = fw_seld(u > 0.0, 2.0 - erfc_a, erfc_a);
-    double ope = fw_seld(a < 1.0, one_plus_erf_small, one_plus_erf_big);
-    double y = 0.5 * x * ope;
+    /* |x| clamped to [sqrt 2, 40] (a in [1, 28.3]; exp(-a^2) is 0 beyond) */
+    double xa = fw_seld(fabs(x) > 40.0, 40.0, fabs(x));
+    xa = fw_seld(xa < 1.4142135623730951, 1.4142135623730951, xa);
+    xa = fw_seld(x == x, xa, 1.4142135623730951);
+    double ac = xa * 0.70710678118654752440;
+    int mid = ac < 8.0;
+    double p = fw_seld(mid, 2.46196981473530512524e-10, 0.0);
+    p = fma(p, ac, fw_seld(mid, 5.64189564831068821977e-1, 0.0));
+    p = fma(p, ac, fw_seld(mid, 7.46321056442269912687e0, 0.0));
+    p = fma(p, ac, fw_seld(mid, 4.86371970985681366614e1, 5.64189583547755073984e-1));
+    p = fma(p, ac, fw_seld(mid, 1.96520832956077098242e2, 1.27536670759978104416e0));
+    p = fma(p, ac, fw_seld(mid, 5.26445194995477358631e2, 5.01905042251180477414e0));
+    p = fma(p, ac, fw_seld(mid, 9.34528527171957607540e2, 6.16021097993053585195e0));
+    p = fma(p, ac, fw_seld(mid, 1.02755188689515710272e3, 7.40974269950448939160e0));
+    p = fma(p, ac, fw_seld(mid, 5.57535335369399327526e2, 2.97886665372100240670e0));
+    double q = fw_seld(mid, 1.0, 0.0);
+    q = fma(q, ac, fw_seld(mid, 1.32281951154744992508e1, 0.0));
+    q = fma(q, ac, fw_seld(mid, 8.67072140885989742329e1, 1.0));
+    q = fma(q, ac, fw_seld(mid, 3.54937778887819891062e2, 2.26052863220117276590e0));
+    q = fma(q, ac, fw_seld(mid, 9.75708501743205489753e2, 9.39603524938001434673e0));
+    q = fma(q, ac, fw_seld(mid, 1.82390916687909736289e3, 1.20489539808096656605e1));
+    q = fma(q, ac, fw_seld(mid, 2.24633760818710981792e3, 1.70814450747565897222e1));
+    q = fma(q, ac, fw_seld(mid, 1.65666309194161350182e3, 9.60896809063285878198e0));
+    q = fma(q, ac, fw_seld(mid, 5.57535340817727675546e2, 3.36907645100081516050e0));
+    /* one division for the three rationals: erf (|u| < 1) or erfc's */
+    int sm = a < 1.0;
+    double ratio = fw_seld(sm, u * t, p) / fw_seld(sm, w, q);
+    /* exp(-a^2) from x^2 = hi + lo split exactly (a^2 = x^2 / 2), else the
+       rounding of a^2 (up to ~700 ulp of the result) would show in the tail */
+    double hi = xa * xa;
+    double lo = fma(xa, xa, -hi);
+    /* erfc(a) = k exp(-a^2); for x < 0 the product is ordered so that only
+       the last multiplication can round into the subnormals */
+    double k = (1.0 - 0.5 * lo) * ratio;
+    double ex = fw_exp(-0.5 * hi);
+    double y_big = fw_seld(u > 0.0, 0.5 * x * (2.0 - k * ex), (0.5 * x * k) * ex);
+    double y = fw_seld(sm, 0.5 * x * (1.0 + ratio), y_big);
     return fw_seld(x < -40.0, -0.0, y);
 }
 

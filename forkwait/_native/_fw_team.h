@@ -1,4 +1,4 @@
-/* CPU tokens for the shared intra-op mode. Included by _runtime.pyx only, so
+/* CPU tokens for the shared intra-op mode. Included by _team.pyx only, so
  * there is one copy of this state in the process.
  *
  * The process has fw_cpu_budget tokens (the CPUs it may use). A parallel

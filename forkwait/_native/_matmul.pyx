@@ -15,7 +15,7 @@ from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from cython cimport floating
 from cython.parallel cimport prange
 
-from forkwait._native._runtime cimport team_begin, team_end
+from forkwait._native._team cimport team_begin, team_end
 
 cdef extern from "<dlfcn.h>" nogil:
     ctypedef struct Dl_info:
@@ -103,7 +103,7 @@ def blas_info():
     if _backend != "scipy-openblas":
         return _backend or "own", None, None
     path = None
-    if dladdr(<void*>_sgemm, &info) != 0 and info.dli_fname != NULL:
+    if dladdr(<void*>_blas_set_threads, &info) != 0 and info.dli_fname != NULL:
         path = info.dli_fname.decode()
     return _backend, path, _blas_get_threads()
 

@@ -16,7 +16,7 @@ from libc.stdlib cimport free, malloc
 from cython cimport floating
 from cython.parallel cimport prange
 
-from forkwait._native._runtime cimport team_begin, team_end
+from forkwait._native._team cimport team_begin, team_end
 from forkwait._native._fw_common cimport chunk_items
 
 cdef extern from "_fw_simd.h" nogil:

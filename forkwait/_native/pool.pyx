@@ -41,7 +41,7 @@ from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pythread cimport PyThread_get_thread_ident
 
-from forkwait._native._runtime cimport get_local_threads, set_local_threads
+from forkwait._native._team cimport get_local_threads, set_local_threads
 
 import _thread
 import collections

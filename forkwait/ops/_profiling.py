@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from forkwait._native import _elementwise, _reduce, _rows, _runtime, pool
+from forkwait._native import _elementwise, _reduce, _rows, _team, pool
 from forkwait.ops import _elementwise as ew
 from forkwait.ops import _matmul as mm
 from forkwait.ops import _reductions as red
@@ -59,7 +59,7 @@ def _traced(kernel: Any, describe: Any, dtype: str) -> Any:
         result = kernel(*args)
         t1 = now()
         op, shape = describe(args)
-        record_kernel(op, shape, dtype, _runtime._last_team(), t0, t1)
+        record_kernel(op, shape, dtype, _team._last_team(), t0, t1)
         return result
 
     return traced

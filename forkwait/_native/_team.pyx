@@ -14,7 +14,7 @@ from forkwait._native._openmp cimport (
     omp_get_max_threads,
 )
 
-cdef extern from "_fw_runtime.h" nogil:
+cdef extern from "_fw_team_state.h" nogil:
     int fw_local_threads
     int fw_global_threads
     int fw_cpu_budget
@@ -30,6 +30,8 @@ cdef extern from "_fw_runtime.h" nogil:
     int fw_cas(int *p, int expected, int desired)
 
 cdef extern from "_fw_team.h" nogil:
+    int fw_team_waiting
+    int fw_sc_load(const int *p)
     int fw_tokens_held
     int fw_team_nowait
     int fw_team_acquire(int *busy, const int *budget, int want)
@@ -121,7 +123,7 @@ cdef void team_end(int team) noexcept nogil:
 cdef void _atfork_child() noexcept nogil:
     global fw_kernel_depth, fw_team_serial
     if fw_ran_team:
-        fw_team_serial = 1  # GCC bug 60035: see _fw_runtime.h
+        fw_team_serial = 1  # GCC bug 60035: see _fw_team_state.h
     fw_store(&fw_busy_threads, 0)
     fw_kernel_depth = 0
     fw_team_atfork_child()
@@ -184,6 +186,11 @@ def _set_shared_wait(bint wait):
     """Shared mode with no free CPU: wait for one (True) or run on 1 thread (False)."""
     global fw_team_nowait
     fw_team_nowait = 0 if wait else 1
+
+
+def _team_waiting():
+    """Kernels blocked now, waiting for a CPU token (shared mode, waiting on)."""
+    return fw_sc_load(&fw_team_waiting)
 
 
 def _busy_peak_reset():

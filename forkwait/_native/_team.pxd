@@ -1,5 +1,5 @@
 # Intra-op settings shared by the pool and the kernels. cimport these; the
-# state itself lives in _fw_runtime.h, compiled into _runtime only.
+# state itself lives in _fw_team_state.h, compiled into _team only.
 
 cdef int get_local_threads() noexcept nogil
 cdef void set_local_threads(int n) noexcept nogil

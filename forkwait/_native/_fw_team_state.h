@@ -1,8 +1,8 @@
-/* Process-wide intra-op state. Included by _runtime.pyx only: other modules
- * reach it through the cdef functions that _runtime.pxd exports, so there is
+/* Process-wide intra-op state. Included by _team.pyx only: other modules
+ * reach it through the cdef functions that _team.pxd exports, so there is
  * exactly one copy of each variable in the process. */
-#ifndef FORKWAIT_RUNTIME_H
-#define FORKWAIT_RUNTIME_H
+#ifndef FORKWAIT_FW_TEAM_STATE_H
+#define FORKWAIT_FW_TEAM_STATE_H
 
 /* Per-thread intra-op override set by `with forkwait.num_threads(n)`; 0: none. */
 static __thread int fw_local_threads = 0;
