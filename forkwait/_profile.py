@@ -127,6 +127,8 @@ class Profile:
         self.end = 0.0
         self._rec = _Recorder()
         self._recording = False
+        self._cluster_on = False
+        self._cluster: list = []
 
     # -- recording -------------------------------------------------------
     def _begin(self) -> None:
@@ -140,6 +142,10 @@ class Profile:
             _active = self._rec
             pool._set_profiler(self._rec)
             _kernel_tables(True)
+            dask = sys.modules.get("forkwait._dask")
+            if dask is not None:  # fw.backend() was used: record cluster forks too
+                dask.start_recording()
+                self._cluster_on = True
 
     def _finish(self) -> None:
         global _active
@@ -150,6 +156,9 @@ class Profile:
             self.end = now()
             self._recording = False
             self._names_now()
+            if self._cluster_on:
+                self._cluster = sys.modules["forkwait._dask"].stop_recording()
+                self._cluster_on = False
             # names taken by the threads themselves while they ran win: a
             # thread that has exited since, or whose ident was reused, keeps
             # the name it had when it ran
@@ -174,6 +183,14 @@ class Profile:
     def waits(self) -> list[WaitRecord]:
         """Every wait that did not find its future done (:class:`WaitRecord`)."""
         return self._records().waits
+
+    @property
+    def cluster_tasks(self) -> list:
+        """Forks sent to a Dask cluster by ``fw.backend()`` while recording
+        (``forkwait._dask.ClusterRecord``: submit, start, end, worker, ...);
+        empty when no backend was used."""
+        self._records()
+        return list(self._cluster)
 
     @property
     def thread_names(self) -> dict[int, str]:
@@ -251,6 +268,12 @@ class Profile:
                 "pid": pid, "tid": tid[wt.thread], "ts": us(wt.start),
                 "dur": us(wt.end) - us(wt.start), "args": {"task": wt.task},
             })
+        if self._cluster:
+            from forkwait._dask import chrome_trace_events
+
+            # a process track per Dask worker, arrows from the forks
+            events.extend(chrome_trace_events(self._cluster, self.start, client_pid=pid,
+                                              tid_of=tid))
         return {"traceEvents": events, "displayTimeUnit": "ms",
                 "otherData": {"producer": "forkwait.profile"}}
 

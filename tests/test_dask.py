@@ -478,3 +478,24 @@ def test_recording_cluster_forks(client):
     assert sum(e["ph"] == "s" for e in events) == 5
     assert not math.isnan(sum(r.start for r in ok))
     assert _dask.stop_recording() == []  # not recording any more
+
+
+def test_fw_profile_records_cluster_forks_next_to_local_ones(client):
+    with fw.profile() as prof:
+        with fw.backend(client):
+            remote = [fw.fork(inc, i) for i in range(3)]
+            assert fw.wait_all(remote) == [1, 2, 3]
+        assert fw.wait(fw.fork(inc, 10)) == 11  # local
+    workers = set(client.scheduler_info()["workers"])
+    cluster = prof.cluster_tasks
+    assert sorted(r.name for r in cluster) == ["inc"] * 3
+    assert all(r.worker in workers and r.outcome == "finished" for r in cluster)
+    assert [t.name for t in prof.tasks] == ["inc"]  # the local one
+    trace = prof.chrome_trace()["traceEvents"]
+    tracks = {e["args"]["name"] for e in trace if e.get("name") == "process_name"}
+    assert "forkwait" in tracks
+    assert {f"dask worker {r.worker}" for r in cluster} <= tracks
+    # without a backend in use, a profile has no cluster part
+    with fw.profile() as plain:
+        fw.wait(fw.fork(inc, 1))
+    assert plain.cluster_tasks == []
