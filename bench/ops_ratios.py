@@ -8,7 +8,7 @@ skipped. Run from the repository root (after the in-place build):
     python bench/ops_ratios.py compute memory  # some sections
     python bench/ops_ratios.py --rounds 9
 
-Sections: compute, memory, small, matmul, branches, waitpolicy, grain.
+Sections: compute, accuracy, memory, small, matmul, branches, waitpolicy, grain.
 """
 
 from __future__ import annotations
@@ -175,6 +175,10 @@ def _compute_dtype(dt, rng, args, rows, lib):
         np.exp(out, out=out)
         np.divide(out, out.sum(axis=1, keepdims=True), out=out)
 
+    def np_log_softmax(x=x, out=out):
+        np.subtract(x, x.max(axis=1, keepdims=True), out=out)
+        np.subtract(out, np.log(np.exp(out).sum(axis=1, keepdims=True)), out=out)
+
     def np_layer_norm(x=x, out=out, w=w, b=b):
         m = x.mean(axis=1, keepdims=True)
         np.subtract(x, m, out=out)
@@ -208,6 +212,11 @@ def _compute_dtype(dt, rng, args, rows, lib):
             lambda: ops.softmax(x, out=out),
             np_softmax,
             lambda: torch.softmax(tx, dim=-1, out=to) if hasattr(torch, "softmax") else None,
+        ),
+        "log_softmax": (
+            lambda: ops.log_softmax(x, out=out),
+            np_log_softmax,
+            lambda: torch.log_softmax(tx, dim=-1, out=to),
         ),
         "layer_norm": (
             lambda: ops.layer_norm(x, w, b, out=out),
@@ -400,8 +409,10 @@ def _matmul_threads(size, dt, nt, a, b, out, args):
 
 def section_matmul(args):
     print("\n## matmul: NumPy's BLAS (same thread count) time / forkwait time")
+    print("(NumPy 'warm': its OpenBLAS has run multi-threaded in this process before the")
+    print(" limit, as the compute section's peers do; see docs/performance.md for 'cold')")
     rng = np.random.default_rng(3)
-    for size in (512, 1024):
+    for size in (64, 128, 256, 512, 1024):
         for dt in (np.float32, np.float64):
             _matmul_case(size, dt, rng, args)
 
@@ -561,8 +572,38 @@ def section_grain(args):
         print(line, flush=True)
 
 
+def section_accuracy(args):
+    """Worst ulp of every unary op over its whole range, forkwait and torch on the
+    same inputs (tests/test_ops_accuracy.py's inputs and references)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+    from _ops_helpers import accuracy_reference, all_float32, float64_samples, ulp_error
+
+    print("\n## accuracy: worst error in ulp over the whole range (docs/ops.md)")
+    names = ["exp", "log", "sqrt", "tanh", "sigmoid", "gelu", "neg", "abs", "relu"]
+    tfn = {"gelu": "nn.functional.gelu"}
+    for dt in (np.float32, np.float64):
+        x = all_float32() if dt == np.float32 else float64_samples()
+        for name in names:
+            xx = x
+            if dt == np.float64 and name == "gelu":  # mpmath reference: fewer points
+                xx = np.linspace(-39.5, 12, 2000)
+            ref = accuracy_reference(name, xx)
+            with np.errstate(all="ignore"):
+                err, i, _ = ulp_error(getattr(ops, name)(xx), ref, dt)
+            line = f"{name:<8} {np.dtype(dt).name}: forkwait {err:.2f} (x={xx[i]!r})"
+            if torch is not None:
+                fn = torch
+                for part in tfn.get(name, name).split("."):
+                    fn = getattr(fn, part)
+                with np.errstate(all="ignore"):
+                    et, it, _ = ulp_error(fn(torch.from_numpy(xx)).numpy(), ref, dt)
+                line += f"  torch {et:.3g} (x={xx[it]!r})"
+            print(line, flush=True)
+
+
 SECTIONS = {
     "compute": section_compute,
+    "accuracy": section_accuracy,
     "memory": section_memory,
     "small": section_small,
     "matmul": section_matmul,
