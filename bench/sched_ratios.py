@@ -235,18 +235,24 @@ def fib(rounds):
         f"{over:.2f} us per fork ({forks} forks; fork/wait {statistics.median(t['fw']) * 1e3:.0f}"
         f" ms vs serial {statistics.median(t['serial']) * 1e3:.0f} ms)",
     ))
-    # GIL-releasing leaves of about 100 us: forkwait's exp at one thread.
-    x = np.random.rand(12000)
+    # GIL-releasing leaves of about 100 us: forkwait's exp at one thread, the
+    # array sized on this machine (the kernels' speed differs between builds).
+    def leaf_time(arr, buf):
+        t0 = time.perf_counter()
+        for _ in range(200):
+            fw.ops.exp(arr, out=buf)
+        return (time.perf_counter() - t0) / 200
+
+    with fw.num_threads(1):
+        x = np.random.rand(12000)
+        x = np.random.rand(max(1000, int(12000 * 100e-6 / leaf_time(x, np.empty_like(x)))))
     out = np.empty_like(x)
 
     def leaf():
         fw.ops.exp(x, out=out)
 
     with fw.num_threads(1):
-        t0 = time.perf_counter()
-        for _ in range(200):
-            leaf()
-        leaf_us = (time.perf_counter() - t0) / 200 * 1e6
+        leaf_us = leaf_time(x, out) * 1e6
 
         def tree_serial(k):
             if k < 2:
