@@ -158,7 +158,7 @@ class BuildExt(build_ext):
         # no floating-point contraction the source does not write: the same bits
         # from every build (DESIGN.md rule 9)
         opt += self.baseline_flags() + ["-ffp-contract=off"]
-        extra = ["-fno-strict-aliasing", "-Wno-unused-function", "-Wno-unreachable-code"]
+        extra = ["-fno-strict-aliasing", "-Wno-unused-function", "-Wno-unreachable-code", "-Wno-psabi"]
         san = []
         if sanitize:
             san = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"]

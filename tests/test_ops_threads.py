@@ -21,6 +21,10 @@ from forkwait.ops._elementwise import GRAIN_MATH
 from forkwait._native import _elementwise, _team
 
 BIG = np.zeros(1 << 20)
+HAVE_OPENMP = _team.openmp_info()[0]
+# the tests that need real teams; a serial build (no OpenMP) runs every kernel on
+# one thread, which test_serial_build_runs_every_kernel_on_one_thread checks
+needs_openmp = pytest.mark.skipif(not HAVE_OPENMP, reason="serial build (no OpenMP)")
 
 
 def probe() -> int:
@@ -41,6 +45,7 @@ def _restore_settings():
     _team._set_cpu_budget(budget)
 
 
+@needs_openmp
 def test_set_num_threads_honoured_in_main_thread_and_workers():
     fw.set_intra_op_mode("fixed")
     for n in (1, 2, 3, 5):
@@ -59,6 +64,7 @@ def test_small_arrays_run_serially():
     assert out[0] == 1
 
 
+@needs_openmp
 def test_num_threads_context_is_per_thread_and_inherited():
     fw.set_intra_op_mode("fixed")
     fw.set_num_threads(3)
@@ -84,6 +90,7 @@ def test_num_threads_context_is_per_thread_and_inherited():
     assert seen == {"main": 2, "forked": 2, "nested": 2, "other": 3, "after": 3}
 
 
+@needs_openmp
 def test_shared_mode_caps_team_by_free_cpus():
     fw.set_intra_op_mode("shared")
     _team._set_cpu_budget(3)
@@ -111,6 +118,7 @@ def test_shared_mode_caps_team_by_free_cpus():
     assert probe() == 3  # never more than the CPU budget in shared mode
 
 
+@needs_openmp
 def test_shared_mode_without_free_cpus_runs_serially_or_waits():
     fw.set_intra_op_mode("shared")
     _team._set_cpu_budget(2)
@@ -155,6 +163,7 @@ def _branch(n_kernels, x):
     return teams
 
 
+@needs_openmp
 @pytest.mark.parametrize("mode", ["shared", "fixed"])
 def test_concurrent_kernels_never_exceed_cpus_in_shared_mode(mode):
     fw.set_intra_op_mode(mode)
@@ -202,6 +211,16 @@ def test_gil_released_while_a_forked_kernel_runs():
     fut.wait()
     # the main thread ran Python code (which needs the GIL) while the kernels ran
     assert any(marks["start"] < t < marks["end"] for t in ticks)
+
+
+@pytest.mark.skipif(HAVE_OPENMP, reason="an OpenMP build")
+def test_serial_build_runs_every_kernel_on_one_thread():
+    fw.set_intra_op_mode("fixed")
+    for n in (1, 2, 4):
+        fw.set_num_threads(n)
+        assert probe() == 1
+        assert fw.fork(probe).wait() == 1
+        assert _team._probe_team() == 1
 
 
 def test_teams_balanced_after_errors():

@@ -12,6 +12,7 @@ usable SciPy BLAS, a plain blocked loop of our own (correct, slower).
 """
 
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
+from libc.stdlib cimport calloc, free
 from cython cimport floating
 from cython.parallel cimport prange
 
@@ -53,6 +54,7 @@ _backend = None
 
 cdef enum:
     ROW_ALIGN = 8
+    BLAS_SERIAL_BELOW = 262144
 
 # forkwait matmuls running now, and OpenBLAS's thread count before the first
 cdef pthread_mutex_t _blas_lock
@@ -144,7 +146,32 @@ def load_blas():
     _blas_set_threads = <set_threads_t>fset
     _blas_get_threads = <get_threads_t>fget
     _backend = "scipy-openblas"
+    _warm_up()
     return _backend
+
+
+cdef void _warm_up() noexcept nogil:
+    """One GEMM with OpenBLAS's threads on (at least 2), once.
+
+    Measured here (OpenBLAS 0.3.30, Zen 1): until SciPy's OpenBLAS has run one
+    GEMM multi-threaded, its single-threaded sgemm of 256 x 256 takes 3.5-3.9 ms;
+    afterwards 1.0 ms (NumPy's own OpenBLAS behaves the same way). forkwait only
+    ever calls it single-threaded, so it would stay on the slow path for good.
+    The thread count is put back at once.
+    """
+    cdef int old = _blas_get_threads()
+    cdef int n = 256
+    cdef float one = 1, zero = 0
+    cdef char tr = b"N"
+    cdef float* buf = <float*>calloc(3 * n * n, sizeof(float))
+    if buf == NULL:
+        return
+    if old < 2:
+        _blas_set_threads(2)
+    _sgemm(&tr, &tr, &n, &n, &n, &one, buf, &n, buf + n * n, &n, &zero, buf + 2 * n * n, &n)
+    if old < 2:
+        _blas_set_threads(old)
+    free(buf)
 
 
 def use_own_kernel(bint own):
@@ -221,8 +248,12 @@ def matmul(const floating[::1] a, const floating[::1] b, floating[::1] out,
     cdef const floating* pb = &b[0]
     cdef floating* pc = &out[0]
     cdef int team
+    # OpenBLAS runs a GEMM of fewer than 65536 * 4 multiply-adds on the calling
+    # thread whatever its setting (interface/gemm.c, SMP_THRESHOLD_MIN *
+    # GEMM_MULTITHREAD_THRESHOLD): no need to pin it (two calls into OpenBLAS)
+    cdef bint pin = blas and m * n * k >= BLAS_SERIAL_BELOW
     with nogil:
-        if blas:
+        if pin:
             _blas_enter()
         team = team_begin(batch * m * n * k, grain)
         # work items: (matrix, block of rows); enough of them for the team
@@ -242,5 +273,5 @@ def matmul(const floating[::1] a, const floating[::1] b, floating[::1] out,
                 _gemm(pa + bi * sa + r0 * k, pb + bi * sb, pc + bi * m * n + r0 * n,
                       r1 - r0, n, k, blas)
         team_end(team)
-        if blas:
+        if pin:
             _blas_leave()
