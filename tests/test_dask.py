@@ -478,3 +478,23 @@ def test_recording_cluster_forks(client):
     assert sum(e["ph"] == "s" for e in events) == 5
     assert not math.isnan(sum(r.start for r in ok))
     assert _dask.stop_recording() == []  # not recording any more
+
+
+def test_backend_dask_without_a_client_says_what_to_do():
+    from conftest import run_python
+
+    proc = run_python(
+        """
+        import forkwait as fw
+        try:
+            with fw.backend("dask"):
+                pass
+        except ValueError as exc:
+            print("ValueError:", exc)
+        print(fw.fork(abs, -3).wait())   # the failed entry left nothing behind
+        """,
+        env={"PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert "found no running Dask client" in proc.stdout
+    assert "fw.backend(client)" in proc.stdout
+    assert proc.stdout.strip().endswith("3")
