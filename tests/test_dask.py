@@ -499,3 +499,23 @@ def test_fw_profile_records_cluster_forks_next_to_local_ones(client):
     with fw.profile() as plain:
         fw.wait(fw.fork(inc, 1))
     assert plain.cluster_tasks == []
+
+
+def test_backend_dask_without_a_client_says_what_to_do():
+    from conftest import run_python
+
+    proc = run_python(
+        """
+        import forkwait as fw
+        try:
+            with fw.backend("dask"):
+                pass
+        except ValueError as exc:
+            print("ValueError:", exc)
+        print(fw.fork(abs, -3).wait())   # the failed entry left nothing behind
+        """,
+        env={"PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert "found no running Dask client" in proc.stdout
+    assert "fw.backend(client)" in proc.stdout
+    assert proc.stdout.strip().endswith("3")
