@@ -184,7 +184,7 @@ def handoff(rounds):
             box = []
             ran = threading.Event()
 
-            def first_line():
+            def first_line(box=box, ran=ran):
                 box.append(now())
                 ran.set()
 

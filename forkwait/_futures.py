@@ -292,7 +292,7 @@ class Executor(_cf.Executor):
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"chunksize must be an int >= 1, got {chunksize!r}")
         deadline = _deadline(timeout)
-        args = zip(*iterables)
+        args = zip(*iterables)  # noqa: B905 - map stops at the shortest, as the stdlib's
         if buffersize is None:
             futs = collections.deque(self.submit(fn, *a) for a in args)
         else:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _ops_helpers import BINARY_REF as BINARY
+from _ops_helpers import UNARY_REF
 
 import forkwait as fw
 from forkwait import ops
 from forkwait._native import _elementwise
-
-from _ops_helpers import BINARY_REF as BINARY, UNARY_REF
 
 UNARY = list(UNARY_REF)
 NP_UNARY = {"neg": np.negative, "abs": np.abs, "sqrt": np.sqrt}  # exact in both

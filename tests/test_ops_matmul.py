@@ -9,6 +9,7 @@ import forkwait as fw
 from forkwait import ops
 from forkwait._native import _matmul
 
+
 @pytest.fixture(params=["blas", "own"])
 def backend(request):
     _matmul.use_own_kernel(request.param == "own")

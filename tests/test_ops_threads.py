@@ -17,8 +17,8 @@ import pytest
 
 import forkwait as fw
 from forkwait import ops
-from forkwait.ops._elementwise import GRAIN_MATH
 from forkwait._native import _elementwise, _team
+from forkwait.ops._elementwise import GRAIN_MATH
 
 BIG = np.zeros(1 << 20)
 HAVE_OPENMP = _team.openmp_info()[0]

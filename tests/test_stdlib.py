@@ -306,7 +306,7 @@ def test_executor_submit_from_inside_a_task_with_one_thread(interop):
 def test_scope_waits_for_all_on_exit_including_forks_from_its_tasks():
     with fw.scope() as s:
         def parent(k):
-            for i in range(k):
+            for _ in range(k):
                 s.fork(time.sleep, 0.001)
             return k
 

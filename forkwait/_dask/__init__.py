@@ -35,6 +35,7 @@ from forkwait._dask._record import (
     start_recording,
     stop_recording,
 )
+
 # for the tests: a cluster fork's Dask future; a worker's share of the CPUs
 from forkwait._dask._shared import _dask_of as _dask_of
 from forkwait._dask._worker import _share as _share

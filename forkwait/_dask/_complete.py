@@ -15,6 +15,7 @@ from forkwait._dask import _record
 from forkwait._dask._shared import _configure_lock, _dask_of, _logger
 from forkwait._native.pool import Future
 
+
 class _Pump:
     """On one client's event loop: hands cluster outcomes to the completer.
 

@@ -15,6 +15,7 @@ from forkwait._dask._shared import _logger, _state_lock
 from forkwait._dask._worker import _drain_worker_log
 from forkwait._native import pool
 
+
 class ClusterRecord(NamedTuple):
     """One cluster fork, as recorded while :func:`recording` is on.
 

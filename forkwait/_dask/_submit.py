@@ -14,6 +14,7 @@ from forkwait._dask._worker import _run_on_worker
 from forkwait._native import pool
 from forkwait._native.pool import Future
 
+
 def _swap(obj: Any, client: Any, deps: list, pending: list) -> Any:
     """`obj` with forkwait futures replaced by what a worker can rebuild them from.
 

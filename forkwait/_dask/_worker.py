@@ -12,6 +12,7 @@ from typing import Any
 from forkwait._dask._shared import _configure_lock, _configured, _Dep, _Given, _logger
 from forkwait._native.pool import Future
 
+
 class _WorkerLog:
     """Runs of cluster tasks in this worker process, while the client records."""
 

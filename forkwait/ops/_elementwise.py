@@ -9,16 +9,15 @@ from numpy.typing import ArrayLike, NDArray
 
 from forkwait._native import _elementwise
 from forkwait.ops._checks import (
+    F64,
     PY_SCALARS,
     SPEC,
-    F64,
     as_array,
     check_out,
     flat,
     float_dtype,
     is_int,
     ndarray,
-    refuse_masked,
     unalias,
     unsupported,
 )
