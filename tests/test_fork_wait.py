@@ -98,29 +98,6 @@ def test_wait_on_running_future_runs_its_subtree(interop):
     assert ran_in == [threading.get_ident()]
 
 
-def test_wait_never_runs_unrelated_work(interop):
-    """A wait on a running future does not run queued tasks outside its
-    subtree, not even ones the waiting thread forked itself: with a lock held
-    that would deadlock (issue 9, item 2)."""
-    interop(1)
-    lock = threading.Lock()
-    ran_in = []
-
-    def needs_lock():
-        ran_in.append(threading.get_ident())
-        with lock:
-            return 1
-
-    with lock:
-        a = fw.fork(time.sleep, 0.2)
-        _wait_running(a)
-        b = fw.fork(needs_lock)
-        fw.wait(a)
-        assert not b.done() or ran_in != [threading.get_ident()]
-    assert fw.wait(b) == 1
-    assert ran_in and ran_in[0] != threading.get_ident() or b.done()
-
-
 def _wait_running(fut):
     for _ in range(TIMEOUT * 1000):
         if fut.running() or fut.done():

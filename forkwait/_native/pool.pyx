@@ -1645,7 +1645,7 @@ def wait_all(futures, timeout=None):
             rest.append(f)
     if rest:
         # The rest run elsewhere: sleep until all are done or one fails.
-        coll = _collect(rest, True)
+        coll = _collect(rest)
         _wait_many(rest, coll, deadline)
         if FW_LOAD(&coll.node.state) == FW_FAILED:
             coll._retrieved = True
@@ -1660,7 +1660,6 @@ cdef class _Collector:
     cdef FutureCore out
     cdef list futs
     cdef int remaining
-    cdef bint fail_fast
 
     def __call__(self, FutureCore f):
         self.member_done(f)
@@ -1678,14 +1677,13 @@ cdef class _Collector:
         return 0
 
 
-cdef FutureCore _collect(list futs, bint fail_fast):
+cdef FutureCore _collect(list futs):
     cdef FutureCore out = _new_future()
     cdef _Collector coll = _Collector.__new__(_Collector)
     cdef FutureCore f
     coll.out = out
     coll.futs = futs
     coll.remaining = len(futs)
-    coll.fail_fast = fail_fast
     if not futs:
         _complete_manual(out, FW_FINISHED, futs, None)
         return out
@@ -1708,7 +1706,7 @@ def collect_all(futures):
     [1, 2, 4, 8, 16]
     """
     cdef list futs = _as_future_list(futures, "collect_all")
-    return _collect(futs, True)
+    return _collect(futs)
 
 
 def _wait_on(done, futures, timeout=None):
