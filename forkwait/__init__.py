@@ -12,10 +12,12 @@ from forkwait._info import parallel_info
 from forkwait._native.pool import Future, InvalidStateError, collect_all, fork, wait, wait_all
 from forkwait._profile import profile
 from forkwait._threads import (
+    get_blas_budget,
     get_intra_op_mode,
     get_num_interop_threads,
     get_num_threads,
     num_threads,
+    set_blas_budget,
     set_intra_op_mode,
     set_num_interop_threads,
     set_num_threads,
@@ -32,6 +34,7 @@ __all__ = [
     "backend",
     "collect_all",
     "fork",
+    "get_blas_budget",
     "get_intra_op_mode",
     "get_num_interop_threads",
     "get_num_threads",
@@ -40,6 +43,7 @@ __all__ = [
     "parallel_info",
     "profile",
     "scope",
+    "set_blas_budget",
     "set_intra_op_mode",
     "set_num_interop_threads",
     "set_num_threads",

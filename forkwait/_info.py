@@ -6,14 +6,15 @@ from __future__ import annotations
 import os
 import platform
 
-from forkwait._native import _dispatch, _matmul, _team, pool
-from forkwait._threads import SOURCES, available_cpus, get_intra_op_mode
+from forkwait._native import _blas, _dispatch, _matmul, _team, pool
+from forkwait._threads import SOURCES, available_cpus, get_blas_budget, get_intra_op_mode
 from forkwait._version import __version__
 
 _ENV_VARS = (
     "FORKWAIT_NUM_THREADS",
     "FORKWAIT_NUM_INTEROP_THREADS",
     "FORKWAIT_INTRA_OP_MODE",
+    "FORKWAIT_BLAS_BUDGET",
     "OMP_NUM_THREADS",
     "OMP_WAIT_POLICY",
     "OMP_PROC_BIND",
@@ -110,6 +111,10 @@ def parallel_info() -> str:
         + ", ".join(n + ("" if ok else " [not on this CPU]") for n, ok in _dispatch.variants())
         + ")",
         _blas_line(),
+        f"BLAS budget in forked tasks: {'on' if get_blas_budget() else 'off'}"
+        f" [{SOURCES['blas_budget']}]; libraries: "
+        + (", ".join(f"{os.path.basename(lib['path'])} ({lib['num_threads']})"
+                     for lib in _blas.libraries()) or "none loaded"),
         f"CPUs available to this process: {available_cpus()} (os.cpu_count(): {os.cpu_count()})",
         "environment:",
     ]

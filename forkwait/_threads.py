@@ -12,7 +12,7 @@ import os
 import warnings
 from collections.abc import Iterator
 
-from forkwait._native import _team, pool
+from forkwait._native import _blas, _team, pool
 
 #: The largest intra-op team forkwait accepts.
 MAX_THREADS = 1024
@@ -215,6 +215,69 @@ def get_intra_op_mode() -> str:
     return next(name for name, value in _MODES.items() if value == mode)
 
 
+def set_blas_budget(enabled: bool) -> None:
+    """Limit NumPy's and SciPy's BLAS threads while several forked tasks run.
+
+    With the budget on, while ``r >= 2`` threads run forked tasks at once,
+    every BLAS library that threadpoolctl would call "blas" (OpenBLAS, MKL,
+    BLIS; found among the loaded libraries, also ones loaded later) runs at
+    most ``max(1, cpus // r)`` threads, so tasks x BLAS threads stay within
+    the CPUs this process may use; the user's count comes back as soon as
+    fewer tasks run. A task blocked in a wait does not count. This is joblib's
+    ``inner_max_num_threads``, applied while the tasks run.
+
+    Off by default: measured on a 2-core machine, NumPy matmul chains in 2 or
+    4 forked branches ran slower with the budget than without (see
+    docs/performance.md, "BLAS inside forked tasks"). Turn it on where the
+    benchmark says so on your machine (``python bench/blas_budget.py``), or
+    with ``FORKWAIT_BLAS_BUDGET=1``.
+
+    The budget and ``ops.matmul``'s own pinning of SciPy's BLAS to 1 thread
+    share one record per library, so neither leaves a library pinned.
+    A count the user sets while tasks run (``threadpoolctl``) becomes the
+    count restored afterwards.
+
+    Parameters
+    ----------
+    enabled : bool
+        True to turn the budget on, False to turn it off (restoring every
+        library's count at once).
+
+    Raises
+    ------
+    TypeError
+        If `enabled` is not a bool.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import forkwait as fw
+    >>> fw.set_blas_budget(True)
+    >>> fw.get_blas_budget()
+    True
+    >>> a = np.ones((64, 64))
+    >>> fw.wait_all([fw.fork(np.dot, a, a) for _ in range(4)])[0][0, 0]
+    64.0
+    >>> fw.set_blas_budget(False)
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__} {enabled!r}")
+    _blas.set_budget(enabled, available_cpus())
+    SOURCES["blas_budget"] = f"set in code: set_blas_budget({enabled})"
+
+
+def get_blas_budget() -> bool:
+    """Whether the BLAS budget is on (see :func:`set_blas_budget`).
+
+    Examples
+    --------
+    >>> import forkwait as fw
+    >>> fw.get_blas_budget() in (True, False)
+    True
+    """
+    return bool(_blas.budget_on())
+
+
 def _init_from_env() -> dict[str, str]:
     """Apply the environment's defaults at import; return where each came from."""
     intra, intra_src = _count_from_env(("FORKWAIT_NUM_THREADS", "OMP_NUM_THREADS"), MAX_THREADS)
@@ -230,7 +293,19 @@ def _init_from_env() -> dict[str, str]:
             mode_src = f"environment: FORKWAIT_INTRA_OP_MODE={mode}"
         except ValueError as exc:
             warnings.warn(f"ignoring FORKWAIT_INTRA_OP_MODE: {exc}", RuntimeWarning, stacklevel=2)
-    return {"num_threads": intra_src, "num_interop_threads": inter_src, "intra_op_mode": mode_src}
+    budget_src = "default: off"
+    raw = os.environ.get("FORKWAIT_BLAS_BUDGET", "").strip()
+    if raw:
+        if raw.lower() in ("1", "true", "on", "yes"):
+            _blas.set_budget(True, available_cpus())
+            budget_src = f"environment: FORKWAIT_BLAS_BUDGET={raw}"
+        elif raw.lower() in ("0", "false", "off", "no"):
+            budget_src = f"environment: FORKWAIT_BLAS_BUDGET={raw}"
+        else:
+            warnings.warn(f"ignoring FORKWAIT_BLAS_BUDGET={raw!r}: not 0/1/true/false/on/off",
+                          RuntimeWarning, stacklevel=2)
+    return {"num_threads": intra_src, "num_interop_threads": inter_src,
+            "intra_op_mode": mode_src, "blas_budget": budget_src}
 
 
 def _save_settings() -> tuple[int, int, str, dict[str, str]]:

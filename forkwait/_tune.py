@@ -43,6 +43,41 @@ BUSY_CPUS = 0.25
 # it; forkwait's OpenMP team starts later, at its first kernel). Their CPU
 # time during a profiled run says whether BLAS ran threads of its own.
 _BLAS_POOL_TIDS = native_thread_ids()
+# OpenBLAS stops its threads before every os.fork() (its own at-fork handler)
+# and starts new ones at its next multi-threaded call: after a fork in this
+# process the ids above are gone, so they are taken again (_blas_pool_tids).
+_FORKED_SINCE = False
+
+
+def _note_fork() -> None:
+    global _FORKED_SINCE
+    _FORKED_SINCE = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_parent=_note_fork)
+
+
+def _blas_pool_tids() -> set[int]:
+    """The ids of NumPy's BLAS threads now (see _BLAS_POOL_TIDS)."""
+    global _BLAS_POOL_TIDS, _FORKED_SINCE
+    if _FORKED_SINCE:
+        import numpy as np
+
+        # the native threads that work during multi-threaded matmuls (about
+        # 50 ms: /proc counts CPU time in clock ticks) are BLAS's
+        native = native_thread_ids()
+        cpu0 = {tid: thread_cpu_seconds([tid]) for tid in native}
+        a = np.ones((512, 512))
+        t_end = time.perf_counter() + 0.05
+        while time.perf_counter() < t_end:
+            a @ a
+        new = {tid for tid in native_thread_ids()
+               if thread_cpu_seconds([tid]) > cpu0.get(tid, 0.0)}
+        if new:  # none when BLAS is limited to 1 thread now: try again next time
+            _BLAS_POOL_TIDS = new
+            _FORKED_SINCE = False
+    return _BLAS_POOL_TIDS
 
 
 @dataclass(frozen=True)
@@ -220,8 +255,9 @@ def profiled_run(fn: Callable[[], object], intra: int) -> dict:
     """Run `fn()` once under forkwait.profile(); the facts for the advice."""
     from forkwait._profile import profile
 
+    tids = _blas_pool_tids()
     time.sleep(0.3)  # let pools that spin after start-up (OpenBLAS) go idle first
-    blas0 = thread_cpu_seconds(_BLAS_POOL_TIDS)
+    blas0 = thread_cpu_seconds(tids)
     watch = LoadWatch()
     cpu0, t0 = time.process_time(), time.perf_counter()
     with profile() as prof:
@@ -229,7 +265,7 @@ def profiled_run(fn: Callable[[], object], intra: int) -> dict:
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     load = watch.stop()
-    blas = thread_cpu_seconds(_BLAS_POOL_TIDS) - blas0
+    blas = thread_cpu_seconds(tids) - blas0
     return {"profile": prof, **profile_facts(prof, blas, cpu, wall, load, intra)}
 
 

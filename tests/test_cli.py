@@ -306,9 +306,9 @@ def test_profiled_run_tells_whether_blas_ran_its_own_threads():
     assert quiet["blas_cpu_seconds"] == 0.0 and sorts["blas_cpu_seconds"] == 0.0
     from forkwait import _tune
 
-    if not _tune._BLAS_POOL_TIDS:
-        pytest.skip("NumPy's BLAS started no threads of its own (one CPU)")
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        if not _tune._blas_pool_tids():
+            pytest.skip("NumPy's BLAS started no threads of its own (one CPU)")
         if blas_thread_count() < 2:
             pytest.skip("BLAS runs one thread on this machine")
         loud = profiled_run(forked_matmuls, 1)

@@ -4,10 +4,12 @@ The GEMM is SciPy's BLAS (SciPy is a dependency; ``load_blas`` finds it through
 ``scipy.linalg.cython_blas`` when forkwait.ops is imported: no build
 dependency). Its OpenBLAS would start threads of its own inside every block and
 oversubscribe the team, so while forkwait matmuls run, OpenBLAS's thread count
-is 1, and the count the process had is restored when the last one ends: the
-first matmul to start saves it, the last to finish puts it back (a counter
-under a lock), so a caller's own SciPy calls afterwards run with their threads
-(DESIGN.md rule 4: never a process-wide setting changed for good). Without a
+is 1, and the count the process had is restored when the last one ends. The
+pin goes through the BLAS limiter (``_blas``), which also applies the BLAS
+budget of forked tasks: one record per library under one lock, so the two
+can overlap without leaving OpenBLAS pinned, and a caller's own SciPy calls
+afterwards run with their threads (DESIGN.md rule 4: never a process-wide
+setting changed for good). Without a
 usable SciPy BLAS, a plain blocked loop of our own (correct, slower).
 """
 
@@ -16,6 +18,7 @@ from libc.stdlib cimport calloc, free
 from cython cimport floating
 from cython.parallel cimport prange
 
+from forkwait._native._blas cimport blas_pin, blas_register
 from forkwait._native._team cimport team_begin, team_end
 
 cdef extern from "<dlfcn.h>" nogil:
@@ -36,16 +39,6 @@ ctypedef void (*dgemm_t)(char* ta, char* tb, int* m, int* n, int* k,
 ctypedef void (*set_threads_t)(int n) noexcept nogil
 ctypedef int (*get_threads_t)() noexcept nogil
 
-cdef extern from "<pthread.h>" nogil:
-    ctypedef struct pthread_mutex_t:
-        pass
-    int pthread_mutex_lock(pthread_mutex_t* m)
-    int pthread_mutex_unlock(pthread_mutex_t* m)
-    int pthread_mutex_init(pthread_mutex_t* m, void* attr)
-    int pthread_atfork(void (*prepare)() noexcept nogil,
-                       void (*parent)() noexcept nogil,
-                       void (*child)() noexcept nogil)
-
 cdef sgemm_t _sgemm = NULL
 cdef dgemm_t _dgemm = NULL
 cdef set_threads_t _blas_set_threads = NULL
@@ -56,47 +49,17 @@ cdef enum:
     ROW_ALIGN = 8
     BLAS_SERIAL_BELOW = 262144
 
-# forkwait matmuls running now, and OpenBLAS's thread count before the first
-cdef pthread_mutex_t _blas_lock
-pthread_mutex_init(&_blas_lock, NULL)
-cdef int _blas_users = 0
-cdef int _blas_saved = 1
-# in a fork() child of a process that was inside matmuls: the count to restore
-cdef int _blas_child_restore = 0
+# this library's index in the BLAS limiter (_blas), -1 before load_blas
+cdef int _blas_index = -1
 
 
-cdef void _atfork_child() noexcept nogil:
-    global _blas_users, _blas_child_restore
-    pthread_mutex_init(&_blas_lock, NULL)
-    if _blas_users > 0 and _blas_saved != 1:
-        _blas_child_restore = _blas_saved
-    _blas_users = 0
+cdef inline void _blas_enter() noexcept nogil:
+    """Pin SciPy's OpenBLAS to 1 thread while this matmul runs."""
+    blas_pin(_blas_index, 1)
 
 
-pthread_atfork(NULL, NULL, _atfork_child)
-
-
-cdef void _blas_enter() noexcept nogil:
-    global _blas_users, _blas_saved, _blas_child_restore
-    pthread_mutex_lock(&_blas_lock)
-    if _blas_users == 0:
-        _blas_saved = _blas_get_threads()
-        if _blas_child_restore:
-            _blas_saved = _blas_child_restore
-            _blas_child_restore = 0
-        if _blas_saved != 1:
-            _blas_set_threads(1)
-    _blas_users += 1
-    pthread_mutex_unlock(&_blas_lock)
-
-
-cdef void _blas_leave() noexcept nogil:
-    global _blas_users
-    pthread_mutex_lock(&_blas_lock)
-    _blas_users -= 1
-    if _blas_users == 0 and _blas_saved != 1:
-        _blas_set_threads(_blas_saved)
-    pthread_mutex_unlock(&_blas_lock)
+cdef inline void _blas_leave() noexcept nogil:
+    blas_pin(_blas_index, -1)
 
 
 def blas_info():
@@ -112,7 +75,7 @@ def blas_info():
 
 def load_blas():
     """Find SciPy's GEMM; returns the backend name ("scipy-openblas" or "own")."""
-    global _sgemm, _dgemm, _blas_set_threads, _blas_get_threads, _backend
+    global _sgemm, _dgemm, _blas_set_threads, _blas_get_threads, _backend, _blas_index
     cdef Dl_info info
     cdef void* handle
     cdef void* ps
@@ -146,6 +109,9 @@ def load_blas():
     _blas_set_threads = <set_threads_t>fset
     _blas_get_threads = <get_threads_t>fget
     _backend = "scipy-openblas"
+    if dladdr(fset, &info) == 0 or info.dli_fname == NULL:
+        info.dli_fname = b""
+    _blas_index = blas_register(fset, fget, info.dli_fname)
     _warm_up()
     return _backend
 

@@ -41,6 +41,7 @@ from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pythread cimport PyThread_get_thread_ident
 
+from forkwait._native._blas cimport blas_tasks
 from forkwait._native._team cimport get_local_threads, set_local_threads
 
 import _thread
@@ -962,6 +963,12 @@ cdef inline void _gc_retrack(FutureCore fut):
         PyObject_GC_Track(ctx)
 
 
+cdef inline void _blas_asleep(int delta) noexcept nogil:
+    """A task blocks in a wait (-1) or goes on (+1): not running, for the budget."""
+    if fw_task_depth > 0:
+        blas_tasks(delta)
+
+
 cdef int _run_task(FutureCore fut) except -1:
     """Run a claimed task in this thread and complete its future.
 
@@ -989,6 +996,8 @@ cdef int _run_task(FutureCore fut) except -1:
     set_local_threads(fut._intra)
     fw_set_cur(<PyObject *>fut)
     fw_task_depth += 1
+    if fw_task_depth == 1:
+        blas_tasks(1)   # the BLAS budget counts threads running task code
     PyContext_Enter(ctx)
     try:
         if fut._kwargs is None:
@@ -998,6 +1007,8 @@ cdef int _run_task(FutureCore fut) except -1:
     except BaseException as exc:
         PyContext_Exit(ctx)
         fw_task_depth -= 1
+        if fw_task_depth == 0:
+            blas_tasks(-1)
         fw_set_cur(outer_fut)
         set_local_threads(saved)
         if isinstance(exc, KeyboardInterrupt) and PyThread_get_thread_ident() == main_ident:
@@ -1008,6 +1019,8 @@ cdef int _run_task(FutureCore fut) except -1:
     else:
         PyContext_Exit(ctx)
         fw_task_depth -= 1
+        if fw_task_depth == 0:
+            blas_tasks(-1)
         fw_set_cur(outer_fut)
         set_local_threads(saved)
         if profiled:
@@ -1241,8 +1254,10 @@ cdef int _wait_loop(FutureCore fut, double deadline, bint helps) except -1:
                     continue
                 registered = True
             with nogil:
+                _blas_asleep(-1)
                 action = fw_sleep_wait(node, deadline, poll, help_node if registered else NULL,
                                        epoch, node.is_task, &slept)
+                _blas_asleep(1)
             if registered:
                 fw_help_end(node)
             if action == FW_W_DONE or action == FW_W_RESCAN:
@@ -1327,8 +1342,10 @@ cdef int _wait_many_loop(list futs, FutureCore done, double deadline, bint helps
                     _run_claimed(other)
                     continue
         with nogil:
+            _blas_asleep(-1)
             action = fw_sleep_wait(&done.node, deadline, poll,
                                    &done.node if running else NULL, epoch, 0, &slept)
+            _blas_asleep(1)
         if running:
             for f in running:
                 FW_ADD(&f.node.help_waiters, -1)

@@ -1,0 +1,109 @@
+"""The BLAS limiter: one owner of the BLAS libraries' thread counts.
+
+Two things change a BLAS library's thread count while forkwait runs: ops.matmul
+pins SciPy's OpenBLAS to 1 thread while it calls it from every member of its
+team, and the BLAS budget (off unless turned on, see
+``forkwait.set_blas_budget``) limits every BLAS library to
+``max(1, cpus // running tasks)`` threads while several forked tasks run.
+Both go through one lock and one record per library (``_fw_blas.h``), so
+overlapping reasons can never leave a library pinned.
+"""
+
+import os
+
+cdef extern from "_fw_blas.h" nogil:
+    ctypedef int (*fw_blas_get_t)()
+    ctypedef struct fw_blas_lib:
+        char name[24]
+        char path[200]
+        int pins
+        int active
+        int base
+        int applied
+        fw_blas_get_t get
+    fw_blas_lib fw_blas_libs[8]
+    int fw_blas_nlibs
+    int fw_blas_budget_on
+    int fw_blas_cpus
+    int fw_blas_running
+    int fw_blas_cur_limit
+    unsigned long long fw_blas_changes
+    void fw_blas_lock_acquire()
+    void fw_blas_lock_release()
+    void fw_blas_tasks(int delta)
+    void fw_blas_pin(int lib, int delta)
+    int fw_blas_add(void* set_fn, void* get_fn, const char* name, const char* path)
+    void fw_blas_scan()
+    void fw_blas_set_budget(int on, int cpus)
+    void fw_blas_atfork_child()
+    void fw_blas_after_fork()
+
+cdef extern from "<pthread.h>" nogil:
+    int pthread_atfork(void (*prepare)() noexcept nogil,
+                       void (*parent)() noexcept nogil,
+                       void (*child)() noexcept nogil)
+
+
+cdef void blas_tasks(int delta) noexcept nogil:
+    fw_blas_tasks(delta)
+
+
+cdef void blas_pin(int lib, int delta) noexcept nogil:
+    fw_blas_pin(lib, delta)
+
+
+cdef int blas_register(void* set_fn, void* get_fn, const char* path) noexcept nogil:
+    cdef int i
+    fw_blas_lock_acquire()
+    i = fw_blas_add(set_fn, get_fn, b"openblas", path)
+    fw_blas_lock_release()
+    return i
+
+
+cdef void _child() noexcept nogil:
+    fw_blas_atfork_child()
+
+
+pthread_atfork(NULL, NULL, _child)
+os.register_at_fork(after_in_child=lambda: _after_fork())
+
+
+def _after_fork():
+    with nogil:
+        fw_blas_after_fork()
+
+
+def set_budget(bint on, int cpus):
+    """Turn the budget on or off (the Python layer validates)."""
+    with nogil:
+        fw_blas_set_budget(on, cpus)
+
+
+def budget_on():
+    return bool(fw_blas_budget_on)
+
+
+def libraries():
+    """The BLAS libraries known now, as dicts (a scan first)."""
+    cdef int i
+    out = []
+    with nogil:
+        fw_blas_lock_acquire()
+        fw_blas_scan()
+        fw_blas_lock_release()
+    for i in range(fw_blas_nlibs):
+        lib = &fw_blas_libs[i]
+        out.append({
+            "name": lib.name.decode(), "path": lib.path.decode(),
+            "num_threads": lib.get(), "pinned": lib.pins, "limited": bool(lib.active),
+            "user_threads": lib.base if lib.active else lib.get(),
+        })
+    return out
+
+
+def state():
+    """A dict: budget on, cpus, threads running tasks, the budget's limit now
+    (0: none), set() calls made so far."""
+    return {"budget": bool(fw_blas_budget_on), "cpus": fw_blas_cpus,
+            "running": fw_blas_running, "limit": fw_blas_cur_limit,
+            "changes": fw_blas_changes}
