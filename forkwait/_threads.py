@@ -256,7 +256,7 @@ def set_blas_budget(enabled: bool) -> None:
     >>> fw.get_blas_budget()
     True
     >>> a = np.ones((64, 64))
-    >>> fw.wait_all([fw.fork(np.dot, a, a) for _ in range(4)])[0][0, 0]
+    >>> float(fw.wait_all([fw.fork(np.dot, a, a) for _ in range(4)])[0][0, 0])
     64.0
     >>> fw.set_blas_budget(False)
     """
