@@ -656,3 +656,51 @@ def test_asyncio_await_and_wrap_future():
         return a, b
 
     assert asyncio.run(main()) == (3, 7)
+
+
+# -- finished futures and the cyclic GC -----------------------------------------
+
+
+def test_finished_future_holding_no_cycle_material_is_out_of_the_gc():
+    """As CPython untracks tuples of atomic values: a done task whose result
+    cannot close a cycle costs the collector nothing; one that can is tracked."""
+    plain = [fw.fork(f) for f in (lambda: None, lambda: 3, lambda: np.ones(3))]
+    fw.wait_all(plain)
+    assert [gc.is_tracked(f) for f in plain] == [False, False, False]
+    holding = [fw.fork(f) for f in (lambda: [1], lambda: {"a": []})]
+    fw.wait_all(holding)
+    assert [gc.is_tracked(f) for f in holding] == [True, True]
+    failed = fw.fork(divmod, 1, 0)
+    with pytest.raises(ZeroDivisionError):
+        failed.wait()
+    assert gc.is_tracked(failed)
+
+
+def test_cycles_through_finished_futures_are_still_collected():
+    import weakref
+
+    class Box:
+        pass
+
+    # a result that refers back to its own future
+    box = Box()
+    fut = fw.fork(lambda: box)
+    box.fut = fut
+    fut.wait()
+    ref = weakref.ref(box)
+    del box, fut
+    gc.collect()
+    assert ref() is None
+
+    # an attribute the user sets on a done, untracked future
+    done = fw.fork(abs, -1)
+    done.wait()
+    assert not gc.is_tracked(done)
+    other = Box()
+    other.fut = done
+    done.note = other
+    assert gc.is_tracked(done)
+    ref = weakref.ref(other)
+    del other, done
+    gc.collect()
+    assert ref() is None

@@ -58,6 +58,7 @@ cdef extern from "Python.h":
     void PyObject_GC_Track(object op)
     void PyObject_GC_UnTrack(object op)
     int PyObject_GC_IsTracked(object op)
+    int PyObject_IS_GC(object op)
     object PyContext_CopyCurrent()
     int PyContext_Enter(object ctx) except -1
     int PyContext_Exit(object ctx) except -1
@@ -667,6 +668,13 @@ class Future(FutureCore, _cf.Future):
 
     __class_getitem__ = classmethod(types.GenericAlias)
 
+    def __setattr__(self, name, value):
+        # A forked task's future stays out of the cyclic GC while it holds no
+        # reference that could close a cycle (see _track_if_needed); an
+        # attribute of the user's may, so setting one puts it back under the GC.
+        _gc_track_self(self)
+        object.__setattr__(self, name, value)
+
 
 cdef object _FutureType = Future
 
@@ -910,6 +918,7 @@ cdef int _complete_task(FutureCore fut, int state, object result, object exc) ex
     fut._exc = exc
     fw_settle(&fut.node, state, 1)
     _after_final(fut)
+    _track_if_needed(fut)
     if FW_LOAD(&fw_P.state) == FW_POOL_DRAINING:
         fw_wake_all_idle()  # workers at exit wait for running pool tasks
     return 0
@@ -954,6 +963,30 @@ cdef double _check_timeout(timeout) except? -2.0:
 
 # ---------------------------------------------------------------- running
 
+def _gc_track_self(FutureCore fut):
+    if not PyObject_GC_IsTracked(fut):
+        PyObject_GC_Track(fut)
+
+
+cdef inline void _track_if_needed(FutureCore fut):
+    """A forked task's future is out of the cyclic GC from fork to completion
+    (the queue, then the running thread, keeps it alive). Done, it goes back
+    under the GC only if it holds a reference that could close a cycle: a
+    result that the GC tracks (a noop's None, an int or a NumPy array does
+    not), an exception (its traceback holds frames), its parent link, cf
+    waiters, callbacks. So 100k finished no-op futures in a list cost the
+    collector nothing, as tuples of atomic values do (CPython untracks them).
+    Attributes set later go through Future.__setattr__, which tracks it."""
+    cdef object r
+    if PyObject_GC_IsTracked(fut):
+        return
+    r = fut._result
+    if (fut._exc is not None or fut._parent is not None or fut._cf_waiters
+            or fut._callbacks is not None
+            or (r is not None and PyObject_IS_GC(r) and PyObject_GC_IsTracked(r))):
+        PyObject_GC_Track(fut)
+
+
 cdef inline void _gc_retrack(FutureCore fut):
     """A task left its queue (claimed or cancelled): back under the GC."""
     if not PyObject_GC_IsTracked(fut):
@@ -985,7 +1018,10 @@ cdef int _run_task(FutureCore fut) except -1:
     cdef object ctx = fut._ctx
     cdef object name = None
     cdef str outcome
-    _gc_retrack(fut)
+    # The future stays out of the GC (see _track_if_needed); the context goes
+    # back now: CPython's context dealloc untracks without checking.
+    if ctx is not None and not PyObject_GC_IsTracked(ctx):
+        PyObject_GC_Track(ctx)
     if profiled:
         name = _task_name(fut._fn)
         outer_task = fw_cur_task
