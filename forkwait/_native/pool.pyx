@@ -1499,53 +1499,20 @@ def _set_fork_hook(hook):
     return old
 
 
-def fork(fn, /, *args, **kwargs):
-    """Run ``fn(*args, **kwargs)`` on the inter-op pool; return its Future now.
+cdef extern from "_fw_fastcall.h":
+    ctypedef object (*fw_fork_impl_t)(object fn, object args, object kwargs)
+    object fw_make_fork(fw_fork_impl_t impl, object module_name, const char *doc)
 
-    Unlike eager ``torch.jit.fork``, the call never runs inside `fork`: it is
-    queued and a pool thread (or a thread that waits on the future) runs it.
-    Forked calls run at the same time when they release the GIL, as NumPy,
-    BLAS and forkwait's own kernels do. The task runs in a copy of the
-    caller's ``contextvars`` context and with the caller's intra-op setting
-    (``with forkwait.num_threads(n)``), whichever thread runs it.
 
-    Parameters
-    ----------
-    fn : callable
-        The function to call (positional-only, so `fn` may take a keyword
-        argument named ``fn``).
-    *args, **kwargs
-        Its arguments.
-
-    Returns
-    -------
-    Future
-        Completed with the call's return value or exception.
-
-    Raises
-    ------
-    TypeError
-        If `fn` is not callable.
-    RuntimeError
-        If the pool has shut down (the interpreter is exiting).
-
-    Examples
-    --------
-    >>> import forkwait as fw
-    >>> import numpy as np
-    >>> a = np.ones((64, 64))
-    >>> f1 = fw.fork(np.dot, a, a)
-    >>> f2 = fw.fork(np.tanh, a)
-    >>> float(fw.wait(f1)[0, 0]), float(fw.wait(f2)[0, 0].round(3))
-    (64.0, 0.762)
-    """
+cdef object _fork_impl(object fn, object args, object kwargs):
+    """The body of fork(); `kwargs` is None when the call had no keywords."""
     if not callable(fn):
         raise TypeError(
             f"fork() needs a callable as its first argument, got {type(fn).__name__}: "
             f"{_short_repr(fn)}"
         )
     if _fork_hook is not None and fw_task_depth == 0:
-        hooked = _fork_hook(fn, args, kwargs)
+        hooked = _fork_hook(fn, args, {} if kwargs is None else kwargs)
         if hooked is not None:
             return hooked
     if FW_LOAD(&fw_P.state) == FW_POOL_IDLE:
@@ -1555,7 +1522,7 @@ def fork(fn, /, *args, **kwargs):
     cdef FutureCore parent
     fut._fn = fn
     fut._args = args
-    fut._kwargs = kwargs if kwargs else None
+    fut._kwargs = kwargs
     fut._ctx = PyContext_CopyCurrent()
     fut._intra = get_local_threads()
     fut.node.is_task = 1
@@ -1593,6 +1560,49 @@ cdef _refuse_fork():
         "fork() is not possible any more. Wait on your futures before the main "
         "thread ends, or run the call directly."
     )
+
+
+# fork(): a vectorcall builtin over _fork_impl (see _fw_fastcall.h), with this doc
+cdef bytes _FORK_DOC = ("fork(fn, /, *args, **kwargs)\n--\n\n" + """Run ``fn(*args, **kwargs)`` on the inter-op pool; return its Future now.
+
+    Unlike eager ``torch.jit.fork``, the call never runs inside `fork`: it is
+    queued and a pool thread (or a thread that waits on the future) runs it.
+    Forked calls run at the same time when they release the GIL, as NumPy,
+    BLAS and forkwait's own kernels do. The task runs in a copy of the
+    caller's ``contextvars`` context and with the caller's intra-op setting
+    (``with forkwait.num_threads(n)``), whichever thread runs it.
+
+    Parameters
+    ----------
+    fn : callable
+        The function to call (positional-only, so `fn` may take a keyword
+        argument named ``fn``).
+    *args, **kwargs
+        Its arguments.
+
+    Returns
+    -------
+    Future
+        Completed with the call's return value or exception.
+
+    Raises
+    ------
+    TypeError
+        If `fn` is not callable.
+    RuntimeError
+        If the pool has shut down (the interpreter is exiting).
+
+    Examples
+    --------
+    >>> import forkwait as fw
+    >>> import numpy as np
+    >>> a = np.ones((64, 64))
+    >>> f1 = fw.fork(np.dot, a, a)
+    >>> f2 = fw.fork(np.tanh, a)
+    >>> float(fw.wait(f1)[0, 0]), float(fw.wait(f2)[0, 0].round(3))
+    (64.0, 0.762)
+    """).encode()
+fork = fw_make_fork(<fw_fork_impl_t>_fork_impl, __name__, _FORK_DOC)
 
 
 def wait(fut, timeout=None):

@@ -1,0 +1,57 @@
+/* fork() as a vectorcall builtin: Cython's `def fork(fn, /, *args, **kwargs)`
+ * makes a dict for **kwargs on every call (PyDict_New + dealloc, about 5% of
+ * a no-op fork+wait round trip). This entry point makes one only when the
+ * call has keywords, then calls the Cython body (fw_fork_impl). */
+#ifndef FW_FASTCALL_H
+#define FW_FASTCALL_H
+#include <Python.h>
+
+typedef PyObject *(*fw_fork_impl_t)(PyObject *fn, PyObject *args, PyObject *kwargs);
+static fw_fork_impl_t fw_fork_impl = NULL;
+
+static PyObject *fw_fork_vectorcall(PyObject *self, PyObject *const *argv, Py_ssize_t nargsf,
+                                    PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), i, nk;
+    PyObject *args, *kwargs = NULL, *r;
+    (void)self;
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError,
+                        "fork() missing its first argument: the callable to run (fork(fn, /, "
+                        "*args, **kwargs))");
+        return NULL;
+    }
+    args = PyTuple_New(nargs - 1);
+    if (args == NULL) return NULL;
+    for (i = 1; i < nargs; i++) {
+        Py_INCREF(argv[i]);
+        PyTuple_SET_ITEM(args, i - 1, argv[i]);
+    }
+    nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nk > 0) {
+        kwargs = PyDict_New();
+        if (kwargs == NULL) { Py_DECREF(args); return NULL; }
+        for (i = 0; i < nk; i++) {
+            if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), argv[nargs + i]) < 0) {
+                Py_DECREF(args);
+                Py_DECREF(kwargs);
+                return NULL;
+            }
+        }
+    }
+    r = fw_fork_impl(argv[0], args, kwargs ? kwargs : Py_None);
+    Py_DECREF(args);
+    Py_XDECREF(kwargs);
+    return r;
+}
+
+static PyMethodDef fw_fork_def = {
+    "fork", (PyCFunction)(void (*)(void))fw_fork_vectorcall, METH_FASTCALL | METH_KEYWORDS, NULL};
+
+/* The builtin, with `doc` (kept alive by the caller) as its __doc__ (it
+ * starts with the text signature, for inspect.signature). */
+static PyObject *fw_make_fork(fw_fork_impl_t impl, PyObject *module_name, const char *doc) {
+    fw_fork_impl = impl;
+    fw_fork_def.ml_doc = doc;
+    return PyCFunction_NewEx(&fw_fork_def, NULL, module_name);
+}
+#endif
