@@ -62,6 +62,8 @@ typedef struct fw_node {
     int waiters;                /* threads sleeping until it is done (sleep lock) */
     int help_waiters;           /* of those, threads that would run its subtree (atomic) */
     int cf_watched;             /* concurrent.futures waiters may be installed (atomic) */
+    int cb_adders;              /* callbacks were ever added (atomic): while 0 the
+                                   completer skips the callback lock (see _after_final) */
     struct fw_node *outer;      /* while RUNNING: the task beneath it on its thread */
     int is_task;
     int live_children;          /* forked tasks not yet done (atomic): while > 0, the

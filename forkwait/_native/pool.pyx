@@ -97,6 +97,7 @@ cdef extern from "_fw_sched.h" nogil:
         int waiters
         int help_waiters
         int cf_watched
+        int cb_adders
         int is_task
         int live_children
         long long mark
@@ -548,6 +549,9 @@ cdef class FutureCore:
         callback is kept as it is; a list is made for a second one."""
         cdef object cbs
         cdef list more = None
+        # Before reading the state (Dekker with _after_final: the completer
+        # settles the state, then reads cb_adders; both seq_cst)
+        FW_ADD(&self.node.cb_adders, 1)
         while True:
             cbs = self._callbacks
             if cbs is not None and type(cbs) is not list:
@@ -850,10 +854,16 @@ cdef int _after_final(FutureCore fut) except -1:
     """`fut` just reached its final state: wake, notify, run callbacks."""
     cdef object callbacks
     fw_wake_waiters(&fut.node)
-    fw_lock(&fw_P.cb_lock)
-    callbacks = fut._callbacks
-    fut._callbacks = None
-    fw_unlock(&fw_P.cb_lock)
+    # No callback was ever added: none can be added any more either (an adder
+    # counts itself in cb_adders before it reads the state, which is final
+    # now), so the shared callback lock is not needed.
+    if FW_LOAD(&fut.node.cb_adders) == 0:
+        callbacks = None
+    else:
+        fw_lock(&fw_P.cb_lock)
+        callbacks = fut._callbacks
+        fut._callbacks = None
+        fw_unlock(&fw_P.cb_lock)
     if FW_LOAD(&fut.node.cf_watched):
         _notify_cf_waiters(fut)
     fut._fn = None
@@ -1786,16 +1796,18 @@ def _wait_on(done, futures, timeout=None):
 
 
 cdef list _as_future_list(futures, str caller):
+    cdef list futs
     try:
         futs = list(futures)
     except TypeError:
         raise TypeError(
             f"{caller}() needs an iterable of forkwait.Future, got {type(futures).__name__}"
         ) from None
-    for i, f in enumerate(futs):
-        if not isinstance(f, FutureCore):
+    cdef Py_ssize_t i
+    for i in range(len(futs)):
+        if not isinstance(futs[i], FutureCore):
             raise TypeError(
-                f"{caller}() needs forkwait.Future items; item {i} is {type(f).__name__}"
+                f"{caller}() needs forkwait.Future items; item {i} is {type(futs[i]).__name__}"
             )
     return futs
 
