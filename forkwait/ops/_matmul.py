@@ -27,6 +27,13 @@ __all__ = ["matmul"]
 GRAIN_MATMUL = 1 << 18  # serial below this many flops (docs/performance.md)
 
 MATMUL_FN = {dt: _matmul.matmul[s] for dt, s in SPEC.items()}
+# the common case (two plain 2-D arrays of one float type), checked in C; None:
+# not taken. While forkwait.profile() records, MATMUL_FN holds recording
+# wrappers (forkwait/ops/_profiling.py) and the fast path, which would bypass
+# them, is off.
+_fast = _matmul.fast_matmul
+_KEY = next(iter(MATMUL_FN))
+_PLAIN_FIRST = MATMUL_FN[_KEY]
 _matmul.load_blas()
 
 
@@ -67,6 +74,10 @@ def matmul(a: ArrayLike, b: ArrayLike, out: NDArray[Any] | None = None) -> NDArr
     >>> ops.matmul(np.array([[1.0, 2.0]]), np.array([[3.0], [4.0]]))
     array([[11.]])
     """
+    if MATMUL_FN[_KEY] is _PLAIN_FIRST:
+        res = _fast(a, b, out, GRAIN_MATMUL)
+        if res is not None:
+            return res
     a = as_array("matmul", a)
     b = as_array("matmul", b)
     if a.ndim not in (2, 3) or b.ndim not in (2, 3):
