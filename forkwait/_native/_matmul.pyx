@@ -57,6 +57,8 @@ _backend = None
 
 cdef enum:
     ROW_ALIGN = 8
+    COL_ALIGN = 16          # 64 bytes of float32: no cache line written by two threads
+    COL_SPLIT_MIN = 64      # columns per thread below which blocks of rows are used
     BLAS_SERIAL_BELOW = 262144
 
 # GEMM dimensions are C ints
@@ -238,6 +240,24 @@ cdef void _gemm(const floating* a, const floating* b, floating* c,
                &dzero, c, &ldb)
 
 
+cdef void _gemm_cols(const floating* a, const floating* b, floating* c,
+                     Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                     Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """c[:, j0:j1] = a @ b[:, j0:j1] with BLAS (a m x k, b k x n, c m x n)."""
+    cdef char tr = b"N"
+    cdef int im = <int>m, iw = <int>(j1 - j0), ik = <int>k
+    cdef int lda = <int>(k if k > 0 else 1)
+    cdef int ldb = <int>n
+    cdef float sone = 1, szero = 0
+    cdef double done = 1, dzero = 0
+    if floating is float:
+        _sgemm(&tr, &tr, &iw, &im, &ik, &sone, <float*>b + j0, &ldb, <float*>a, &lda,
+               &szero, c + j0, &ldb)
+    else:
+        _dgemm(&tr, &tr, &iw, &im, &ik, &done, <double*>b + j0, &ldb, <double*>a, &lda,
+               &dzero, c + j0, &ldb)
+
+
 cdef void _run(const floating* pa, const floating* pb, floating* pc,
                Py_ssize_t batch, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                bint a_batched, bint b_batched, Py_ssize_t grain, bint blas) noexcept nogil:
@@ -257,6 +277,19 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
     if team == 1:
         for bi in range(batch):
             _gemm(pa + bi * sa, pb + bi * sb, pc + bi * m * n, m, n, k, blas)
+    elif blas and batch == 1 and n >= COL_SPLIT_MIN * team:
+        # one matrix: blocks of columns, each thread C[:, j0:j1] = A @ B[:, j0:j1].
+        # Measured here (2 threads, SciPy's OpenBLAS 0.3.30): float32 128 x 128
+        # ran 1.79x the 1-thread speed with column blocks, 0.90x with row blocks;
+        # float32 512 1.94x vs 1.78x; float64 the same either way
+        # (docs/performance.md).
+        rc = (n + team - 1) // team
+        rc = ((rc + COL_ALIGN - 1) // COL_ALIGN) * COL_ALIGN
+        per = (n + rc - 1) // rc
+        for item in prange(per, schedule="static", num_threads=team):
+            r0 = item * rc
+            r1 = r0 + rc if r0 + rc < n else n
+            _gemm_cols(pa, pb, pc, m, n, k, r0, r1)
     else:
         # work items: (matrix, block of rows); enough of them for the team
         per = (team + batch - 1) // batch

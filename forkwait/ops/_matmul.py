@@ -24,7 +24,7 @@ from forkwait.ops._checks import (
 
 __all__ = ["matmul"]
 
-GRAIN_MATMUL = 1 << 18  # serial below this many flops (docs/performance.md)
+GRAIN_MATMUL = 1 << 20  # serial below this many multiply-adds (docs/performance.md)
 
 MATMUL_FN = {dt: _matmul.matmul[s] for dt, s in SPEC.items()}
 # the common case (two plain 2-D arrays of one float type), checked in C; None:
