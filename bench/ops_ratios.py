@@ -407,14 +407,16 @@ def _matmul_reps(size, dt):
 
 
 def _matmul_threads(size, dt, nt, a, b, out, args):
-    with threadpool_limits(nt, user_api="blas"):
+    # the thread counts are set once around the rounds (not per call: a
+    # `with fw.num_threads(n)` per call costs microseconds, which show at 64)
+    with threads(nt):
         cands = {
-            "fw": with_threads(nt, lambda: ops.matmul(a, b, out=out)),
+            "fw": lambda: ops.matmul(a, b, out=out),
             "np": lambda: np.matmul(a, b, out=out),
         }
         if torch is not None:
             ta, tb, to = (torch.from_numpy(v) for v in (a, b, out))
-            cands["torch"] = torch_threads(nt, lambda: torch.matmul(ta, tb, out=to))
+            cands["torch"] = lambda: torch.matmul(ta, tb, out=to)
         # NumPy's OpenBLAS threads spin for ~0.1 s after its call: settle first
         t = interleaved_raw(
             cands, args.rounds, _matmul_reps(size, dt), settle=0.3 if nt > 1 else 0.0
