@@ -1,4 +1,4 @@
-"""matmul: rows split over the OpenMP team, each block a single-threaded GEMM.
+"""matmul: blocks of the product over the OpenMP team, each a single-threaded GEMM.
 
 The GEMM is SciPy's BLAS (SciPy is a dependency; ``load_blas`` finds it through
 ``scipy.linalg.cython_blas`` when forkwait.ops is imported: no build

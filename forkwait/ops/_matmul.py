@@ -1,4 +1,4 @@
-"""matmul: rows split over the team, each block a single-threaded SciPy GEMM."""
+"""matmul: blocks of the product over the team, each a single-threaded SciPy GEMM."""
 
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ def matmul(a: ArrayLike, b: ArrayLike, out: NDArray[Any] | None = None) -> NDArr
 
     Shapes ``(m, k) @ (k, n)``, ``(B, m, k) @ (B, k, n)``, and a 2-D operand
     with a 3-D one (the matrix is used for every batch entry; a batch of 1
-    broadcasts too). The rows are split over the threads; each block is a
-    single-threaded GEMM of SciPy's OpenBLAS. While forkwait matmuls run,
+    broadcasts too). The product is split over the threads (blocks of
+    columns; of rows for batches); each block is a single-threaded GEMM of
+    SciPy's OpenBLAS. While forkwait matmuls run,
     OpenBLAS's own thread count is 1; it is restored when the last one ends.
 
     Parameters
