@@ -107,7 +107,7 @@ def paired_ratio(times: dict, slow: str, fast: str) -> float:
     """Median over rounds of times[slow] / times[fast] taken in the same round:
     a burst of load from elsewhere that slows a few rounds moves both sides of
     those rounds' ratios, and the median drops them."""
-    return statistics.median(a / b for a, b in zip(times[slow], times[fast]))
+    return statistics.median(a / b for a, b in zip(times[slow], times[fast], strict=True))
 
 
 @contextlib.contextmanager
@@ -698,7 +698,7 @@ def _grain_ratio(name, n, rng, args):
     for m, g in grains:
         setattr(m, g, 1)
     r = interleaved({"1": with_threads(1, f), "2": with_threads(2, f)}, args.rounds, args.reps * 20)
-    for (m, g), v in zip(grains, saved):
+    for (m, g), v in zip(grains, saved, strict=True):
         setattr(m, g, v)
     return r["1"] / r["2"]
 
