@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import forkwait as fw  # noqa: E402
 from forkwait import ops  # noqa: E402
+from forkwait._native import _matmul as native_matmul  # noqa: E402
 from forkwait.ops import _elementwise as ew  # noqa: E402
 from forkwait.ops import _reductions as red  # noqa: E402
 from forkwait.ops import _rows as rows  # noqa: E402
@@ -106,7 +107,7 @@ def paired_ratio(times: dict, slow: str, fast: str) -> float:
     """Median over rounds of times[slow] / times[fast] taken in the same round:
     a burst of load from elsewhere that slows a few rounds moves both sides of
     those rounds' ratios, and the median drops them."""
-    return statistics.median(a / b for a, b in zip(times[slow], times[fast]))
+    return statistics.median(a / b for a, b in zip(times[slow], times[fast], strict=True))
 
 
 @contextlib.contextmanager
@@ -379,42 +380,182 @@ def section_small(args):
         )
 
 
-def _matmul_case(size, dt, rng, args):
-    a = rng.standard_normal((size, size)).astype(dt)
-    b = rng.standard_normal((size, size)).astype(dt)
-    out = np.empty((size, size), dt)
-    for nt in (1, 2):
-        _matmul_threads(size, dt, nt, a, b, out, args)
+MATMUL_SIZES = (64, 128, 256, 512, 1024)
+
+
+def cpu_line() -> str:
+    """The CPU model, its caches and the kernels' dispatched variant."""
+    from forkwait._native import _dispatch
+
+    info = {}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            k, _, v = line.partition(":")
+            if k.strip() in ("Model name", "L2 cache", "L3 cache"):
+                info[k.strip()] = " ".join(v.split())
+    return (
+        f"# cpu: {info.get('Model name', '?')}, L2 {info.get('L2 cache', '?')}, "
+        f"L3 {info.get('L3 cache', '?')}; variant {_dispatch.variant()}"
+    )
+
+
+def _matmul_reps(size, dt):
+    """Calls per turn: about 20 ms of work (at 1 thread), at least one."""
+    rate = 30e9 if np.dtype(dt) == np.float32 else 15e9  # flop/s, 1 thread, here
+    return max(1, int(0.02 / (2 * size**3 / rate)))
 
 
 def _matmul_threads(size, dt, nt, a, b, out, args):
-    with threadpool_limits(nt, user_api="blas"):
+    # the thread counts are set once around the rounds (not per call: a
+    # `with fw.num_threads(n)` per call costs microseconds, which show at 64)
+    with threads(nt):
         cands = {
-            "fw": with_threads(nt, lambda: ops.matmul(a, b, out=out)),
+            "fw": lambda: ops.matmul(a, b, out=out),
             "np": lambda: np.matmul(a, b, out=out),
         }
         if torch is not None:
             ta, tb, to = (torch.from_numpy(v) for v in (a, b, out))
-            cands["torch"] = torch_threads(nt, lambda: torch.matmul(ta, tb, out=to))
+            cands["torch"] = lambda: torch.matmul(ta, tb, out=to)
         # NumPy's OpenBLAS threads spin for ~0.1 s after its call: settle first
-        t = interleaved_raw(cands, args.rounds, max(1, args.reps // 2), settle=0.3 if nt > 1 else 0.0)
+        t = interleaved_raw(
+            cands, args.rounds, _matmul_reps(size, dt), settle=0.3 if nt > 1 else 0.0
+        )
     line = (
-        f"{size} {np.dtype(dt).name} threads={nt}: fw {statistics.median(t['fw']) * 1e3:.2f} ms  "
-        f"np/fw {paired_ratio(t, 'np', 'fw'):.2f}"
+        f"{size:>5} {np.dtype(dt).name} threads={nt}: fw {statistics.median(t['fw']) * 1e3:8.3f} ms"
+        f"  np {statistics.median(t['np']) * 1e3:8.3f} ms  np/fw {paired_ratio(t, 'np', 'fw'):.2f}"
     )
     if torch is not None:
         line += f"  torch/fw {paired_ratio(t, 'torch', 'fw'):.2f}"
     print(line, flush=True)
 
 
+# NumPy "cold": a fresh process whose NumPy OpenBLAS is limited to 1 thread
+# before it ever ran a GEMM (forkwait.ops warms only SciPy's copy, which it
+# calls); forkwait and NumPy interleaved in that process, as in the warm runs.
+MATMUL_COLD_CODE = r"""
+import sys, statistics
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {here!r})
+import numpy as np
+from threadpoolctl import threadpool_limits
+lim = threadpool_limits(1, user_api="blas")  # before NumPy's BLAS ever ran
+import forkwait as fw
+from forkwait import ops
+import ops_ratios as b
+fw.set_num_threads(1)
+rng = np.random.default_rng(3)
+for size in {sizes!r}:
+    for dt in (np.float32, np.float64):
+        x = rng.standard_normal((size, size)).astype(dt)
+        y = rng.standard_normal((size, size)).astype(dt)
+        out = np.empty((size, size), dt)
+        t = b.interleaved_raw({{"fw": lambda: ops.matmul(x, y, out=out),
+                               "np": lambda: np.matmul(x, y, out=out)}},
+                              {rounds}, b._matmul_reps(size, dt))
+        print(f"{{size:>5}} {{np.dtype(dt).name}} threads=1: "
+              f"fw {{statistics.median(t['fw']) * 1e3:8.3f}} ms  "
+              f"np(cold) {{statistics.median(t['np']) * 1e3:8.3f}} ms  "
+              f"np(cold)/fw {{b.paired_ratio(t, 'np', 'fw'):.2f}}", flush=True)
+"""
+
+
+def _matmul_cold(args):
+    print("\n# NumPy cold (fresh process, its OpenBLAS limited to 1 before any GEMM):")
+    code = MATMUL_COLD_CODE.format(
+        root=os.path.dirname(HERE), here=HERE, sizes=MATMUL_SIZES, rounds=args.rounds
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
+    print(r.stdout, end="", flush=True)
+    if r.returncode:
+        print(r.stderr)
+
+
+def _concurrent_case(xs, outs, reps, pool, args):
+    """(fw at 1 intra-op thread, fw at 2, NumPy): sequential time / concurrent time."""
+
+    def seq():
+        ops.matmul(xs[0], xs[1], out=outs[0])
+        ops.matmul(xs[2], xs[3], out=outs[1])
+
+    def forked():
+        fw.wait_all([
+            fw.fork(ops.matmul, xs[0], xs[1], out=outs[0]),
+            fw.fork(ops.matmul, xs[2], xs[3], out=outs[1]),
+        ])
+
+    def npseq():
+        np.matmul(xs[0], xs[1], out=outs[0])
+        np.matmul(xs[2], xs[3], out=outs[1])
+
+    def npthreads():
+        f1 = pool.submit(np.matmul, xs[0], xs[1], out=outs[0])
+        f2 = pool.submit(np.matmul, xs[2], xs[3], out=outs[1])
+        f1.result()
+        f2.result()
+
+    res = []
+    for intra in (1, 2):
+        fw.set_num_threads(intra)
+        t = interleaved_raw({"seq": seq, "fork": forked}, args.rounds, reps)
+        res.append(paired_ratio(t, "seq", "fork"))
+    with threadpool_limits(1, user_api="blas"):
+        t = interleaved_raw({"seq": npseq, "par": npthreads}, args.rounds, reps)
+    res.append(paired_ratio(t, "seq", "par"))
+    return res
+
+
+def _matmul_concurrent(args, rng):
+    """Two forked ops.matmul calls vs the same two calls one after the other,
+    at 1 intra-op thread (each caller one core) and at 2; NumPy's peer: the
+    same two np.matmul calls from two threads (BLAS at 1)."""
+    import concurrent.futures
+
+    print(
+        "\n# concurrent callers: time of the two calls one after the other / "
+        "time of the two at once (2 forked branches; NumPy: 2 threads, BLAS at 1)"
+    )
+    fw.set_num_interop_threads(2)
+    pool = concurrent.futures.ThreadPoolExecutor(2)
+    old = fw.get_num_threads()
+    try:
+        for size in (128, 256, 512, 1024):
+            for dt in (np.float32, np.float64):
+                xs = [rng.standard_normal((size, size)).astype(dt) for _ in range(4)]
+                outs = [np.empty((size, size), dt) for _ in range(2)]
+                reps = max(1, _matmul_reps(size, dt) // 2)
+                f1, f2, npr = _concurrent_case(xs, outs, reps, pool, args)
+                print(
+                    f"{size:>5} {np.dtype(dt).name}: fw intra=1 {f1:.2f}  fw intra=2 {f2:.2f}  "
+                    f"numpy {npr:.2f}",
+                    flush=True,
+                )
+    finally:
+        fw.set_num_threads(old)
+        pool.shutdown()
+
+
 def section_matmul(args):
     print("\n## matmul: NumPy's BLAS (same thread count) time / forkwait time")
+    print(cpu_line())
+    print(f"# BLAS behind ops.matmul: {native_matmul.blas_info()[:2]}")
     print("(NumPy 'warm': its OpenBLAS has run multi-threaded in this process before the")
-    print(" limit, as the compute section's peers do; see docs/performance.md for 'cold')")
+    print(" limit, as the compute section's peers do; 'cold' below: a fresh process)")
+    x = np.ones((256, 256), np.float32)
+    with threadpool_limits(2, user_api="blas"):
+        np.matmul(x, x)  # warm NumPy's OpenBLAS (a multi-threaded GEMM)
     rng = np.random.default_rng(3)
-    for size in (64, 128, 256, 512, 1024):
-        for dt in (np.float32, np.float64):
-            _matmul_case(size, dt, rng, args)
+    for nt in (1, 2):
+        for size in MATMUL_SIZES:
+            for dt in (np.float32, np.float64):
+                a = rng.standard_normal((size, size)).astype(dt)
+                b = rng.standard_normal((size, size)).astype(dt)
+                out = np.empty((size, size), dt)
+                _matmul_threads(size, dt, nt, a, b, out, args)
+        print(f"# load {loadavg()}", flush=True)
+    _matmul_cold(args)
+    _matmul_concurrent(args, rng)
+    print(f"# load {loadavg()}", flush=True)
 
 
 def _branch_work(x, out, n):
@@ -557,7 +698,7 @@ def _grain_ratio(name, n, rng, args):
     for m, g in grains:
         setattr(m, g, 1)
     r = interleaved({"1": with_threads(1, f), "2": with_threads(2, f)}, args.rounds, args.reps * 20)
-    for (m, g), v in zip(grains, saved):
+    for (m, g), v in zip(grains, saved, strict=True):
         setattr(m, g, v)
     return r["1"] / r["2"]
 

@@ -124,3 +124,89 @@ def test_scipy_blas_is_loaded_with_forkwait_ops():
 
 def test_parallel_info_names_the_blas_behind_matmul():
     assert "BLAS behind ops.matmul: scipy-openblas" in fw.parallel_info()
+
+
+# ------------------------------------------------ the fast path (plain 2-D arrays)
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (64, 64, 64), (130, 70, 300)])
+def test_fast_path_matches_the_general_path(backend, dt, shape):
+    m, k, n = shape
+    rng = np.random.default_rng(m + k + n)
+    a = rng.standard_normal((m, k)).astype(dt)
+    b = rng.standard_normal((k, n)).astype(dt)
+    res = _matmul.fast_matmul(a, b, None, 1)  # grain 1: a team where there are threads
+    assert res is not None and res.dtype == dt and res.shape == (m, n)
+    ref = a.astype(np.float64) @ b
+    np.testing.assert_allclose(res, ref, **tol(dt, k))
+    out = np.full((m, n), np.nan, dt)
+    assert _matmul.fast_matmul(a, b, out, 1 << 40) is out  # serial
+    np.testing.assert_allclose(out, ref, **tol(dt, k))
+    for nt in (1, 2, 3):
+        with fw.num_threads(nt):
+            np.testing.assert_allclose(ops.matmul(a, b), ref, **tol(dt, k))
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix
+def test_fast_path_declines_what_the_general_path_must_handle():
+    a = np.ones((4, 3))
+    b = np.ones((3, 5))
+    fast = _matmul.fast_matmul
+    declined = [
+        (a.astype(np.float32), b, None),  # mixed dtypes (promotion)
+        (a.astype(">f8"), b, None),  # byte order
+        (np.asfortranarray(a), b, None),  # not C-contiguous
+        (a.T.copy().T, b, None),
+        (np.ones((2, 4, 3)), b, None),  # 3-D
+        (np.ones(3), b, None),
+        (a, np.ones((4, 5)), None),  # inner dimensions differ
+        (np.ones((4, 0)), np.ones((0, 5)), None),  # k == 0
+        (np.ones((0, 3)), b, None),
+        (np.ma.array(a), b, None),  # a subclass
+        (a.astype(np.int64), b, None),
+        (a, b, np.empty((4, 5), np.float32)),  # out: dtype, shape, flags, aliasing
+        (a, b, np.empty((5, 4))),
+        (a, b, np.empty((5, 4)).T),
+        (a, b, np.matrix(np.empty((4, 5)))),
+        (a, b, [[0.0] * 5] * 4),
+    ]
+    ro = np.empty((4, 5))
+    ro.flags.writeable = False
+    declined.append((a, b, ro))
+    sq = np.ones((4, 4))
+    declined.append((sq, sq, sq))  # out is an input
+    buf = np.ones(40)
+    declined.append((buf[:16].reshape(4, 4), np.ones((4, 4)), buf[8:24].reshape(4, 4)))  # overlap
+    for x, y, out in declined:
+        assert fast(x, y, out, 1) is None
+    # and the public op still does every one of them right, or raises as before
+    with pytest.raises(ValueError, match="align"):
+        ops.matmul(a, np.ones((4, 5)))
+    with pytest.raises(ValueError, match="dtype"):
+        ops.matmul(a, b, out=np.empty((4, 5), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ops.matmul(a, b, out=np.empty((5, 4)).T)
+    with pytest.raises(ValueError, match="read-only"):
+        ops.matmul(a, b, out=ro)
+    with pytest.raises(TypeError, match="out must be a numpy.ndarray"):
+        ops.matmul(a, b, out=[[0.0] * 5] * 4)
+    m = np.matrix(np.zeros((4, 5)))
+    assert ops.matmul(a, b, out=m) is m and (np.asarray(m) == 3).all()
+    x = np.arange(16.0).reshape(4, 4)
+    ref = x @ x
+    ops.matmul(x, x, out=x)
+    np.testing.assert_array_equal(x, ref)
+    buf = np.arange(40.0)
+    xa, xo = buf[:16].reshape(4, 4), buf[8:24].reshape(4, 4)
+    ref = xa @ np.eye(4)
+    ops.matmul(xa, np.eye(4), out=xo)
+    np.testing.assert_array_equal(xo, ref)
+
+
+def test_profiler_records_matmuls_the_fast_path_would_take():
+    a = np.ones((8, 8))
+    with fw.profile() as prof:
+        ops.matmul(a, a)
+    assert [(k.op, k.shape) for k in prof.kernels] == [("matmul", (1, 8, 8, 8))]
+    ops.matmul(a, a)  # recording off: the fast path again, nothing recorded
+    assert len(prof.kernels) == 1

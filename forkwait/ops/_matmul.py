@@ -1,4 +1,4 @@
-"""matmul: rows split over the team, each block a single-threaded SciPy GEMM."""
+"""matmul: blocks of the product over the team, each a single-threaded SciPy GEMM."""
 
 from __future__ import annotations
 
@@ -24,9 +24,16 @@ from forkwait.ops._checks import (
 
 __all__ = ["matmul"]
 
-GRAIN_MATMUL = 1 << 18  # serial below this many flops (docs/performance.md)
+GRAIN_MATMUL = 1 << 20  # serial below this many multiply-adds (docs/performance.md)
 
 MATMUL_FN = {dt: _matmul.matmul[s] for dt, s in SPEC.items()}
+# the common case (two plain 2-D arrays of one float type), checked in C; None:
+# not taken. While forkwait.profile() records, MATMUL_FN holds recording
+# wrappers (forkwait/ops/_profiling.py) and the fast path, which would bypass
+# them, is off.
+_fast = _matmul.fast_matmul
+_KEY = next(iter(MATMUL_FN))
+_PLAIN_FIRST = MATMUL_FN[_KEY]
 _matmul.load_blas()
 
 
@@ -35,8 +42,9 @@ def matmul(a: ArrayLike, b: ArrayLike, out: NDArray[Any] | None = None) -> NDArr
 
     Shapes ``(m, k) @ (k, n)``, ``(B, m, k) @ (B, k, n)``, and a 2-D operand
     with a 3-D one (the matrix is used for every batch entry; a batch of 1
-    broadcasts too). The rows are split over the threads; each block is a
-    single-threaded GEMM of SciPy's OpenBLAS. While forkwait matmuls run,
+    broadcasts too). The product is split over the threads (blocks of
+    columns; of rows for batches); each block is a single-threaded GEMM of
+    SciPy's OpenBLAS. While forkwait matmuls run,
     OpenBLAS's own thread count is 1; it is restored when the last one ends.
 
     Parameters
@@ -67,6 +75,10 @@ def matmul(a: ArrayLike, b: ArrayLike, out: NDArray[Any] | None = None) -> NDArr
     >>> ops.matmul(np.array([[1.0, 2.0]]), np.array([[3.0], [4.0]]))
     array([[11.]])
     """
+    if MATMUL_FN[_KEY] is _PLAIN_FIRST:
+        res = _fast(a, b, out, GRAIN_MATMUL)
+        if res is not None:
+            return res
     a = as_array("matmul", a)
     b = as_array("matmul", b)
     if a.ndim not in (2, 3) or b.ndim not in (2, 3):
