@@ -39,7 +39,7 @@ def _swap(obj: Any, client: Any, deps: list, pending: list) -> Any:
         return _Given.of(obj)
     if t is tuple or t is list:
         items = [_swap(x, client, deps, pending) for x in obj]
-        if any(a is not b for a, b in zip(items, obj)):
+        if any(a is not b for a, b in zip(items, obj, strict=True)):
             return t(items)
         return obj
     if t is dict:
