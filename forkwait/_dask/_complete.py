@@ -51,6 +51,9 @@ class _Pump:
         self.lock = threading.Lock()
         self.incoming: list[tuple] = []  # submitted, not yet watched
         self.tasks: set = set()  # the watching coroutines (asyncio keeps weak references)
+        self.hooked: dict[int, tuple] = {}  # pending tasks watched through a _Settled event
+        self.guard: Any = None  # guard_loop's task, made on the loop
+        self.loop_thread = 0
 
     def add(self, client: Any, item: tuple) -> None:
         """From any thread: watch a submitted task (one loop wake-up per burst)."""
@@ -61,14 +64,75 @@ class _Pump:
             client.loop.add_callback(self.register)
 
     def register(self) -> None:
-        import asyncio
+        """On the loop: watch what was submitted since the last call.
 
+        A pending task's Dask ``FutureState`` gets a :class:`_Settled` event
+        (the state makes its event on first use; the client sets it when the
+        task finishes, fails or is cancelled), so that watching costs no
+        coroutine per task. A state that already has an event, or is no
+        longer pending, is watched by a :meth:`watch` coroutine instead.
+        """
         with self.lock:
             items, self.incoming = self.incoming, []
+        if self.guard is None:
+            import asyncio
+
+            self.loop_thread = threading.get_ident()
+            self.guard = asyncio.ensure_future(self.guard_loop())
+        settled_cls = _settled_class()
         for item in items:
-            task = asyncio.ensure_future(self.watch(*item))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            state = getattr(item[0], "_state", None)
+            if (state is not None and getattr(state, "_event", 0) is None
+                    and getattr(state, "status", None) == "pending"):
+                state._event = settled_cls(self, item)
+                self.hooked[id(item)] = item
+                self.watching += 1
+            else:
+                self.spawn(item)
+
+    def settled(self, item: tuple) -> None:
+        """A hooked task's state was set (finished, failed or cancelled)."""
+        if threading.get_ident() != self.loop_thread:  # pragma: no cover - Dask sets it there
+            item[0].client.loop.add_callback(self.settled, item)
+            return
+        if self.hooked.pop(id(item), None) is None:
+            return
+        self.watching -= 1
+        if item[0].status == "finished":
+            self.finished(item)
+        else:
+            self.spawn(item)  # its coroutine gets the exception
+
+    def spawn(self, item: tuple) -> None:
+        import asyncio
+
+        task = asyncio.ensure_future(self.watch(*item))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def guard_loop(self) -> None:
+        """Waits until the loop closes; then the hooked tasks fail, as watching
+        coroutines would (the loop cancels its tasks as it closes)."""
+        import asyncio
+
+        try:
+            await asyncio.Event().wait()
+        except BaseException as exc:  # noqa: B036 - CancelledError: the loop closes
+            items, self.hooked = list(self.hooked.values()), {}
+            self.watching -= len(items)
+            if items:
+                _completer.put([(out, False, exc, key, name) for _, out, key, name in items])
+            raise
+
+    def finished(self, item: tuple) -> None:
+        """A task whose result is on the cluster: gather it with the others."""
+        self.ready.append(item)
+        if not self.draining:
+            self.draining = True
+            item[0].client.loop.add_callback(self.drain)
+        elif self.flush is not None and (
+                self.watching == 0 or len(self.ready) >= self.MAX_BATCH):
+            self.flush.set()
 
     async def watch(self, dfut: Any, out: Future, key: str, name: str) -> None:
         try:
@@ -81,13 +145,7 @@ class _Pump:
                 finally:
                     self.watching -= 1
             if dfut.status == "finished" and state is not None:
-                self.ready.append((dfut, out, key, name))
-                if not self.draining:
-                    self.draining = True
-                    dfut.client.loop.add_callback(self.drain)
-                elif self.flush is not None and (
-                        self.watching == 0 or len(self.ready) >= self.MAX_BATCH):
-                    self.flush.set()
+                self.finished((dfut, out, key, name))
                 return
             value = await dfut
         except BaseException as exc:  # noqa: B036 - asyncio.CancelledError too: the loop closes
@@ -131,6 +189,42 @@ class _Pump:
                 self.last_end = loop.time()
         finally:
             self.draining = False
+
+
+_settled_cls: Any = None
+
+
+def _settled_class() -> Any:
+    """The asyncio.Event subclass that tells the pump when a task settles.
+
+    Made on first use (asyncio is imported only by the Dask backend). Its
+    `set` sets the event as usual, then hands the task to the pump once;
+    ``clear`` (a lost result that Dask recomputes) is the usual one. The item
+    is dropped at the first `set`, so the state and the Dask future do not
+    keep each other alive after that.
+    """
+    global _settled_cls
+    if _settled_cls is None:
+        import asyncio
+
+        class _Settled(asyncio.Event):
+            def __init__(self, pump: _Pump, item: tuple) -> None:
+                super().__init__()
+                self._fw_pump: _Pump | None = pump
+                self._fw_item: tuple | None = item
+
+            def set(self) -> None:
+                super().set()
+                pump, item = self._fw_pump, self._fw_item
+                if pump is not None and item is not None:
+                    self._fw_pump = self._fw_item = None
+                    try:
+                        pump.settled(item)
+                    except Exception:  # pragma: no cover - never into Dask's handler
+                        _logger.exception("forkwait: handing a cluster outcome on failed")
+
+        _settled_cls = _Settled
+    return _settled_cls
 
 
 _pumps: weakref.WeakKeyDictionary[Any, _Pump] = weakref.WeakKeyDictionary()
