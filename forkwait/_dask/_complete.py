@@ -365,6 +365,9 @@ class _Completer:
                 self._finish(*items[0])
             except BaseException:  # pragma: no cover - _finish catches what it can
                 _logger.exception("forkwait: completing a cluster future failed")
+            # Hold nothing while idle: a done future (and its Dask future, and the
+            # value on the cluster) lives only as long as its owner keeps it.
+            items = None
             with self._lock:
                 self._idle += 1
                 del self._busy_since[me]
