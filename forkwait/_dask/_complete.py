@@ -52,7 +52,8 @@ class _Pump:
         self.incoming: list[tuple] = []  # submitted, not yet watched
         self.tasks: set = set()  # the watching coroutines (asyncio keeps weak references)
         self.hooked: dict[int, tuple] = {}  # pending tasks watched through a _Settled event
-        self.guard: Any = None  # guard_loop's task, made on the loop
+        self.guard: Any = None  # guard_loop's task while any task is hooked
+        self.unhooked: Any = None  # the asyncio.Event that ends it
         self.loop_thread = 0
 
     def add(self, client: Any, item: tuple) -> None:
@@ -74,11 +75,6 @@ class _Pump:
         """
         with self.lock:
             items, self.incoming = self.incoming, []
-        if self.guard is None:
-            import asyncio
-
-            self.loop_thread = threading.get_ident()
-            self.guard = asyncio.ensure_future(self.guard_loop())
         settled_cls = _settled_class()
         for item in items:
             state = getattr(item[0], "_state", None)
@@ -89,6 +85,12 @@ class _Pump:
                 self.watching += 1
             else:
                 self.spawn(item)
+        if self.hooked and self.guard is None:
+            import asyncio
+
+            self.loop_thread = threading.get_ident()
+            self.unhooked = asyncio.Event()
+            self.guard = asyncio.ensure_future(self.guard_loop())
 
     def settled(self, item: tuple) -> None:
         """A hooked task's state was set (finished, failed or cancelled)."""
@@ -98,6 +100,8 @@ class _Pump:
         if self.hooked.pop(id(item), None) is None:
             return
         self.watching -= 1
+        if not self.hooked and self.unhooked is not None:
+            self.unhooked.set()  # the guard ends until more are hooked
         if item[0].status == "finished":
             self.finished(item)
         else:
@@ -111,18 +115,21 @@ class _Pump:
         task.add_done_callback(self.tasks.discard)
 
     async def guard_loop(self) -> None:
-        """Waits until the loop closes; then the hooked tasks fail, as watching
-        coroutines would (the loop cancels its tasks as it closes)."""
-        import asyncio
-
+        """Runs while tasks are hooked. If the loop closes meanwhile (it cancels
+        its tasks as it closes), the hooked tasks fail, as the coroutines
+        that watch the others do."""
         try:
-            await asyncio.Event().wait()
+            while self.hooked:
+                self.unhooked.clear()
+                await self.unhooked.wait()
         except BaseException as exc:  # noqa: B036 - CancelledError: the loop closes
             items, self.hooked = list(self.hooked.values()), {}
             self.watching -= len(items)
             if items:
                 _completer.put([(out, False, exc, key, name) for _, out, key, name in items])
             raise
+        finally:
+            self.guard = self.unhooked = None
 
     def finished(self, item: tuple) -> None:
         """A task whose result is on the cluster: gather it with the others."""
