@@ -258,23 +258,30 @@ def _propagate_cancel(fut: Future) -> None:
 def _explain_failure(exc: BaseException, key: str, name: str) -> BaseException:
     """Dask's error for a task the cluster gave up on, with a note that says so."""
     try:
-        from distributed.client import FutureCancelledError
         from distributed.scheduler import KilledWorker
     except ImportError:  # pragma: no cover
-        return exc
+        KilledWorker = ()  # noqa: N806
+    try:
+        from distributed.client import FutureCancelledError
+    except ImportError:  # older distributed (2023.1, say) raises a CancelledError(key)
+        FutureCancelledError = ()  # noqa: N806
+    cancelled = (f"forkwait: the Dask cluster cancelled fork({name}) (key {key!r}); a lost "
+                 "scheduler connection or a closed client cancels every pending task")
     note = None
     if isinstance(exc, KilledWorker):
         note = (f"forkwait: the Dask cluster gave up on fork({name}) (key {key!r}): every "
                 "worker that ran it died (a crash, a kill, or running out of memory); "
                 "see the workers' logs")
     elif isinstance(exc, FutureCancelledError):
-        note = (f"forkwait: the Dask cluster cancelled fork({name}) (key {key!r}); a lost "
-                "scheduler connection or a closed client cancels every pending task")
-    elif type(exc).__name__ == "CancelledError":  # the event loop closed under the task
-        wrapped = RuntimeError(
-            f"forkwait: fork({name}) (key {key!r}) on the Dask cluster: the client's event "
-            "loop closed before the result arrived (was the client closed?)"
-        )
+        note = cancelled
+    elif type(exc).__name__ == "CancelledError":
+        if exc.args and str(exc.args[0]) == key:  # older distributed: the cluster cancelled it
+            wrapped = RuntimeError(cancelled)
+        else:  # the event loop closed under the task
+            wrapped = RuntimeError(
+                f"forkwait: fork({name}) (key {key!r}) on the Dask cluster: the client's event "
+                "loop closed before the result arrived (was the client closed?)"
+            )
         wrapped.__cause__ = exc
         return wrapped
     if note is not None and hasattr(exc, "add_note"):
