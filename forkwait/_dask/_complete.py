@@ -19,14 +19,14 @@ from forkwait._native.pool import Future
 class _Pump:
     """On one client's event loop: hands cluster outcomes to the completer.
 
-    Each task's coroutine waits for its Dask future's state; results are then
-    fetched with one gather for all the tasks that finished meanwhile (what
-    ``client.gather`` does for a list), not one request per task: a request
-    costs the client and the scheduler a millisecond or more of CPU here, and
-    with one request per 20 ms a stream of results cost 10 to 15 % more CPU
-    than one gather at the end. An isolated result goes at once. While results
-    stream in (the previous request carried more than one, and ended less
-    than STREAM_GAP_S ago), a request waits for more to join it, up to
+    The client sets each task's Dask state when the task settles (see
+    :meth:`register`); results are then fetched with one gather for all the
+    tasks that finished meanwhile (what ``client.gather`` does for a list),
+    not one request per task: a request costs the client and the scheduler a
+    millisecond or more of CPU here, and with one request per 20 ms a stream
+    of results cost 4 to 15 % more CPU than one gather at the end. An
+    isolated result goes at once. While results stream in (the previous
+    request carried more than one, and ended less than STREAM_GAP_S ago), a request waits for more to join it, up to
     GATHER_WINDOW_S or STREAM_SHARE of the time the stream has lasted,
     whichever is longer, at most MAX_WINDOW_S; it goes at once when nothing
     else is pending (the last of a ``wait_all``) or MAX_BATCH are ready. So a
