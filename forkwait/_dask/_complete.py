@@ -26,12 +26,13 @@ class _Pump:
     millisecond or more of CPU here, and with one request per 20 ms a stream
     of results cost 4 to 15 % more CPU than one gather at the end. An
     isolated result goes at once. While results stream in (the previous
-    request carried more than one, and ended less than STREAM_GAP_S ago), a request waits for more to join it, up to
-    GATHER_WINDOW_S or STREAM_SHARE of the time the stream has lasted,
-    whichever is longer, at most MAX_WINDOW_S; it goes at once when nothing
-    else is pending (the last of a ``wait_all``) or MAX_BATCH are ready. So a
-    result waits at most a fraction of the time its stream has taken so far,
-    and a long stream costs a few requests per second.
+    request carried more than one, and ended less than STREAM_GAP_S ago), a
+    request waits for more to join it, up to GATHER_WINDOW_S or STREAM_SHARE
+    of the time the stream has lasted, whichever is longer, at most
+    MAX_WINDOW_S; it goes at once when nothing else is pending (the last of a
+    ``wait_all``) or MAX_BATCH are ready. So a result waits at most a
+    fraction of the time its stream has taken so far, and a long stream
+    costs a few requests per second.
     """
 
     GATHER_WINDOW_S = 0.02
