@@ -12,9 +12,10 @@ The parts:
 - ``_backend``: the ``with`` blocks (a stack per thread) and fork()'s hook;
 - ``_submit``: on the client, ``fork`` turns forkwait futures among the
   arguments into Dask dependencies and submits (``pure=False``);
-- ``_complete``: on the client's event loop one coroutine per task waits for
-  its Dask future, and the results that finish together are fetched with one
-  gather; forkwait's own completion threads then finish the forkwait futures,
+- ``_complete``: on the client's event loop, each task's Dask future state
+  tells forkwait when the task settles (an event forkwait puts there, no
+  coroutine per task), and the results that finish together are fetched with
+  one gather; forkwait's own completion threads then finish the forkwait futures,
   so callbacks (``then``, ``add_done_callback``) never run in, or block, the
   event loop;
 - ``_worker``: on a worker, the dependencies become finished forkwait futures

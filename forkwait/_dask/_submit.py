@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import threading
 import uuid
 from typing import Any
 
@@ -37,7 +39,7 @@ def _swap(obj: Any, client: Any, deps: list, pending: list) -> Any:
         return _Given.of(obj)
     if t is tuple or t is list:
         items = [_swap(x, client, deps, pending) for x in obj]
-        if any(a is not b for a, b in zip(items, obj)):
+        if any(a is not b for a, b in zip(items, obj, strict=True)):
             return t(items)
         return obj
     if t is dict:
@@ -78,18 +80,57 @@ def _submit_into(client: Any, out: Future, fn: Any, args: tuple, kwargs: dict) -
     rec = _record._recorder
     if rec is not None:  # before the submit: the outcome may come back at once
         rec.submitted(key, name, client)
+    me = threading.get_ident()
+    _quiet.add(me)  # a pickling error is explained below, not logged by Dask
     try:
-        dfut = client.submit(
-            _run_on_worker, fn, sargs, skwargs, deps, marked, rec is not None,
-            key=key, pure=False,
-        )
+        if marked or rec is not None or (kwargs and not _SUBMIT_NAMES.isdisjoint(kwargs)):
+            dfut = client.submit(
+                _run_on_worker, fn, sargs, skwargs, deps, marked, rec is not None,
+                key=key, pure=False,
+            )
+        else:
+            # Nothing to rebuild or record on the worker: the task is the call
+            # itself, as raw client.submit(fn, *args, **kwargs) makes it.
+            dfut = client.submit(fn, *args, key=key, pure=False, **kwargs)
     except Exception as exc:
         if rec is not None:
             rec.forget(key)
         raise _explain_submit_error(exc, fn, args, kwargs) from exc
+    finally:
+        _quiet.discard(me)
     _dask_of[out] = dfut
     out.add_done_callback(_propagate_cancel)
     _pump_of(client).add(client, (dfut, out, key, name))
+
+
+# Client.submit's own parameters: keyword arguments of the call with one of
+# these names go through _run_on_worker instead of straight to submit.
+_SUBMIT_NAMES = frozenset({
+    "self", "func", "key", "workers", "resources", "retries", "priority", "fifo_timeout",
+    "allow_other_workers", "actor", "actors", "pure",
+})
+
+
+# Threads inside client.submit for a cluster fork. When the task cannot be
+# pickled, Dask logs "Failed to serialize ..." as an ERROR before it raises;
+# forkwait raises its own TypeError that names the object instead, so that
+# record (only that one, only from these threads) is dropped.
+_quiet: set[int] = set()
+
+
+class _QuietSubmit(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.thread in _quiet and record.levelno >= logging.ERROR
+                    and str(record.msg).startswith("Failed to serialize"))
+
+
+def _install_quiet_filter() -> None:
+    logger = logging.getLogger("distributed.protocol.pickle")
+    if not any(isinstance(f, _QuietSubmit) for f in logger.filters):
+        logger.addFilter(_QuietSubmit())
+
+
+_install_quiet_filter()
 
 
 # Dask keys: the function's name, then 32 hex digits unique to this process

@@ -123,7 +123,8 @@ class _SettingsPlugin:
             return
         workers = self.workers
         try:
-            ident = await worker.scheduler.identity(n_workers=-1)
+            # every worker (the default; distributed < 2023.4 takes no argument)
+            ident = await worker.scheduler.identity()
             workers = ident.get("workers", workers) or workers
         except Exception:
             _logger.debug("forkwait: scheduler identity unavailable", exc_info=True)
