@@ -14,6 +14,7 @@ loops; anything else returns None and the Python layer's general path runs.
 """
 
 cimport numpy as cnp
+from forkwait._native._fw_plain cimport plain_float_type
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cython cimport floating
 
@@ -290,22 +291,8 @@ def _set_fast(bint on):
     _fast_on = on
 
 
-cdef inline int _plain_type(object x):
-    """NPY_FLOAT/NPY_DOUBLE for an exact, C-contiguous, aligned, native-order
-    float32/float64 ndarray; -1 for anything else."""
-    cdef cnp.ndarray a
-    cdef int t
-    if not cnp.PyArray_CheckExact(x):
-        return -1
-    a = <cnp.ndarray>x
-    t = cnp.PyArray_TYPE(a)
-    if t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT:
-        return -1
-    if not cnp.PyArray_CHKFLAGS(a, cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED):
-        return -1
-    if not cnp.PyArray_ISNOTSWAPPED(a):
-        return -1
-    return t
+cdef inline int _plain_type(object x) noexcept:
+    return plain_float_type(x)  # _fw_plain.pxd, shared with _matmul
 
 
 cdef inline bint _apart(cnp.ndarray x, cnp.ndarray out) noexcept:

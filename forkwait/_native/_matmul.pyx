@@ -14,6 +14,7 @@ usable SciPy BLAS, a plain blocked loop of our own (correct, slower).
 """
 
 cimport numpy as cnp
+from forkwait._native._fw_plain cimport plain_float_type
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from libc.stdlib cimport calloc, free
 from cython cimport floating
@@ -289,25 +290,11 @@ def matmul(const floating[::1] a, const floating[::1] b, floating[::1] out,
 
 # ------------------------------------------------------------ the fast path
 
-cdef inline int _plain_type(object x):
-    """NPY_FLOAT/NPY_DOUBLE for an exact, 2-D, C-contiguous, aligned,
-    native-order float32/float64 ndarray; -1 for anything else (the same test
-    as _elementwise's fast path, plus the 2-D)."""
-    cdef cnp.ndarray a
-    cdef int t
-    if not cnp.PyArray_CheckExact(x):
+cdef inline int _plain_type(object x) noexcept:
+    """plain_float_type (_fw_plain.pxd, as _elementwise's fast path), and 2-D."""
+    if plain_float_type(x) < 0 or cnp.PyArray_NDIM(<cnp.ndarray>x) != 2:
         return -1
-    a = <cnp.ndarray>x
-    t = cnp.PyArray_TYPE(a)
-    if t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT:
-        return -1
-    if cnp.PyArray_NDIM(a) != 2:
-        return -1
-    if not cnp.PyArray_CHKFLAGS(a, cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED):
-        return -1
-    if not cnp.PyArray_ISNOTSWAPPED(a):
-        return -1
-    return t
+    return cnp.PyArray_TYPE(<cnp.ndarray>x)
 
 
 cdef inline bint _overlap(cnp.ndarray x, cnp.ndarray y) noexcept:

@@ -1,0 +1,22 @@
+# The fast paths' test of a "plain" array, shared by _elementwise and _matmul
+# (cimport only; the cimporting module calls cnp.import_array()).
+
+cimport numpy as cnp
+
+
+cdef inline int plain_float_type(object x) noexcept:
+    """NPY_FLOAT/NPY_DOUBLE for an exact, C-contiguous, aligned, native-order
+    float32/float64 ndarray; -1 for anything else."""
+    cdef cnp.ndarray a
+    cdef int t
+    if not cnp.PyArray_CheckExact(x):
+        return -1
+    a = <cnp.ndarray>x
+    t = cnp.PyArray_TYPE(a)
+    if t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT:
+        return -1
+    if not cnp.PyArray_CHKFLAGS(a, cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED):
+        return -1
+    if not cnp.PyArray_ISNOTSWAPPED(a):
+        return -1
+    return t
