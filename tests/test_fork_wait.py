@@ -175,6 +175,59 @@ def test_retrieved_exception_is_not_logged(caplog):
     assert not [r for r in caplog.records if r.name == "forkwait"]
 
 
+def test_unretrieved_failure_in_a_reference_cycle_is_logged(caplog):
+    # A failed future that only a cycle keeps alive (here the future holds
+    # itself) dies in the cyclic GC: the report still comes, once, with the
+    # exception intact (its message and its traceback's frames).
+    gc.collect()
+    err = Boom("cycle")
+    fut = fw.fork(_raise_it, err)
+    _wait_done_quietly(fut)
+    fut.myself = fut
+    ref = weakref.ref(fut)
+    with caplog.at_level(logging.ERROR, logger="forkwait"):
+        del fut, err
+        _until(lambda: gc.collect() is not None and ref() is None)
+        _until(lambda: [r for r in caplog.records if r.exc_info] or None)
+    records = [r for r in caplog.records if r.exc_info]
+    assert len(records) == 1
+    assert str(records[0].exc_info[1]) == "cycle"
+    assert records[0].exc_info[2] is not None
+
+
+@pytest.mark.parametrize("retrieve", ["exception", "result", "wait_all"])
+def test_failure_retrieved_any_way_is_not_logged(caplog, retrieve):
+    gc.collect()
+    fut = fw.Future()
+    fut.set_exception(Boom("manual"))
+    if retrieve == "exception":
+        assert isinstance(fut.exception(), Boom)
+    elif retrieve == "result":
+        with pytest.raises(Boom):
+            fut.result()
+    else:
+        with pytest.raises(Boom):
+            fw.wait_all([fut])
+    ref = weakref.ref(fut)
+    with caplog.at_level(logging.ERROR, logger="forkwait"):
+        del fut
+        gc.collect()
+        fw._native.pool._flush_unretrieved()
+    assert ref() is None
+    assert not [r for r in caplog.records if r.name == "forkwait"]
+
+
+def test_unretrieved_manual_failure_is_logged(caplog):
+    gc.collect()
+    fut = fw.Future()
+    fut.set_exception(Boom("manual, lost"))
+    with caplog.at_level(logging.ERROR, logger="forkwait"):
+        del fut
+        gc.collect()
+        fw._native.pool._flush_unretrieved()
+    assert [r for r in caplog.records if r.exc_info and str(r.exc_info[1]) == "manual, lost"]
+
+
 def _wait_done_quietly(fut):
     for _ in range(TIMEOUT * 1000):
         if fut.done():

@@ -252,6 +252,7 @@ cdef class FutureCore:
     cdef int _intra
     cdef int _completing
     cdef bint _retrieved
+    cdef _FailureGuard _guard  # set while a failure is not retrieved
     # profiling (only set while forkwait.profile() records)
     cdef long long _prof_id
     cdef long long _prof_parent
@@ -381,7 +382,7 @@ cdef class FutureCore:
         _wait_done(self, _check_timeout(timeout))
         if FW_LOAD(&self.node.state) == FW_CANCELLED:
             raise CancelledError()
-        self._retrieved = True
+        _mark_retrieved(self)
         return self._exc
 
     cdef object _outcome(self):
@@ -389,7 +390,7 @@ cdef class FutureCore:
         if state == FW_FINISHED:
             return self._result
         if state == FW_FAILED:
-            self._retrieved = True
+            _mark_retrieved(self)
             raise self._exc
         if state == FW_CANCELLED:
             raise CancelledError()
@@ -634,13 +635,43 @@ cdef class FutureCore:
             name = " " + _task_name(self._fn)
         return f"<forkwait.Future{name} at {id(self):#x} state={_STATE_NAMES[state]}{extra}>"
 
+
+
+@cython.final
+cdef class _FailureGuard:
+    """Reports a failure that nobody retrieved when its future dies.
+
+    Only a failed future has one (asyncio's old ``_TracebackLogger`` design),
+    so the other futures have no finalizer at all: a finalizer on the Future
+    type would cost every fork a finalizer call at deallocation. Its
+    ``__del__`` runs as tp_finalize, before the cyclic GC clears anything in
+    a cycle, so the exception it holds is intact (and kept alive by the
+    report)."""
+    cdef object exc
+    cdef size_t addr
+
     def __del__(self):
-        # A failure nobody retrieved is reported later, at a safe point. This
-        # runs as tp_finalize, before the cyclic GC clears anything, so the
-        # exception is intact (and kept alive by the report).
-        if FW_LOAD(&self.node.state) == FW_FAILED and not self._retrieved \
-                and self._exc is not None:
-            _defer_unretrieved_report(<size_t><void *>self, self._exc)
+        if self.exc is not None:
+            _defer_unretrieved_report(self.addr, self.exc)
+            self.exc = None
+
+
+cdef inline int _arm_guard(FutureCore fut, object exc) except -1:
+    """Before `fut` is seen failed: report `exc` if nobody retrieves it."""
+    cdef _FailureGuard g = _FailureGuard.__new__(_FailureGuard)
+    g.exc = exc
+    g.addr = <size_t><void *>fut
+    fut._guard = g
+    return 0
+
+
+cdef inline void _mark_retrieved(FutureCore fut):
+    """The failure of `fut` was seen by the user: nothing to report."""
+    cdef _FailureGuard g = fut._guard
+    fut._retrieved = True
+    if g is not None:
+        g.exc = None
+        fut._guard = None
 
 
 class Future(FutureCore, _cf.Future):
@@ -681,22 +712,6 @@ class Future(FutureCore, _cf.Future):
 
 
 cdef object _FutureType = Future
-
-
-cdef extern from *:
-    """
-    /* The heap subclass Future would otherwise finalize through the generic
-     * slot (a method lookup of __del__ per future): give it the base's C
-     * finalizer directly. */
-    static void fw_share_finalizer(PyObject *sub, PyObject *base) {
-        ((PyTypeObject *)sub)->tp_finalize = ((PyTypeObject *)base)->tp_finalize;
-        PyType_Modified((PyTypeObject *)sub);
-    }
-    """
-    void fw_share_finalizer(object sub, object base)
-
-
-fw_share_finalizer(Future, FutureCore)
 
 
 cdef extern from *:
@@ -914,7 +929,12 @@ cdef bint _complete_manual(FutureCore fut, int state, object result, object exc)
         return False
     fut._result = result
     fut._exc = exc
+    if state == FW_FAILED:
+        _arm_guard(fut, exc)
     if not fw_settle(&fut.node, state, 0):
+        if fut._guard is not None:
+            fut._guard.exc = None
+            fut._guard = None
         fut._result = fut._exc = None
         FW_STORE(&fut._completing, 0)
         return False
@@ -926,6 +946,8 @@ cdef int _complete_task(FutureCore fut, int state, object result, object exc) ex
     """The thread that ran a task completes its future."""
     fut._result = result
     fut._exc = exc
+    if state == FW_FAILED:
+        _arm_guard(fut, exc)
     fw_settle(&fut.node, state, 1)
     _after_final(fut)
     _track_if_needed(fut)
@@ -1721,7 +1743,7 @@ def wait_all(futures, timeout=None):
         coll = _collect(rest)
         _wait_many(rest, coll, deadline)
         if FW_LOAD(&coll.node.state) == FW_FAILED:
-            coll._retrieved = True
+            _mark_retrieved(coll)
             raise coll._exc
     return [f._outcome() for f in futs]
 
@@ -1740,7 +1762,7 @@ cdef class _Collector:
     cdef int member_done(self, FutureCore f) except -1:
         cdef int state = FW_LOAD(&f.node.state)
         if state == FW_FAILED and FW_LOAD(&self.out.node.state) < FW_FINISHED:
-            f._retrieved = True
+            _mark_retrieved(f)
             _complete_manual(self.out, FW_FAILED, None, f._exc)
         elif state == FW_CANCELLED and FW_LOAD(&self.out.node.state) < FW_FINISHED:
             _complete_manual(self.out, FW_FAILED, None,
