@@ -102,6 +102,8 @@ typedef struct fw_pool {
     int searching;              /* idle pool threads awake and looking for work (atomic) */
     int wake_tokens;            /* wake-ups handed out and not yet taken (sleep lock) */
     unsigned long long work_epoch; /* bumped when subtree work appears for a helper (sleep lock) */
+    int n_helping;              /* threads registered as helpers (fw_help_begin; atomic): while
+                                   0, a fork need not look for a helper among its ancestors */
     int target_workers;         /* atomic */
     int live_workers;
     int state;                  /* atomic */
@@ -406,6 +408,9 @@ found:
 static inline void fw_notify_helpers(const fw_node *parent) {
     const fw_node *a = parent;
     int k;
+    /* The caller pushed the task and then fenced (fw_notify_work): a helper
+     * that registers after this load scans the queues after the push. */
+    if (FW_LOAD(&fw_P.n_helping) == 0) return;
     for (k = 0; a != NULL && k < 32; a = a->parent, k++) {
         if (FW_LOAD(&a->help_waiters) > 0) {
             pthread_mutex_lock(&fw_P.sleep_lock);
@@ -573,13 +578,17 @@ static inline int fw_sleep_wait(fw_node *target, double deadline, double poll_s,
 static inline unsigned long long fw_help_begin(fw_node *n) {
     unsigned long long e;
     pthread_mutex_lock(&fw_P.sleep_lock);
+    FW_ADD(&fw_P.n_helping, 1);
     FW_ADD(&n->help_waiters, 1);
     e = fw_P.work_epoch;
     pthread_mutex_unlock(&fw_P.sleep_lock);
     return e;
 }
 
-static inline void fw_help_end(fw_node *n) { FW_ADD(&n->help_waiters, -1); }
+static inline void fw_help_end(fw_node *n) {
+    FW_ADD(&n->help_waiters, -1);
+    FW_ADD(&fw_P.n_helping, -1);
+}
 
 /* A future reached a final state: wake the threads sleeping on it. */
 static inline void fw_wake_waiters(fw_node *n) {
@@ -682,6 +691,7 @@ static Py_ssize_t fw_child_reset(fw_node ***out) {
     fw_P.live_workers = 0;
     fw_P.n_deep = 0;
     fw_P.n_spares = 0;
+    fw_P.n_helping = 0;         /* helpers are threads the child does not have */
     memset(fw_P.slot_alive, 0, sizeof(fw_P.slot_alive));
     memset(fw_P.slot_used, 0, sizeof(fw_P.slot_used));
     if (fw_slot >= 0) fw_P.slot_used[fw_slot] = 1;

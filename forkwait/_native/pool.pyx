@@ -1061,7 +1061,8 @@ cdef int _run_task(FutureCore fut) except -1:
         fw_cur_task = fut._prof_id
         fw_wait_acc = 0.0
         t0 = fw_now()
-    set_local_threads(fut._intra)
+    if saved != fut._intra:
+        set_local_threads(fut._intra)
     fw_set_cur(<PyObject *>fut)
     fw_task_depth += 1
     if fw_task_depth == 1:
@@ -1078,7 +1079,8 @@ cdef int _run_task(FutureCore fut) except -1:
         if fw_task_depth == 0:
             blas_tasks(-1)
         fw_set_cur(outer_fut)
-        set_local_threads(saved)
+        if get_local_threads() != saved:  # the task's own override ends with it
+            set_local_threads(saved)
         if isinstance(exc, KeyboardInterrupt) and PyThread_get_thread_ident() == main_ident:
             interrupted = 1
         if profiled:
@@ -1090,7 +1092,8 @@ cdef int _run_task(FutureCore fut) except -1:
         if fw_task_depth == 0:
             blas_tasks(-1)
         fw_set_cur(outer_fut)
-        set_local_threads(saved)
+        if get_local_threads() != saved:  # the task's own override ends with it
+            set_local_threads(saved)
         if profiled:
             _record_task(fut, name, t0, fw_now(), outer_task, outer_wait, "finished")
         _complete_task(fut, FW_FINISHED, value, None)
