@@ -271,7 +271,9 @@ static inline int fw_push(fw_node *n) {
 
 /* Under the queue lock that held `n` (fw_me is set: see fw_me_get). */
 static inline void fw_mark_running(fw_node *n) {
-    FW_STORE(&n->state, FW_RUNNING);
+    /* A release store: claims read the state under this queue lock, and no
+     * wait-side handshake depends on RUNNING (only on the final states). */
+    __atomic_store_n(&n->state, FW_RUNNING, __ATOMIC_RELEASE);
     n->runner = fw_me;
     n->outer = fw_me->top;
     fw_me->top = n;
@@ -408,8 +410,9 @@ found:
 static inline void fw_notify_helpers(const fw_node *parent) {
     const fw_node *a = parent;
     int k;
-    /* The caller pushed the task and then fenced (fw_notify_work): a helper
-     * that registers after this load scans the queues after the push. */
+    /* The caller pushed the task (a sequentially consistent add to the
+     * queue's len, under its lock): a helper that registers after this load
+     * scans the queues after the push. */
     if (FW_LOAD(&fw_P.n_helping) == 0) return;
     for (k = 0; a != NULL && k < 32; a = a->parent, k++) {
         if (FW_LOAD(&a->help_waiters) > 0) {
@@ -427,8 +430,16 @@ static inline void fw_notify_helpers(const fw_node *parent) {
  * or a wake-up is on its way (Rayon's rule: a fork into a busy pool costs no
  * system call). Only the sleeping thread itself changes `sleepers` and
  * `searching`; a waker hands out a wake token. */
+static inline void fw_notify_pushed(void);
 static inline void fw_notify_work(void) {
     FW_FENCE();
+    fw_notify_pushed();
+}
+
+/* fw_notify_work after a push: the push's sequentially consistent add to
+ * the queue's `len` orders it before the loads of `sleepers` below, as the
+ * fence does (an idle thread adds itself to `sleepers`, then reads `len`). */
+static inline void fw_notify_pushed(void) {
     if (FW_LOAD(&fw_P.sleepers) > FW_LOAD(&fw_P.wake_tokens) &&
         FW_LOAD(&fw_P.searching) == 0 && FW_LOAD(&fw_P.wake_tokens) == 0) {
         pthread_mutex_lock(&fw_P.sleep_lock);
@@ -592,7 +603,10 @@ static inline void fw_help_end(fw_node *n) {
 
 /* A future reached a final state: wake the threads sleeping on it. */
 static inline void fw_wake_waiters(fw_node *n) {
-    FW_FENCE();
+    /* No fence: every caller has just written the final state with a
+     * sequentially consistent operation (fw_settle's CAS, a cancel's store),
+     * and a waiter adds itself to `waiters` (SC) before it reads the state:
+     * one of the two sees the other. */
     if (FW_LOAD(&n->waiters) > 0) {
         pthread_mutex_lock(&fw_P.sleep_lock);
         pthread_cond_broadcast(&fw_P.done_cond);

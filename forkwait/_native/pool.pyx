@@ -151,6 +151,7 @@ cdef extern from "_fw_sched.h" nogil:
     fw_node *fw_claim_subtree(const fw_node *root, long long mark)
     void fw_notify_helpers(const fw_node *parent)
     void fw_notify_work()
+    void fw_notify_pushed()
     void fw_tickle()
     void fw_wake_all_idle()
     int fw_idle(int worker_index, int spare)
@@ -1576,7 +1577,7 @@ cdef object _fork_impl(object fn, object args, object kwargs):
     PyObject_GC_UnTrack(fut._ctx)
     Py_INCREF(fut)  # owned by the queue while linked
     if fw_push(&fut.node):
-        fw_notify_work()
+        fw_notify_pushed()
         if cur != NULL:
             fw_notify_helpers(fut.node.parent)
         return fut
