@@ -704,3 +704,59 @@ def test_cycles_through_finished_futures_are_still_collected():
     del other, done
     gc.collect()
     assert ref() is None
+
+
+def test_task_counts_add_up_across_threads_that_come_and_go():
+    # Each thread keeps its own share of the running/completed counts (no
+    # locked instruction per task); a thread that ends hands its share over.
+    before = pool._stats()["completed"]
+
+    def burst(k):
+        for _ in range(k):
+            fw.wait(fw.fork(abs, -1))
+        fw.wait_all([fw.fork(abs, -2) for _ in range(k)])
+
+    threads = [threading.Thread(target=burst, args=(50,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    burst(25)
+    cancelled = fw.Future()  # hand-made futures are not tasks: not counted
+    cancelled.cancel()
+    deadline = time.monotonic() + 10
+    while pool._stats()["running"] != 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    stats = pool._stats()
+    assert stats["running"] == 0
+    assert stats["completed"] - before == 4 * 100 + 50
+
+
+def test_task_counts_in_an_os_fork_child():
+    proc = run_python(
+        """
+        import os, threading
+        import forkwait as fw
+        from forkwait._native import pool
+        gate = threading.Event()
+        held = fw.fork(gate.wait, 30)
+        while not held.running():
+            pass
+        done_before = pool._stats()["completed"]
+        pid = os.fork()
+        if pid == 0:
+            # the task running at the fork failed in the child (its thread is
+            # gone there): one completed, none running; new ones count on
+            ok = held.done() and pool._stats()["running"] == 0
+            ok = ok and pool._stats()["completed"] == done_before + 1
+            fw.wait_all([fw.fork(abs, -i) for i in range(10)])
+            ok = ok and pool._stats()["completed"] == done_before + 11
+            ok = ok and pool._stats()["running"] == 0
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        gate.set()
+        fw.wait(held)
+        print("child", os.waitstatus_to_exitcode(status), flush=True)
+        """
+    )
+    assert "child 0" in proc.stdout, proc.stdout + proc.stderr

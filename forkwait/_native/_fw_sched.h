@@ -86,6 +86,9 @@ typedef struct fw_queue {
  * the tasks of threads it does not have. `waiting_on` is what it sleeps on
  * (deadlock detection follows runner -> waiting_on -> runner ...). */
 typedef struct fw_thread {
+    long long n_run, n_done;    /* this thread's share of fw_P.n_running / n_completed: only
+                                   the thread itself writes them (no locked instruction per
+                                   task); readers add them up under the sleep lock */
     fw_node *waiting_on;        /* sleep lock */
     fw_node *top;               /* changed under a queue lock (claim) or by the thread */
     struct fw_thread *reg_prev, *reg_next;
@@ -109,9 +112,11 @@ typedef struct fw_pool {
     int state;                  /* atomic */
     int n_deep;                 /* threads blocked in a wait because they are too deep */
     int n_spares;               /* live compensating threads */
-    long long n_running;        /* tasks running now, anywhere (atomic) */
+    long long n_running;        /* tasks running now, anywhere, less the threads' own n_run
+                                   (atomic; fw_stats_running() gives the total) */
     long long n_running_pool;   /* of those, on workers (atomic): exit waits for them */
-    long long n_completed;      /* forked tasks finished, any outcome (atomic) */
+    long long n_completed;      /* forked tasks finished, any outcome, less the threads' own
+                                   n_done (atomic; fw_stats_completed() gives the total) */
     long long n_spawned_spares, n_spare_failures;
     long long n_steals;         /* tasks taken from another thread's deque (atomic) */
     long long n_helped;         /* tasks a wait ran for its own subtree (atomic) */
@@ -130,9 +135,16 @@ static __thread int fw_slot = -1;            /* deque slot of a pool thread; -1 
 static __thread PyObject *fw_cur_fut = NULL; /* innermost task running in this thread (borrowed) */
 static __thread int fw_task_depth = 0;       /* tasks running in this thread now, nested */
 
+/* A count that only the calling thread writes: a plain add, readable by others. */
+static inline void fw_own_add(long long *p, long long v) {
+    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+}
+
 static void fw_thread_free(void *p) {
     fw_thread *t = (fw_thread *)p;
     pthread_mutex_lock(&fw_P.sleep_lock);
+    FW_ADD(&fw_P.n_running, __atomic_load_n(&t->n_run, __ATOMIC_RELAXED));
+    FW_ADD(&fw_P.n_completed, __atomic_load_n(&t->n_done, __ATOMIC_RELAXED));
     if (t->reg_prev) t->reg_prev->reg_next = t->reg_next; else fw_P.registry = t->reg_next;
     if (t->reg_next) t->reg_next->reg_prev = t->reg_prev;
     pthread_mutex_unlock(&fw_P.sleep_lock);
@@ -278,7 +290,7 @@ static inline void fw_mark_running(fw_node *n) {
     n->outer = fw_me->top;
     fw_me->top = n;
     n->on_pool = fw_slot >= 0 && fw_slot < FW_MAX_INTEROP;  /* a worker (spares are never joined) */
-    FW_ADD(&fw_P.n_running, 1);
+    fw_own_add(&fw_me->n_run, 1);
     if (n->on_pool) FW_ADD(&fw_P.n_running_pool, 1);
 }
 
@@ -631,12 +643,16 @@ static inline int fw_settle(fw_node *n, int final_state, int from_running) {
     if (from_running) {
         if (n->runner != NULL && n->runner->top == n) n->runner->top = n->outer;
         n->outer = NULL;
-        FW_ADD(&fw_P.n_running, -1);
+        if (fw_me != NULL) fw_own_add(&fw_me->n_run, -1);
+        else FW_ADD(&fw_P.n_running, -1);
         if (n->on_pool) FW_ADD(&fw_P.n_running_pool, -1);
         n->on_pool = 0;
         n->runner = NULL;
     }
-    if (n->is_task) FW_ADD(&fw_P.n_completed, 1);
+    if (n->is_task) {
+        if (fw_me != NULL) fw_own_add(&fw_me->n_done, 1);
+        else FW_ADD(&fw_P.n_completed, 1);
+    }
     return 1;
 }
 
@@ -671,6 +687,21 @@ static inline int fw_slot_acquire(int want) {
  * threads and hand back their running tasks (orphans: nobody will finish
  * them) in a malloc'ed array (*out, free it), returning their count; reset
  * the pool's thread state. The forking thread's own tasks carry on. */
+/* Totals for reports (sleep lock held). */
+static inline long long fw_stats_running(void) {
+    long long r = FW_LOAD(&fw_P.n_running);
+    for (fw_thread *t = fw_P.registry; t != NULL; t = t->reg_next)
+        r += __atomic_load_n(&t->n_run, __ATOMIC_RELAXED);
+    return r;
+}
+
+static inline long long fw_stats_completed(void) {
+    long long r = FW_LOAD(&fw_P.n_completed);
+    for (fw_thread *t = fw_P.registry; t != NULL; t = t->reg_next)
+        r += __atomic_load_n(&t->n_done, __ATOMIC_RELAXED);
+    return r;
+}
+
 static Py_ssize_t fw_child_reset(fw_node ***out) {
     fw_thread *t = fw_P.registry, *nx;
     fw_node *n, **buf = NULL;
@@ -685,6 +716,7 @@ static Py_ssize_t fw_child_reset(fw_node ***out) {
             fw_P.registry = t;
             for (n = t->top; n != NULL; n = n->outer) { mine++; n->on_pool = 0; }
         } else {
+            fw_P.n_completed += t->n_done;
             for (n = t->top; n != NULL; n = n->outer) {
                 if (FW_LOAD(&n->state) != FW_RUNNING) continue;
                 if (k == cap) {
@@ -700,7 +732,7 @@ static Py_ssize_t fw_child_reset(fw_node ***out) {
         t = nx;
     }
     for (Py_ssize_t i = 0; i < k; i++) { buf[i]->runner = NULL; buf[i]->outer = NULL; buf[i]->on_pool = 0; }
-    fw_P.n_running = mine + k;
+    fw_P.n_running = mine + k - (fw_me != NULL ? fw_me->n_run : 0);
     fw_P.n_running_pool = 0;
     fw_P.live_workers = 0;
     fw_P.n_deep = 0;

@@ -152,6 +152,8 @@ cdef extern from "_fw_sched.h" nogil:
     void fw_notify_helpers(const fw_node *parent)
     void fw_notify_work()
     void fw_notify_pushed()
+    long long fw_stats_running()
+    long long fw_stats_completed()
     void fw_tickle()
     void fw_wake_all_idle()
     int fw_idle(int worker_index, int spare)
@@ -1950,9 +1952,9 @@ def _stats():
     for i in range(ns):
         queued += _deque_len(i)
     fw_lock(&fw_P.sleep_lock)
-    d = (queued, FW_LOADLL(&fw_P.n_running), fw_P.sleepers, fw_P.live_workers,
+    d = (queued, fw_stats_running(), fw_P.sleepers, fw_P.live_workers,
          fw_P.target_workers, fw_P.state, fw_P.n_spares, fw_P.n_deep,
-         FW_LOADLL(&fw_P.n_completed), fw_P.n_spawned_spares, fw_P.n_spare_failures,
+         fw_stats_completed(), fw_P.n_spawned_spares, fw_P.n_spare_failures,
          FW_LOADLL(&fw_P.n_steals), FW_LOADLL(&fw_P.n_helped))
     fw_unlock(&fw_P.sleep_lock)
     return {
