@@ -1,16 +1,24 @@
-"""matmul: blocks of the product over the OpenMP team, each a single-threaded GEMM.
+"""matmul: the product over the OpenMP team, by the process's OpenBLAS.
 
-The GEMM is SciPy's BLAS (SciPy is a dependency; ``load_blas`` finds it through
-``scipy.linalg.cython_blas`` when forkwait.ops is imported: no build
-dependency). Its OpenBLAS would start threads of its own inside every block and
-oversubscribe the team, so while forkwait matmuls run, OpenBLAS's thread count
-is 1, and the count the process had is restored when the last one ends. The
-pin goes through the BLAS limiter (``_blas``), which also applies the BLAS
-budget of forked tasks: one record per library under one lock, so the two
-can overlap without leaving OpenBLAS pinned, and a caller's own SciPy calls
-afterwards run with their threads (DESIGN.md rule 4: never a process-wide
-setting changed for good). Without a
-usable SciPy BLAS, a plain blocked loop of our own (correct, slower).
+The GEMM is NumPy's OpenBLAS where it can be found (the library NumPy's own
+``np.matmul`` calls: ``load_blas`` resolves its Fortran GEMM with dlsym
+through NumPy's ``_multiarray_umath`` module, already loaded), else SciPy's
+(SciPy is a dependency, found through ``scipy.linalg.cython_blas``); no build
+dependency either way. Without a usable BLAS, a plain blocked loop of our own
+(correct, slower).
+
+A team of one thread makes one single-threaded GEMM. A larger team either
+splits the product in blocks of columns, one single-threaded GEMM each, or,
+when this matmul is alone on the library, hands the whole product to it with
+the team's thread count (a "wide" call: the call ``np.matmul`` makes), as
+measured best (docs/performance.md). OpenBLAS would start threads of its own
+inside every block and oversubscribe the team, so while forkwait matmuls run,
+the library's thread count is 1 (T for a wide call), and the count the
+process had is restored when the last one ends. The pin goes through the BLAS
+limiter (``_blas``), which also applies the BLAS budget of forked tasks: one
+record per library under one lock, so the two can overlap without leaving
+OpenBLAS pinned, and a caller's own BLAS calls afterwards run with their
+threads (DESIGN.md rule 4: never a process-wide setting changed for good).
 """
 
 cimport numpy as cnp
@@ -20,7 +28,7 @@ from libc.stdlib cimport calloc, free
 from cython cimport floating
 from cython.parallel cimport prange
 
-from forkwait._native._blas cimport blas_pin, blas_register
+from forkwait._native._blas cimport blas_pin, blas_pin_wide, blas_register, blas_unpin_wide
 from forkwait._native._team cimport team_begin, team_end
 
 cnp.import_array()
@@ -40,14 +48,30 @@ ctypedef void (*sgemm_t)(char* ta, char* tb, int* m, int* n, int* k,
 ctypedef void (*dgemm_t)(char* ta, char* tb, int* m, int* n, int* k,
                          double* alpha, double* a, int* lda, double* b, int* ldb,
                          double* beta, double* c, int* ldc) noexcept nogil
+# the ILP64 builds (NumPy's wheels: scipy_sgemm_64_): 64-bit integers
+ctypedef long long i64
+ctypedef void (*sgemm64_t)(char* ta, char* tb, i64* m, i64* n, i64* k,
+                           float* alpha, float* a, i64* lda, float* b, i64* ldb,
+                           float* beta, float* c, i64* ldc) noexcept nogil
+ctypedef void (*dgemm64_t)(char* ta, char* tb, i64* m, i64* n, i64* k,
+                           double* alpha, double* a, i64* lda, double* b, i64* ldb,
+                           double* beta, double* c, i64* ldc) noexcept nogil
 ctypedef void (*set_threads_t)(int n) noexcept nogil
 ctypedef int (*get_threads_t)() noexcept nogil
 
 cdef sgemm_t _sgemm = NULL
 cdef dgemm_t _dgemm = NULL
+cdef sgemm64_t _sgemm64 = NULL
+cdef dgemm64_t _dgemm64 = NULL
+cdef bint _ilp64 = False
 cdef set_threads_t _blas_set_threads = NULL
 cdef get_threads_t _blas_get_threads = NULL
 _backend = None
+cdef bint _use_blas = False     # _backend is one of the OpenBLAS ones
+
+# the libraries ops.matmul may call, in the order load_blas tries them
+BLAS_ORDER = ("numpy", "scipy")
+_order = BLAS_ORDER
 
 cdef enum:
     ROW_ALIGN = 8
@@ -55,15 +79,31 @@ cdef enum:
     COL_SPLIT_MIN = 64      # columns per thread below which blocks of rows are used
     BLAS_SERIAL_BELOW = 262144
 
+# wide calls (the whole product to the BLAS at the team's thread count) for
+# which dtypes: bit 0 float32, bit 1 float64 (set_wide; docs/performance.md)
+cdef int _wide = 3
+
 # this library's index in the BLAS limiter (_blas), -1 before load_blas
 cdef int _blas_index = -1
 
 # GEMM dimensions are C ints
 cdef Py_ssize_t INT_LIMIT = 2147483648
 
+# the (Fortran GEMM, set threads, get threads) symbols tried in NumPy's BLAS:
+# ILP64 first (NumPy's wheels), then the plain LP64 names (other builds)
+_NUMPY_SYMBOLS = (
+    (True, b"scipy_sgemm_64_", b"scipy_dgemm_64_",
+     b"scipy_openblas_set_num_threads64_", b"scipy_openblas_get_num_threads64_"),
+    (True, b"sgemm_64_", b"dgemm_64_",
+     b"openblas_set_num_threads64_", b"openblas_get_num_threads64_"),
+    (False, b"scipy_sgemm_", b"scipy_dgemm_",
+     b"scipy_openblas_set_num_threads", b"scipy_openblas_get_num_threads"),
+    (False, b"sgemm_", b"dgemm_", b"openblas_set_num_threads", b"openblas_get_num_threads"),
+)
+
 
 cdef inline void _blas_enter() noexcept nogil:
-    """Pin SciPy's OpenBLAS to 1 thread while this matmul runs."""
+    """Pin the OpenBLAS to 1 thread while this matmul runs."""
     blas_pin(_blas_index, 1)
 
 
@@ -74,7 +114,7 @@ cdef inline void _blas_leave() noexcept nogil:
 def blas_info():
     """(backend, library file or None, OpenBLAS thread count now or None)."""
     cdef Dl_info info
-    if _backend != "scipy-openblas":
+    if _backend not in ("numpy-openblas", "scipy-openblas"):
         return _backend or "own", None, None
     path = None
     if dladdr(<void*>_blas_set_threads, &info) != 0 and info.dli_fname != NULL:
@@ -82,68 +122,177 @@ def blas_info():
     return _backend, path, _blas_get_threads()
 
 
-def load_blas():
-    """Find SciPy's GEMM; returns the backend name ("scipy-openblas" or "own")."""
-    global _sgemm, _dgemm, _blas_set_threads, _blas_get_threads, _backend, _blas_index
+cdef bint _same_file(void* p, bytes path):
+    cdef Dl_info info
+    return (p != NULL and dladdr(p, &info) != 0 and info.dli_fname != NULL
+            and bytes(info.dli_fname) == path)
+
+
+def _numpy_module_path():
+    """The file of NumPy's C core, through which its BLAS is found."""
+    try:
+        from numpy._core import _multiarray_umath as mod
+    except ImportError:         # NumPy 1.x
+        from numpy.core import _multiarray_umath as mod
+    return mod.__file__
+
+
+cdef bint _load_numpy(object module_path):
+    """NumPy's OpenBLAS: dlsym through NumPy's already-loaded C core (which
+    searches its dependencies, so the symbol found is the library NumPy
+    calls); the GEMM and the thread functions must come from one file."""
+    global _sgemm64, _dgemm64, _sgemm, _dgemm, _ilp64, _blas_set_threads, _blas_get_threads
+    cdef void* handle
+    cdef void* ps
+    cdef void* pd
+    cdef void* fset
+    cdef void* fget
+    cdef Dl_info info
+    if module_path is None:
+        return False
+    handle = dlopen(module_path.encode(), RTLD_NOW | RTLD_NOLOAD)
+    if handle == NULL:
+        return False
+    for ilp64, sname, dname, setname, getname in _NUMPY_SYMBOLS:
+        ps = dlsym(handle, sname)
+        if ps == NULL or dladdr(ps, &info) == 0 or info.dli_fname == NULL:
+            continue
+        lib = bytes(info.dli_fname)
+        pd = dlsym(handle, dname)
+        fset = dlsym(handle, setname)
+        fget = dlsym(handle, getname)
+        if not (_same_file(pd, lib) and _same_file(fset, lib) and _same_file(fget, lib)):
+            continue
+        _ilp64 = ilp64
+        if ilp64:
+            _sgemm64 = <sgemm64_t>ps
+            _dgemm64 = <dgemm64_t>pd
+        else:
+            _sgemm = <sgemm_t>ps
+            _dgemm = <dgemm_t>pd
+        _blas_set_threads = <set_threads_t>fset
+        _blas_get_threads = <get_threads_t>fget
+        return True
+    return False
+
+
+cdef bint _load_scipy():
+    """SciPy's OpenBLAS, through scipy.linalg.cython_blas's capsules."""
+    global _sgemm, _dgemm, _ilp64, _blas_set_threads, _blas_get_threads
     cdef Dl_info info
     cdef void* handle
     cdef void* ps
     cdef void* pd
     cdef void* fset = NULL
     cdef void* fget = NULL
-    if _backend is not None:
-        return _backend
-    _backend = "own"
     try:
         from scipy.linalg import cython_blas
         caps = cython_blas.__pyx_capi__
         ps = PyCapsule_GetPointer(caps["sgemm"], PyCapsule_GetName(caps["sgemm"]))
         pd = PyCapsule_GetPointer(caps["dgemm"], PyCapsule_GetName(caps["dgemm"]))
     except Exception:           # no SciPy, or a SciPy without these capsules
-        return _backend
+        return False
     if dladdr(ps, &info) == 0 or info.dli_fname == NULL:
-        return _backend
+        return False
     handle = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD)
     if handle == NULL:
-        return _backend
+        return False
     for prefix in (b"scipy_openblas", b"openblas"):
         fset = dlsym(handle, prefix + b"_set_num_threads")
         fget = dlsym(handle, prefix + b"_get_num_threads")
         if fset != NULL and fget != NULL:
             break
     if fset == NULL or fget == NULL:
-        return _backend         # a BLAS whose threads we cannot pin: use our own
+        return False            # a BLAS whose threads we cannot pin
     _sgemm = <sgemm_t>ps
     _dgemm = <dgemm_t>pd
+    _ilp64 = False
     _blas_set_threads = <set_threads_t>fset
     _blas_get_threads = <get_threads_t>fget
-    _backend = "scipy-openblas"
-    if dladdr(fset, &info) == 0 or info.dli_fname == NULL:
+    return True
+
+
+def load_blas(order=None, numpy_module=None):
+    """Find the GEMM; returns the backend name ("numpy-openblas",
+    "scipy-openblas" or "own").
+
+    `order`: the libraries to try, in turn ("numpy", "scipy"; default
+    BLAS_ORDER, or the last order given). `numpy_module`: the file through
+    which NumPy's BLAS is looked up (default NumPy's ``_multiarray_umath``;
+    tests give another to see the fallback). Loaded once; ``use_own_kernel``
+    and ``select_blas`` load again.
+    """
+    global _backend, _blas_index, _order, _use_blas
+    cdef Dl_info info
+    if order is not None:
+        _order = tuple(order)
+        _backend = None
+    if _backend is not None:
+        return _backend
+    _backend = "own"
+    _use_blas = False
+    for name in _order:
+        if name == "numpy":
+            path = numpy_module
+            if path is None:
+                try:
+                    path = _numpy_module_path()
+                except Exception:
+                    path = None
+            if _load_numpy(path):
+                _backend = "numpy-openblas"
+                break
+        elif name == "scipy":
+            if _load_scipy():
+                _backend = "scipy-openblas"
+                break
+        else:
+            raise ValueError(f"unknown BLAS {name!r}: use 'numpy' or 'scipy'")
+    if _backend == "own":
+        return _backend
+    if dladdr(<void*>_blas_set_threads, &info) == 0 or info.dli_fname == NULL:
         info.dli_fname = b""
-    _blas_index = blas_register(fset, fget, info.dli_fname)
+    _blas_index = blas_register(<void*>_blas_set_threads, <void*>_blas_get_threads,
+                                info.dli_fname)
     _warm_up()
+    _use_blas = True
     return _backend
+
+
+def select_blas(*order, numpy_module=None):
+    """Testing and benchmark switch: load the GEMM again, trying the named
+    libraries in turn (``select_blas("scipy")``; no names: the default order).
+    Returns the backend name. Not while matmuls run."""
+    return load_blas(order or BLAS_ORDER, numpy_module)
+
+
+def set_wide(int dtypes):
+    """Testing and benchmark switch: which dtypes may take a wide call (bit 0
+    float32, bit 1 float64; 0: always split over the team). Returns the old
+    value."""
+    global _wide
+    old = _wide
+    _wide = dtypes
+    return old
 
 
 cdef void _warm_up() noexcept nogil:
     """One GEMM with OpenBLAS's threads on (at least 2), once.
 
-    Measured here (OpenBLAS 0.3.30, Zen 1): until SciPy's OpenBLAS has run one
-    GEMM multi-threaded, its single-threaded sgemm of 256 x 256 takes 3.5-3.9 ms;
-    afterwards 1.0 ms (NumPy's own OpenBLAS behaves the same way). forkwait only
-    ever calls it single-threaded, so it would stay on the slow path for good.
+    Measured here (OpenBLAS 0.3.30 and 0.3.31, Zen 1): until an OpenBLAS has
+    run one GEMM multi-threaded, its single-threaded sgemm of 256 x 256 takes
+    3.5-3.9 ms; afterwards 1.0 ms. forkwait may only ever call it
+    single-threaded, so it would stay on the slow path for good.
     The thread count is put back at once.
     """
     cdef int old = _blas_get_threads()
     cdef int n = 256
-    cdef float one = 1, zero = 0
-    cdef char tr = b"N"
     cdef float* buf = <float*>calloc(3 * n * n, sizeof(float))
     if buf == NULL:
         return
     if old < 2:
         _blas_set_threads(2)
-    _sgemm(&tr, &tr, &n, &n, &n, &one, buf, &n, buf + n * n, &n, &zero, buf + 2 * n * n, &n)
+    _call_gemm(buf + n * n, buf, buf + 2 * n * n, n, n, n, n, n, n)
     if old < 2:
         _blas_set_threads(old)
     free(buf)
@@ -151,9 +300,10 @@ cdef void _warm_up() noexcept nogil:
 
 def use_own_kernel(bint own):
     """Testing switch: force the built-in kernel (True) or BLAS again (False)."""
-    global _backend
+    global _backend, _use_blas
     if own:
         _backend = "own"
+        _use_blas = False
     else:
         _backend = None
         load_blas()
@@ -185,44 +335,51 @@ cdef void _own_gemm(const floating* a, const floating* b, floating* c,
         p0 = p1
 
 
+cdef inline void _call_gemm(const floating* b, const floating* a, floating* c,
+                            Py_ssize_t n, Py_ssize_t m, Py_ssize_t k,
+                            Py_ssize_t ldb, Py_ssize_t lda, Py_ssize_t ldc) noexcept nogil:
+    """Column-major C (n x m) = B (n x k) A (k x m): the row-major product
+    c = a @ b of a (m x k) and b (k x n), in whichever integer width the
+    library takes."""
+    cdef char tr = b"N"
+    cdef int im = <int>m, in_ = <int>n, ik = <int>k
+    cdef int ia = <int>lda, ib = <int>ldb, ic = <int>ldc
+    cdef i64 lm = m, ln = n, lk = k, la = lda, lb = ldb, lc = ldc
+    cdef float sone = 1, szero = 0
+    cdef double done = 1, dzero = 0
+    if _ilp64:
+        if floating is float:
+            _sgemm64(&tr, &tr, &ln, &lm, &lk, &sone, <float*>b, &lb, <float*>a, &la,
+                     &szero, c, &lc)
+        else:
+            _dgemm64(&tr, &tr, &ln, &lm, &lk, &done, <double*>b, &lb, <double*>a, &la,
+                     &dzero, c, &lc)
+    elif floating is float:
+        _sgemm(&tr, &tr, &in_, &im, &ik, &sone, <float*>b, &ib, <float*>a, &ia,
+               &szero, c, &ic)
+    else:
+        _dgemm(&tr, &tr, &in_, &im, &ik, &done, <double*>b, &ib, <double*>a, &ia,
+               &dzero, c, &ic)
+
+
 cdef void _gemm(const floating* a, const floating* b, floating* c,
                 Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint blas) noexcept nogil:
     """c (m x n) = a (m x k) @ b (k x n), all row-major and contiguous."""
-    cdef char tr = b"N"
-    cdef int im = <int>m, in_ = <int>n, ik = <int>k
-    cdef int lda = <int>(k if k > 0 else 1)
-    cdef int ldb = <int>(n if n > 0 else 1)
-    cdef float sone = 1, szero = 0
-    cdef double done = 1, dzero = 0
     if m == 0:
         return
     if not blas:
         _own_gemm(a, b, c, m, n, k)
-    elif floating is float:
-        # row-major C = A B is column-major C^T = B^T A^T
-        _sgemm(&tr, &tr, &in_, &im, &ik, &sone, <float*>b, &ldb, <float*>a, &lda,
-               &szero, c, &ldb)
     else:
-        _dgemm(&tr, &tr, &in_, &im, &ik, &done, <double*>b, &ldb, <double*>a, &lda,
-               &dzero, c, &ldb)
+        # row-major C = A B is column-major C^T = B^T A^T
+        _call_gemm(b, a, c, n, m, k, n if n > 0 else 1, k if k > 0 else 1,
+                   n if n > 0 else 1)
 
 
 cdef void _gemm_cols(const floating* a, const floating* b, floating* c,
                      Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                      Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
     """c[:, j0:j1] = a @ b[:, j0:j1] with BLAS (a m x k, b k x n, c m x n)."""
-    cdef char tr = b"N"
-    cdef int im = <int>m, iw = <int>(j1 - j0), ik = <int>k
-    cdef int lda = <int>(k if k > 0 else 1)
-    cdef int ldb = <int>n
-    cdef float sone = 1, szero = 0
-    cdef double done = 1, dzero = 0
-    if floating is float:
-        _sgemm(&tr, &tr, &iw, &im, &ik, &sone, <float*>b + j0, &ldb, <float*>a, &lda,
-               &szero, c + j0, &ldb)
-    else:
-        _dgemm(&tr, &tr, &iw, &im, &ik, &done, <double*>b + j0, &ldb, <double*>a, &lda,
-               &dzero, c + j0, &ldb)
+    _call_gemm(b + j0, a, c + j0, j1 - j0, m, k, n, k if k > 0 else 1, n)
 
 
 cdef void _run(const floating* pa, const floating* pb, floating* pc,
@@ -233,18 +390,35 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
     cdef Py_ssize_t sa = m * k if a_batched else 0
     cdef Py_ssize_t sb = k * n if b_batched else 0
     cdef Py_ssize_t per, rc, items, item, bi, r0, r1
-    cdef int team
+    cdef int team, wide
     # OpenBLAS runs a GEMM of fewer than 65536 * 4 multiply-adds on the calling
     # thread whatever its setting (interface/gemm.c, SMP_THRESHOLD_MIN *
     # GEMM_MULTITHREAD_THRESHOLD): no need to pin it (two calls into OpenBLAS)
     cdef bint pin = blas and m * n * k >= BLAS_SERIAL_BELOW
-    if pin:
-        _blas_enter()
     team = team_begin(batch * m * n * k, grain)
     if team == 1:
+        if pin:
+            _blas_enter()
         for bi in range(batch):
             _gemm(pa + bi * sa, pb + bi * sb, pc + bi * m * n, m, n, k, blas)
-    elif blas and batch == 1 and n >= COL_SPLIT_MIN * team:
+        if pin:
+            _blas_leave()
+        team_end(team)
+        return
+    if blas and batch == 1 and _wide & (1 if floating is float else 2):
+        # alone on the library (else the limiter refuses): the whole product
+        # to OpenBLAS with the team's threads, the call np.matmul makes.
+        # Measured here: float32 256 at 2 threads 0.33x NumPy with column
+        # blocks, about 1.0x wide (docs/performance.md)
+        wide = blas_pin_wide(_blas_index, team)
+        if wide:
+            _gemm(pa, pb, pc, m, n, k, blas)
+            blas_unpin_wide(_blas_index)
+            team_end(team)
+            return
+    if pin:
+        _blas_enter()
+    if blas and batch == 1 and n >= COL_SPLIT_MIN * team:
         # one matrix: blocks of columns, each thread C[:, j0:j1] = A @ B[:, j0:j1].
         # Measured here (2 threads, SciPy's OpenBLAS 0.3.30): float32 128 x 128
         # ran 1.79x the 1-thread speed with column blocks, 0.90x with row blocks;
@@ -283,7 +457,7 @@ def matmul(const floating[::1] a, const floating[::1] b, floating[::1] out,
     A non-batched operand is the same matrix for every i. All flat and
     C-contiguous; m, n, k < 2**31; m, n > 0.
     """
-    cdef bint blas = _backend == "scipy-openblas"
+    cdef bint blas = _use_blas
     with nogil:
         _run(&a[0], &b[0], &out[0], batch, m, n, k, a_batched, b_batched, grain, blas)
 
@@ -343,7 +517,7 @@ def fast_matmul(object a, object b, object out, Py_ssize_t grain):
                 or not cnp.PyArray_ISWRITEABLE(res)
                 or _overlap(res, aa) or _overlap(res, ab)):
             return None
-    blas = _backend == "scipy-openblas"
+    blas = _use_blas
     if t == cnp.NPY_DOUBLE:
         with nogil:
             _run(<const double*>cnp.PyArray_DATA(aa), <const double*>cnp.PyArray_DATA(ab),
