@@ -121,3 +121,17 @@ def state():
     return {"budget": bool(fw_blas_budget_on), "cpus": fw_blas_cpus,
             "running": fw_blas_running, "limit": fw_blas_cur_limit,
             "changes": fw_blas_changes}
+
+
+# testing hooks: take and release ops.matmul's pins by hand (library index
+# from _matmul.blas_index()); not for use outside the tests
+def _test_pin(int lib, int delta):
+    fw_blas_pin(lib, delta)
+
+
+def _test_pin_wide(int lib, int n):
+    return fw_blas_pin_wide(lib, n)
+
+
+def _test_unpin_wide(int lib):
+    fw_blas_unpin_wide(lib)

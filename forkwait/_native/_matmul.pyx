@@ -128,6 +128,11 @@ cdef bint _same_file(void* p, bytes path):
             and bytes(info.dli_fname) == path)
 
 
+def blas_index():
+    """The library's index in the BLAS limiter (-1: none), for tests."""
+    return _blas_index if _use_blas else -1
+
+
 def _numpy_module_path():
     """The file of NumPy's C core, through which its BLAS is found."""
     try:
