@@ -36,6 +36,7 @@ cdef extern from "_fw_blas.h" nogil:
     void fw_blas_tasks(int delta)
     void fw_blas_pin(int lib, int delta)
     int fw_blas_pin_wide(int lib, int n)
+    int fw_blas_pin_least(const int* libs, int n)
     void fw_blas_unpin_wide(int lib)
     int fw_blas_add(void* set_fn, void* get_fn, const char* name, const char* path)
     void fw_blas_scan()
@@ -55,6 +56,10 @@ cdef void blas_tasks(int delta) noexcept nogil:
 
 cdef void blas_pin(int lib, int delta) noexcept nogil:
     fw_blas_pin(lib, delta)
+
+
+cdef int blas_pin_least(const int* libs, int n) noexcept nogil:
+    return fw_blas_pin_least(libs, n)
 
 
 cdef int blas_pin_wide(int lib, int n) noexcept nogil:
@@ -127,6 +132,14 @@ def state():
 # from _matmul.blas_index()); not for use outside the tests
 def _test_pin(int lib, int delta):
     fw_blas_pin(lib, delta)
+
+
+def _test_pin_least(libs):
+    cdef int c[8]
+    cdef int i, n = len(libs)
+    for i in range(n):
+        c[i] = libs[i]
+    return fw_blas_pin_least(c, n)
 
 
 def _test_pin_wide(int lib, int n):

@@ -249,6 +249,36 @@ static inline void fw_blas_unpin_wide(int lib) {
     pthread_mutex_unlock(&fw_blas_lock);
 }
 
+/* ops.matmul: pin to 1 thread whichever of the n libraries `libs` (limiter
+ * indices; -1 skipped) is least used by matmuls now (1-thread pins, plus a
+ * wide pin's thread count; the first on a tie). Returns its position in
+ * `libs` (release with fw_blas_pin(libs[i], -1)), or -1 if none. So two
+ * matmuls running at once call two different OpenBLAS libraries where two
+ * are loaded (NumPy's and SciPy's): measured here, two threads calling one
+ * OpenBLAS's single-threaded sgemm at once run 1.4-4x slower each, two
+ * threads calling two copies do not (docs/performance.md). */
+static inline int fw_blas_pin_least(const int *libs, int n) {
+    int i, best = -1, load, best_load = 0;
+    fw_blas_lib *L;
+    pthread_mutex_lock(&fw_blas_lock);
+    for (i = 0; i < n; i++) {
+        if (libs[i] < 0) continue;
+        L = &fw_blas_libs[libs[i]];
+        load = L->pins + (L->wide ? L->wide_n : 0);
+        if (best < 0 || load < best_load) {
+            best = i;
+            best_load = load;
+        }
+    }
+    if (best >= 0) {
+        L = &fw_blas_libs[libs[best]];
+        L->pins++;
+        fw_blas_apply(L, fw_blas_cur_limit);
+    }
+    pthread_mutex_unlock(&fw_blas_lock);
+    return best;
+}
+
 /* Turn the budget on or off. */
 static void fw_blas_set_budget(int on, int cpus) {
     pthread_mutex_lock(&fw_blas_lock);

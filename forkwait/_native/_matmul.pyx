@@ -28,7 +28,9 @@ from libc.stdlib cimport calloc, free
 from cython cimport floating
 from cython.parallel cimport prange
 
-from forkwait._native._blas cimport blas_pin, blas_pin_wide, blas_register, blas_unpin_wide
+from forkwait._native._blas cimport (
+    blas_pin, blas_pin_least, blas_pin_wide, blas_register, blas_unpin_wide,
+)
 from forkwait._native._team cimport team_begin, team_end
 
 cnp.import_array()
@@ -59,15 +61,24 @@ ctypedef void (*dgemm64_t)(char* ta, char* tb, i64* m, i64* n, i64* k,
 ctypedef void (*set_threads_t)(int n) noexcept nogil
 ctypedef int (*get_threads_t)() noexcept nogil
 
-cdef sgemm_t _sgemm = NULL
-cdef dgemm_t _dgemm = NULL
-cdef sgemm64_t _sgemm64 = NULL
-cdef dgemm64_t _dgemm64 = NULL
-cdef bint _ilp64 = False
-cdef set_threads_t _blas_set_threads = NULL
-cdef get_threads_t _blas_get_threads = NULL
+# The libraries ops.matmul calls ("slots"): slot 0 is the first found in the
+# order (NumPy's by default), slot 1 the second (SciPy's) when it is another
+# file. A single-threaded GEMM takes the slot least used by matmuls now, so
+# two matmuls at once call two different libraries (see fw_blas_pin_least).
+cdef enum:
+    MAX_SLOTS = 2
+cdef sgemm_t _s32[MAX_SLOTS]
+cdef dgemm_t _d32[MAX_SLOTS]
+cdef sgemm64_t _s64[MAX_SLOTS]
+cdef dgemm64_t _d64[MAX_SLOTS]
+cdef bint _ilp[MAX_SLOTS]
+cdef set_threads_t _set[MAX_SLOTS]
+cdef get_threads_t _get[MAX_SLOTS]
+cdef int _lib[MAX_SLOTS]         # the slot's index in the BLAS limiter (_blas)
+cdef int _nslots = 0
+_slot_names = []
 _backend = None
-cdef bint _use_blas = False     # _backend is one of the OpenBLAS ones
+cdef bint _use_blas = False     # _nslots > 0 and not forced to our own kernel
 
 # the libraries ops.matmul may call, in the order load_blas tries them
 BLAS_ORDER = ("numpy", "scipy")
@@ -82,9 +93,6 @@ cdef enum:
 # wide calls (the whole product to the BLAS at the team's thread count) for
 # which dtypes: bit 0 float32, bit 1 float64 (set_wide; docs/performance.md)
 cdef int _wide = 3
-
-# this library's index in the BLAS limiter (_blas), -1 before load_blas
-cdef int _blas_index = -1
 
 # GEMM dimensions are C ints
 cdef Py_ssize_t INT_LIMIT = 2147483648
@@ -102,35 +110,54 @@ _NUMPY_SYMBOLS = (
 )
 
 
-cdef inline void _blas_enter() noexcept nogil:
-    """Pin the OpenBLAS to 1 thread while this matmul runs."""
-    blas_pin(_blas_index, 1)
+cdef inline int _acquire() noexcept nogil:
+    """Pin the least used library to 1 thread for one GEMM; its slot."""
+    cdef int slot = blas_pin_least(_lib, _nslots)
+    return slot if slot >= 0 else 0
 
 
-cdef inline void _blas_leave() noexcept nogil:
-    blas_pin(_blas_index, -1)
+cdef inline void _release(int slot) noexcept nogil:
+    blas_pin(_lib[slot], -1)
+
+
+cdef object _slot_path(int slot):
+    cdef Dl_info info
+    if dladdr(<void*>_set[slot], &info) != 0 and info.dli_fname != NULL:
+        return info.dli_fname.decode()
+    return None
 
 
 def blas_info():
-    """(backend, library file or None, OpenBLAS thread count now or None)."""
-    cdef Dl_info info
-    if _backend not in ("numpy-openblas", "scipy-openblas"):
+    """(backend, library file or None, OpenBLAS thread count now or None) of
+    the first library ops.matmul calls."""
+    if not _use_blas:
         return _backend or "own", None, None
-    path = None
-    if dladdr(<void*>_blas_set_threads, &info) != 0 and info.dli_fname != NULL:
-        path = info.dli_fname.decode()
-    return _backend, path, _blas_get_threads()
+    return _backend, _slot_path(0), _get[0]()
+
+
+def blas_libraries():
+    """[(backend, library file, thread count now)] of every library ops.matmul
+    calls, the first first; [] with forkwait's own kernel."""
+    cdef int i
+    if not _use_blas:
+        return []
+    return [(_slot_names[i], _slot_path(i), _get[i]()) for i in range(_nslots)]
+
+
+def blas_index():
+    """The first library's index in the BLAS limiter (-1: none), for tests."""
+    return _lib[0] if _use_blas else -1
+
+
+def blas_indices():
+    """Every library's index in the BLAS limiter, for tests."""
+    return [_lib[i] for i in range(_nslots)] if _use_blas else []
 
 
 cdef bint _same_file(void* p, bytes path):
     cdef Dl_info info
     return (p != NULL and dladdr(p, &info) != 0 and info.dli_fname != NULL
             and bytes(info.dli_fname) == path)
-
-
-def blas_index():
-    """The library's index in the BLAS limiter (-1: none), for tests."""
-    return _blas_index if _use_blas else -1
 
 
 def _numpy_module_path():
@@ -142,11 +169,11 @@ def _numpy_module_path():
     return mod.__file__
 
 
-cdef bint _load_numpy(object module_path):
-    """NumPy's OpenBLAS: dlsym through NumPy's already-loaded C core (which
-    searches its dependencies, so the symbol found is the library NumPy
-    calls); the GEMM and the thread functions must come from one file."""
-    global _sgemm64, _dgemm64, _sgemm, _dgemm, _ilp64, _blas_set_threads, _blas_get_threads
+cdef bint _load_numpy(int slot, object module_path):
+    """NumPy's OpenBLAS into `slot`: dlsym through NumPy's already-loaded C
+    core (which searches its dependencies, so the symbol found is the
+    library NumPy calls); the GEMM and the thread functions must come from
+    one file."""
     cdef void* handle
     cdef void* ps
     cdef void* pd
@@ -168,22 +195,21 @@ cdef bint _load_numpy(object module_path):
         fget = dlsym(handle, getname)
         if not (_same_file(pd, lib) and _same_file(fset, lib) and _same_file(fget, lib)):
             continue
-        _ilp64 = ilp64
+        _ilp[slot] = ilp64
         if ilp64:
-            _sgemm64 = <sgemm64_t>ps
-            _dgemm64 = <dgemm64_t>pd
+            _s64[slot] = <sgemm64_t>ps
+            _d64[slot] = <dgemm64_t>pd
         else:
-            _sgemm = <sgemm_t>ps
-            _dgemm = <dgemm_t>pd
-        _blas_set_threads = <set_threads_t>fset
-        _blas_get_threads = <get_threads_t>fget
+            _s32[slot] = <sgemm_t>ps
+            _d32[slot] = <dgemm_t>pd
+        _set[slot] = <set_threads_t>fset
+        _get[slot] = <get_threads_t>fget
         return True
     return False
 
 
-cdef bint _load_scipy():
-    """SciPy's OpenBLAS, through scipy.linalg.cython_blas's capsules."""
-    global _sgemm, _dgemm, _ilp64, _blas_set_threads, _blas_get_threads
+cdef bint _load_scipy(int slot):
+    """SciPy's OpenBLAS into `slot`, through scipy.linalg.cython_blas's capsules."""
     cdef Dl_info info
     cdef void* handle
     cdef void* ps
@@ -209,34 +235,44 @@ cdef bint _load_scipy():
             break
     if fset == NULL or fget == NULL:
         return False            # a BLAS whose threads we cannot pin
-    _sgemm = <sgemm_t>ps
-    _dgemm = <dgemm_t>pd
-    _ilp64 = False
-    _blas_set_threads = <set_threads_t>fset
-    _blas_get_threads = <get_threads_t>fget
+    _s32[slot] = <sgemm_t>ps
+    _d32[slot] = <dgemm_t>pd
+    _ilp[slot] = False
+    _set[slot] = <set_threads_t>fset
+    _get[slot] = <get_threads_t>fget
     return True
 
 
 def load_blas(order=None, numpy_module=None):
-    """Find the GEMM; returns the backend name ("numpy-openblas",
-    "scipy-openblas" or "own").
+    """Find the GEMMs; returns the first one's backend name
+    ("numpy-openblas", "scipy-openblas", or "own" where none is found).
 
-    `order`: the libraries to try, in turn ("numpy", "scipy"; default
-    BLAS_ORDER, or the last order given). `numpy_module`: the file through
-    which NumPy's BLAS is looked up (default NumPy's ``_multiarray_umath``;
-    tests give another to see the fallback). Loaded once; ``use_own_kernel``
-    and ``select_blas`` load again.
+    `order`: the libraries to try ("numpy", "scipy"; default BLAS_ORDER, or
+    the last order given); every one found is used, up to two, the first
+    first. `numpy_module`: the file through which NumPy's BLAS is looked up
+    (default NumPy's ``_multiarray_umath``; tests give another to see the
+    fallback). Loaded once; ``use_own_kernel`` and ``select_blas`` load again.
     """
-    global _backend, _blas_index, _order, _use_blas
+    global _backend, _order, _use_blas, _nslots, _slot_names
     cdef Dl_info info
+    cdef int slot, i
+    cdef bint ok
     if order is not None:
+        for name in order:
+            if name not in ("numpy", "scipy"):
+                raise ValueError(f"unknown BLAS {name!r}: use 'numpy' or 'scipy'")
         _order = tuple(order)
         _backend = None
     if _backend is not None:
         return _backend
     _backend = "own"
     _use_blas = False
+    _nslots = 0
+    names = []
     for name in _order:
+        slot = len(names)
+        if slot == MAX_SLOTS:
+            break
         if name == "numpy":
             path = numpy_module
             if path is None:
@@ -244,30 +280,37 @@ def load_blas(order=None, numpy_module=None):
                     path = _numpy_module_path()
                 except Exception:
                     path = None
-            if _load_numpy(path):
-                _backend = "numpy-openblas"
-                break
-        elif name == "scipy":
-            if _load_scipy():
-                _backend = "scipy-openblas"
-                break
+            ok = _load_numpy(slot, path)
         else:
-            raise ValueError(f"unknown BLAS {name!r}: use 'numpy' or 'scipy'")
-    if _backend == "own":
+            ok = _load_scipy(slot)
+        if not ok:
+            continue
+        for i in range(slot):   # the same file found twice: once is enough
+            if _set[i] == _set[slot]:
+                ok = False
+        if not ok:
+            continue
+        if dladdr(<void*>_set[slot], &info) == 0 or info.dli_fname == NULL:
+            info.dli_fname = b""
+        _lib[slot] = blas_register(<void*>_set[slot], <void*>_get[slot], info.dli_fname)
+        if _lib[slot] < 0:
+            continue
+        _warm_up(slot)
+        names.append(name + "-openblas")
+    if not names:
         return _backend
-    if dladdr(<void*>_blas_set_threads, &info) == 0 or info.dli_fname == NULL:
-        info.dli_fname = b""
-    _blas_index = blas_register(<void*>_blas_set_threads, <void*>_blas_get_threads,
-                                info.dli_fname)
-    _warm_up()
+    _slot_names = names
+    _nslots = len(names)
+    _backend = names[0]
     _use_blas = True
     return _backend
 
 
 def select_blas(*order, numpy_module=None):
-    """Testing and benchmark switch: load the GEMM again, trying the named
-    libraries in turn (``select_blas("scipy")``; no names: the default order).
-    Returns the backend name. Not while matmuls run."""
+    """Testing and benchmark switch: load the GEMMs again, trying the named
+    libraries in turn (``select_blas("scipy")``: SciPy's only; no names: the
+    default order). Returns the first one's backend name. Not while matmuls
+    run."""
     return load_blas(order or BLAS_ORDER, numpy_module)
 
 
@@ -281,8 +324,8 @@ def set_wide(int dtypes):
     return old
 
 
-cdef void _warm_up() noexcept nogil:
-    """One GEMM with OpenBLAS's threads on (at least 2), once.
+cdef void _warm_up(int slot) noexcept nogil:
+    """One GEMM with OpenBLAS's threads on (at least 2), once per library.
 
     Measured here (OpenBLAS 0.3.30 and 0.3.31, Zen 1): until an OpenBLAS has
     run one GEMM multi-threaded, its single-threaded sgemm of 256 x 256 takes
@@ -290,16 +333,16 @@ cdef void _warm_up() noexcept nogil:
     single-threaded, so it would stay on the slow path for good.
     The thread count is put back at once.
     """
-    cdef int old = _blas_get_threads()
+    cdef int old = _get[slot]()
     cdef int n = 256
     cdef float* buf = <float*>calloc(3 * n * n, sizeof(float))
     if buf == NULL:
         return
     if old < 2:
-        _blas_set_threads(2)
-    _call_gemm(buf + n * n, buf, buf + 2 * n * n, n, n, n, n, n, n)
+        _set[slot](2)
+    _call_gemm(slot, buf + n * n, buf, buf + 2 * n * n, n, n, n, n, n, n)
     if old < 2:
-        _blas_set_threads(old)
+        _set[slot](old)
     free(buf)
 
 
@@ -309,6 +352,9 @@ def use_own_kernel(bint own):
     if own:
         _backend = "own"
         _use_blas = False
+    elif _nslots and _backend == "own":
+        _backend = _slot_names[0]
+        _use_blas = True
     else:
         _backend = None
         load_blas()
@@ -340,35 +386,35 @@ cdef void _own_gemm(const floating* a, const floating* b, floating* c,
         p0 = p1
 
 
-cdef inline void _call_gemm(const floating* b, const floating* a, floating* c,
+cdef inline void _call_gemm(int slot, const floating* b, const floating* a, floating* c,
                             Py_ssize_t n, Py_ssize_t m, Py_ssize_t k,
                             Py_ssize_t ldb, Py_ssize_t lda, Py_ssize_t ldc) noexcept nogil:
-    """Column-major C (n x m) = B (n x k) A (k x m): the row-major product
-    c = a @ b of a (m x k) and b (k x n), in whichever integer width the
-    library takes."""
+    """Column-major C (n x m) = B (n x k) A (k x m), i.e. the row-major
+    product c = a @ b of a (m x k) and b (k x n), by the slot's library in
+    whichever integer width it takes."""
     cdef char tr = b"N"
     cdef int im = <int>m, in_ = <int>n, ik = <int>k
     cdef int ia = <int>lda, ib = <int>ldb, ic = <int>ldc
     cdef i64 lm = m, ln = n, lk = k, la = lda, lb = ldb, lc = ldc
     cdef float sone = 1, szero = 0
     cdef double done = 1, dzero = 0
-    if _ilp64:
+    if _ilp[slot]:
         if floating is float:
-            _sgemm64(&tr, &tr, &ln, &lm, &lk, &sone, <float*>b, &lb, <float*>a, &la,
-                     &szero, c, &lc)
+            _s64[slot](&tr, &tr, &ln, &lm, &lk, &sone, <float*>b, &lb, <float*>a, &la,
+                       &szero, c, &lc)
         else:
-            _dgemm64(&tr, &tr, &ln, &lm, &lk, &done, <double*>b, &lb, <double*>a, &la,
-                     &dzero, c, &lc)
+            _d64[slot](&tr, &tr, &ln, &lm, &lk, &done, <double*>b, &lb, <double*>a, &la,
+                       &dzero, c, &lc)
     elif floating is float:
-        _sgemm(&tr, &tr, &in_, &im, &ik, &sone, <float*>b, &ib, <float*>a, &ia,
-               &szero, c, &ic)
+        _s32[slot](&tr, &tr, &in_, &im, &ik, &sone, <float*>b, &ib, <float*>a, &ia,
+                   &szero, c, &ic)
     else:
-        _dgemm(&tr, &tr, &in_, &im, &ik, &done, <double*>b, &ib, <double*>a, &ia,
-               &dzero, c, &ic)
+        _d32[slot](&tr, &tr, &in_, &im, &ik, &done, <double*>b, &ib, <double*>a, &ia,
+                   &dzero, c, &ic)
 
 
 cdef void _gemm(const floating* a, const floating* b, floating* c,
-                Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint blas) noexcept nogil:
+                Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint blas, int slot) noexcept nogil:
     """c (m x n) = a (m x k) @ b (k x n), all row-major and contiguous."""
     if m == 0:
         return
@@ -376,15 +422,15 @@ cdef void _gemm(const floating* a, const floating* b, floating* c,
         _own_gemm(a, b, c, m, n, k)
     else:
         # row-major C = A B is column-major C^T = B^T A^T
-        _call_gemm(b, a, c, n, m, k, n if n > 0 else 1, k if k > 0 else 1,
+        _call_gemm(slot, b, a, c, n, m, k, n if n > 0 else 1, k if k > 0 else 1,
                    n if n > 0 else 1)
 
 
 cdef void _gemm_cols(const floating* a, const floating* b, floating* c,
                      Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                     Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+                     Py_ssize_t j0, Py_ssize_t j1, int slot) noexcept nogil:
     """c[:, j0:j1] = a @ b[:, j0:j1] with BLAS (a m x k, b k x n, c m x n)."""
-    _call_gemm(b + j0, a, c + j0, j1 - j0, m, k, n, k if k > 0 else 1, n)
+    _call_gemm(slot, b + j0, a, c + j0, j1 - j0, m, k, n, k if k > 0 else 1, n)
 
 
 cdef void _run(const floating* pa, const floating* pb, floating* pc,
@@ -395,47 +441,47 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
     cdef Py_ssize_t sa = m * k if a_batched else 0
     cdef Py_ssize_t sb = k * n if b_batched else 0
     cdef Py_ssize_t per, rc, items, item, bi, r0, r1
-    cdef int team, wide
+    cdef int team, slot, s
     # OpenBLAS runs a GEMM of fewer than 65536 * 4 multiply-adds on the calling
     # thread whatever its setting (interface/gemm.c, SMP_THRESHOLD_MIN *
     # GEMM_MULTITHREAD_THRESHOLD): no need to pin it (two calls into OpenBLAS)
     cdef bint pin = blas and m * n * k >= BLAS_SERIAL_BELOW
     team = team_begin(batch * m * n * k, grain)
     if team == 1:
-        if pin:
-            _blas_enter()
+        slot = _acquire() if pin else 0
         for bi in range(batch):
-            _gemm(pa + bi * sa, pb + bi * sb, pc + bi * m * n, m, n, k, blas)
+            _gemm(pa + bi * sa, pb + bi * sb, pc + bi * m * n, m, n, k, blas, slot)
         if pin:
-            _blas_leave()
+            _release(slot)
         team_end(team)
         return
     if blas and batch == 1 and _wide & (1 if floating is float else 2):
-        # alone on the library (else the limiter refuses): the whole product
+        # alone on a library (else the limiter refuses): the whole product
         # to OpenBLAS with the team's threads, the call np.matmul makes.
-        # Measured here: float32 256 at 2 threads 0.33x NumPy with column
-        # blocks, about 1.0x wide (docs/performance.md)
-        wide = blas_pin_wide(_blas_index, team)
-        if wide:
-            _gemm(pa, pb, pc, m, n, k, blas)
-            blas_unpin_wide(_blas_index)
-            team_end(team)
-            return
-    if pin:
-        _blas_enter()
+        # Measured here: float32 256 at 2 threads 0.46x NumPy with column
+        # blocks, 1.08x wide (docs/performance.md)
+        for s in range(_nslots):
+            if blas_pin_wide(_lib[s], team):
+                _gemm(pa, pb, pc, m, n, k, blas, s)
+                blas_unpin_wide(_lib[s])
+                team_end(team)
+                return
     if blas and batch == 1 and n >= COL_SPLIT_MIN * team:
-        # one matrix: blocks of columns, each thread C[:, j0:j1] = A @ B[:, j0:j1].
-        # Measured here (2 threads, SciPy's OpenBLAS 0.3.30): float32 128 x 128
-        # ran 1.79x the 1-thread speed with column blocks, 0.90x with row blocks;
-        # float32 512 1.94x vs 1.78x; float64 the same either way
-        # (docs/performance.md).
+        # one matrix: blocks of columns, each thread C[:, j0:j1] = A @ B[:, j0:j1]
+        # (each block on the least used library). Measured here (2 threads,
+        # SciPy's OpenBLAS 0.3.30): float32 128 x 128 ran 1.79x the 1-thread
+        # speed with column blocks, 0.90x with row blocks; float32 512 1.94x
+        # vs 1.78x; float64 the same either way (docs/performance.md).
         rc = (n + team - 1) // team
         rc = ((rc + COL_ALIGN - 1) // COL_ALIGN) * COL_ALIGN
         per = (n + rc - 1) // rc
         for item in prange(per, schedule="static", num_threads=team):
             r0 = item * rc
             r1 = r0 + rc if r0 + rc < n else n
-            _gemm_cols(pa, pb, pc, m, n, k, r0, r1)
+            slot = _acquire() if pin else 0
+            _gemm_cols(pa, pb, pc, m, n, k, r0, r1, slot)
+            if pin:
+                _release(slot)
     else:
         # work items: (matrix, block of rows); enough of them for the team
         per = (team + batch - 1) // batch
@@ -447,11 +493,12 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
             bi = item // per
             r0 = (item % per) * rc
             r1 = r0 + rc if r0 + rc < m else m
+            slot = _acquire() if pin else 0
             _gemm(pa + bi * sa + r0 * k, pb + bi * sb, pc + bi * m * n + r0 * n,
-                  r1 - r0, n, k, blas)
+                  r1 - r0, n, k, blas, slot)
+            if pin:
+                _release(slot)
     team_end(team)
-    if pin:
-        _blas_leave()
 
 
 def matmul(const floating[::1] a, const floating[::1] b, floating[::1] out,
