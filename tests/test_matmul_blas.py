@@ -186,3 +186,35 @@ def test_fork_child_drops_a_wide_pin():
         _blas._test_unpin_wide(lib)
         assert os.WEXITSTATUS(status) == 0
         assert _matmul.blas_info()[2] == USER
+
+
+def test_both_libraries_are_used_and_left_as_found():
+    """NumPy's and SciPy's OpenBLAS where both are loaded; each 1-thread GEMM
+    pins the one least used now; both counts come back."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    libs = _matmul.blas_libraries()
+    names = [name for name, _, _ in libs]
+    assert names[0] == "numpy-openblas"
+    if len(libs) < 2:
+        pytest.skip("one OpenBLAS only")
+    assert names == ["numpy-openblas", "scipy-openblas"] and libs[0][1] != libs[1][1]
+    idx = _matmul.blas_indices()
+    with threadpoolctl.threadpool_limits(USER, user_api="blas"):
+        assert _blas._test_pin_least(idx) == 0  # both free: the first
+        assert _blas._test_pin_least(idx) == 1  # the first busy: the second
+        assert _blas._test_pin_least(idx) == 0  # a tie again: the first
+        assert [c for _, _, c in _matmul.blas_libraries()] == [1, 1]
+        for i in (0, 0, 1):
+            _blas._test_pin(idx[i], -1)
+        assert [c for _, _, c in _matmul.blas_libraries()] == [USER, USER]
+        assert _blas._test_pin_wide(idx[0], 2) == 2  # a wide call weighs its threads
+        assert _blas._test_pin_least(idx) == 1
+        _blas._test_pin(idx[1], -1)
+        _blas._test_unpin_wide(idx[0])
+        a = np.random.default_rng(2).standard_normal((200, 300)).astype(np.float32)
+        with fw.num_threads(2):
+            futs = [fw.fork(ops.matmul, a, a.T) for _ in range(8)]
+            for r in fw.wait_all(futs):
+                np.testing.assert_allclose(r, a.astype(np.float64) @ a.T, **tol(np.float32, 300))
+        assert [c for _, _, c in _matmul.blas_libraries()] == [USER, USER]
+        assert all(r["pinned"] == 0 and r["wide"] == 0 for r in _blas.libraries())
