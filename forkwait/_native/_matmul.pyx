@@ -7,11 +7,13 @@ through NumPy's ``_multiarray_umath`` module, already loaded), else SciPy's
 dependency either way. Without a usable BLAS, a plain blocked loop of our own
 (correct, slower).
 
-A team of one thread makes one single-threaded GEMM. A larger team either
-splits the product in blocks of columns, one single-threaded GEMM each, or,
-when this matmul is alone on the library, hands the whole product to it with
-the team's thread count (a "wide" call: the call ``np.matmul`` makes), as
-measured best (docs/performance.md). OpenBLAS would start threads of its own
+A team of one thread makes one single-threaded GEMM. A larger team splits
+the product in blocks of columns (rows for batches), one single-threaded GEMM
+each, every GEMM on the library least used by matmuls at that moment (so
+concurrent GEMMs call different copies of OpenBLAS). A switch (``set_wide``,
+off by default, by measurement: docs/performance.md) hands the whole product
+instead, when this matmul is alone on a library, to OpenBLAS at the team's
+thread count (a "wide" call: the call ``np.matmul`` makes). OpenBLAS would start threads of its own
 inside every block and oversubscribe the team, so while forkwait matmuls run,
 the library's thread count is 1 (T for a wide call), and the count the
 process had is restored when the last one ends. The pin goes through the BLAS
@@ -91,8 +93,12 @@ cdef enum:
     BLAS_SERIAL_BELOW = 262144
 
 # wide calls (the whole product to the BLAS at the team's thread count) for
-# which dtypes: bit 0 float32, bit 1 float64 (set_wide; docs/performance.md)
-cdef int _wide = 3
+# which dtypes: bit 0 float32, bit 1 float64 (set_wide). Off: measured here, a
+# wide call matches np.matmul alone, but OpenBLAS's threads then spin for
+# ~0.1 s and take a core from the next kernel's team (matmul, gelu, matmul,
+# exp at 2 threads: 21 ms wide vs 5.1 ms split), while the column split over
+# the two libraries matches np.matmul too (docs/performance.md).
+cdef int _wide = 0
 
 # GEMM dimensions are C ints
 cdef Py_ssize_t INT_LIMIT = 2147483648
@@ -456,10 +462,9 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
         team_end(team)
         return
     if blas and batch == 1 and _wide & (1 if floating is float else 2):
-        # alone on a library (else the limiter refuses): the whole product
-        # to OpenBLAS with the team's threads, the call np.matmul makes.
-        # Measured here: float32 256 at 2 threads 0.46x NumPy with column
-        # blocks, 1.08x wide (docs/performance.md)
+        # (off by default, see _wide) alone on a library (else the limiter
+        # refuses): the whole product to OpenBLAS with the team's threads,
+        # the call np.matmul makes
         for s in range(_nslots):
             if blas_pin_wide(_lib[s], team):
                 _gemm(pa, pb, pc, m, n, k, blas, s)
@@ -467,11 +472,13 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
                 team_end(team)
                 return
     if blas and batch == 1 and n >= COL_SPLIT_MIN * team:
-        # one matrix: blocks of columns, each thread C[:, j0:j1] = A @ B[:, j0:j1]
-        # (each block on the least used library). Measured here (2 threads,
-        # SciPy's OpenBLAS 0.3.30): float32 128 x 128 ran 1.79x the 1-thread
-        # speed with column blocks, 0.90x with row blocks; float32 512 1.94x
-        # vs 1.78x; float64 the same either way (docs/performance.md).
+        # one matrix: blocks of columns, each thread C[:, j0:j1] = A @ B[:, j0:j1],
+        # each block on the least used library, so the two threads of a team
+        # of 2 call two different OpenBLAS copies (one copy called by two
+        # threads at once: float32 256 at 0.46x NumPy; two copies: 1.17x).
+        # Measured here (2 threads, SciPy's OpenBLAS 0.3.30): float32 128 x 128
+        # ran 1.79x the 1-thread speed with column blocks, 0.90x with row
+        # blocks; float64 the same either way (docs/performance.md).
         rc = (n + team - 1) // team
         rc = ((rc + COL_ALIGN - 1) // COL_ALIGN) * COL_ALIGN
         per = (n + rc - 1) // rc
