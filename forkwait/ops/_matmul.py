@@ -43,13 +43,12 @@ def matmul(a: ArrayLike, b: ArrayLike, out: NDArray[Any] | None = None) -> NDArr
 
     Shapes ``(m, k) @ (k, n)``, ``(B, m, k) @ (B, k, n)``, and a 2-D operand
     with a 3-D one (the matrix is used for every batch entry; a batch of 1
-    broadcasts too). The GEMM is NumPy's OpenBLAS (SciPy's where NumPy's is
-    not found, and as a second library for matmuls running at once). On T >= 2
-    threads, alone on the library, the product is one OpenBLAS call at T
-    threads (what ``np.matmul`` does); otherwise it is split over the threads
-    (blocks of columns; of rows for batches), each block a single-threaded
-    GEMM. While forkwait matmuls run, the library's own thread count is 1 (T
-    for that one call); the user's count is restored when the last one ends.
+    broadcasts too). The product is split over the threads (blocks of
+    columns; of rows for batches), each block a single-threaded GEMM of
+    NumPy's OpenBLAS or, where that one is busy with another block or matmul,
+    SciPy's (the only one where NumPy's is not found). While forkwait matmuls
+    run, the library's own thread count is 1; the user's count is restored
+    when the last one ends.
 
     Parameters
     ----------
