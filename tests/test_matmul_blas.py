@@ -56,8 +56,11 @@ def test_default_is_the_openblas_numpy_calls():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     backend, path, _ = _matmul.blas_info()
     assert backend == "numpy-openblas"
-    numpy_libs = [p["filepath"] for p in threadpoolctl.threadpool_info()
-                  if p["user_api"] == "blas" and "numpy" in p["filepath"]]
+    numpy_libs = [
+        p["filepath"]
+        for p in threadpoolctl.threadpool_info()
+        if p["user_api"] == "blas" and "numpy" in p["filepath"]
+    ]
     assert numpy_libs and os.path.realpath(path) == os.path.realpath(numpy_libs[0])
 
 
@@ -78,7 +81,8 @@ def test_both_libraries_and_both_team_paths_match_numpy(restore_blas, lib, wide,
                 np.testing.assert_allclose(ops.matmul(a, b), ref, **tol(dt, k))
                 # the general path (a view) and a team even below the grain
                 np.testing.assert_allclose(
-                    ops.matmul(a[:, :], np.asfortranarray(b)), ref, **tol(dt, k))
+                    ops.matmul(a[:, :], np.asfortranarray(b)), ref, **tol(dt, k)
+                )
                 res = _matmul.fast_matmul(a, b, None, 1)
                 np.testing.assert_allclose(res, ref, **tol(dt, k))
     a3 = rng.standard_normal((4, 40, 33)).astype(dt)
