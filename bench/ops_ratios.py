@@ -442,7 +442,10 @@ from threadpoolctl import threadpool_limits
 lim = threadpool_limits(1, user_api="blas")  # before NumPy's BLAS ever ran
 import forkwait as fw
 from forkwait import ops
+from forkwait._native import _matmul
 import ops_ratios as b
+if {blas!r}:
+    _matmul.select_blas({blas!r})
 fw.set_num_threads(1)
 rng = np.random.default_rng(3)
 for size in {sizes!r}:
@@ -463,7 +466,8 @@ for size in {sizes!r}:
 def _matmul_cold(args):
     print("\n# NumPy cold (fresh process, its OpenBLAS limited to 1 before any GEMM):")
     code = MATMUL_COLD_CODE.format(
-        root=os.path.dirname(HERE), here=HERE, sizes=MATMUL_SIZES, rounds=args.rounds
+        root=os.path.dirname(HERE), here=HERE, sizes=MATMUL_SIZES, rounds=args.rounds,
+        blas=args.matmul_blas,
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
     print(r.stdout, end="", flush=True)
@@ -518,8 +522,19 @@ def _matmul_concurrent(args, rng):
     fw.set_num_interop_threads(2)
     pool = concurrent.futures.ThreadPoolExecutor(2)
     old = fw.get_num_threads()
+    # the pool's first fraction of a second: measured here, the second of two
+    # forked 128 x 128 float32 matmuls was picked up by the worker only after the
+    # first ended (both ran on the main thread) in 249 of the first 300 pairs,
+    # in 14-54 of 300 later: fork pairs untimed first
+    fw.set_num_threads(1)
+    w = [np.ones((128, 128), np.float32) for _ in range(2)]
+    t_end = time.perf_counter() + 0.5
+    while time.perf_counter() < t_end:
+        fw.wait_all([fw.fork(ops.matmul, w[0], w[1]), fw.fork(ops.matmul, w[1], w[0])])
     try:
-        for size in (128, 256, 512, 1024):
+        for size in _sizes(args):
+            if size == 64:
+                continue
             for dt in (np.float32, np.float64):
                 xs = [rng.standard_normal((size, size)).astype(dt) for _ in range(4)]
                 outs = [np.empty((size, size), dt) for _ in range(2)]
@@ -535,9 +550,25 @@ def _matmul_concurrent(args, rng):
         pool.shutdown()
 
 
+def _sizes(args):
+    if not args.matmul_sizes:
+        return MATMUL_SIZES
+    return tuple(int(v) for v in args.matmul_sizes.split(","))
+
+
+def _matmul_switches(args):
+    if args.matmul_blas:
+        native_matmul.select_blas(args.matmul_blas)
+    if args.matmul_wide is not None:
+        native_matmul.set_wide(args.matmul_wide)
+
+
 def section_matmul(args):
     print("\n## matmul: NumPy's BLAS (same thread count) time / forkwait time")
     print(cpu_line())
+    _matmul_switches(args)
+    parts = args.matmul_parts.split(",")
+    print(f"# switches: blas={args.matmul_blas} wide={args.matmul_wide} parts={parts}")
     print(f"# BLAS behind ops.matmul: {native_matmul.blas_info()[:2]}")
     print("(NumPy 'warm': its OpenBLAS has run multi-threaded in this process before the")
     print(" limit, as the compute section's peers do; 'cold' below: a fresh process)")
@@ -546,15 +577,19 @@ def section_matmul(args):
         np.matmul(x, x)  # warm NumPy's OpenBLAS (a multi-threaded GEMM)
     rng = np.random.default_rng(3)
     for nt in (1, 2):
-        for size in MATMUL_SIZES:
+        if str(nt) not in parts:
+            continue
+        for size in _sizes(args):
             for dt in (np.float32, np.float64):
                 a = rng.standard_normal((size, size)).astype(dt)
                 b = rng.standard_normal((size, size)).astype(dt)
                 out = np.empty((size, size), dt)
                 _matmul_threads(size, dt, nt, a, b, out, args)
         print(f"# load {loadavg()}", flush=True)
-    _matmul_cold(args)
-    _matmul_concurrent(args, rng)
+    if "cold" in parts:
+        _matmul_cold(args)
+    if "concurrent" in parts:
+        _matmul_concurrent(args, rng)
     print(f"# load {loadavg()}", flush=True)
 
 
@@ -759,6 +794,16 @@ def main(argv=None):
     p.add_argument("sections", nargs="*", default=list(SECTIONS))
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--matmul-blas", default=None, choices=("numpy", "scipy"),
+                   help="matmul: the OpenBLAS ops.matmul calls (default: forkwait's choice)")
+    p.add_argument("--matmul-wide", type=int, default=None,
+                   help="matmul: dtypes that may take a wide call (bit 0 float32, bit 1 "
+                        "float64; 0: always split over the team; default: forkwait's)")
+    p.add_argument("--matmul-sizes", default=None,
+                   help="matmul: comma-separated sizes (default 64,128,256,512,1024; "
+                        "the concurrent part skips 64)")
+    p.add_argument("--matmul-parts", default="1,2,cold,concurrent",
+                   help="matmul: which parts to run (1 and 2 threads, cold, concurrent)")
     args = p.parse_args(argv)
     print(f"# forkwait.ops ratios; cpus={os.cpu_count()} load(before)={loadavg()}")
     print(

@@ -57,7 +57,7 @@ def _kernels_here() -> str:
 def _blas_line() -> str:
     backend, path, threads = _matmul.blas_info()
     if path is None:
-        return f"BLAS behind ops.matmul: {backend} (forkwait's own kernel: SciPy's BLAS not found)"
+        return f"BLAS behind ops.matmul: {backend} (forkwait's own kernel: no OpenBLAS found)"
     return (
         f"BLAS behind ops.matmul: {backend} ({os.path.basename(path)}), {threads} thread(s) "
         "now (1 inside ops.matmul)"

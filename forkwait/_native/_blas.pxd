@@ -3,4 +3,7 @@
 
 cdef void blas_tasks(int delta) noexcept nogil
 cdef void blas_pin(int lib, int delta) noexcept nogil
+cdef int blas_pin_wide(int lib, int n) noexcept nogil
+cdef int blas_pin_least(const int* libs, int n) noexcept nogil
+cdef void blas_unpin_wide(int lib) noexcept nogil
 cdef int blas_register(void* set_fn, void* get_fn, const char* path) noexcept nogil

@@ -1,8 +1,9 @@
 """The BLAS limiter: one owner of the BLAS libraries' thread counts.
 
 Two things change a BLAS library's thread count while forkwait runs: ops.matmul
-pins SciPy's OpenBLAS to 1 thread while it calls it from every member of its
-team, and the BLAS budget (off unless turned on, see
+pins its OpenBLAS to 1 thread while it calls it from every member of its
+team (or, alone on it with a team of T threads, to T for one call: a "wide"
+pin), and the BLAS budget (off unless turned on, see
 ``forkwait.set_blas_budget``) limits every BLAS library to
 ``max(1, cpus // running tasks)`` threads while several forked tasks run.
 Both go through one lock and one record per library (``_fw_blas.h``), so
@@ -17,6 +18,8 @@ cdef extern from "_fw_blas.h" nogil:
         char name[24]
         char path[200]
         int pins
+        int wide
+        int wide_n
         int active
         int base
         int applied
@@ -32,6 +35,9 @@ cdef extern from "_fw_blas.h" nogil:
     void fw_blas_lock_release()
     void fw_blas_tasks(int delta)
     void fw_blas_pin(int lib, int delta)
+    int fw_blas_pin_wide(int lib, int n)
+    int fw_blas_pin_least(const int* libs, int n)
+    void fw_blas_unpin_wide(int lib)
     int fw_blas_add(void* set_fn, void* get_fn, const char* name, const char* path)
     void fw_blas_scan()
     void fw_blas_set_budget(int on, int cpus)
@@ -50,6 +56,18 @@ cdef void blas_tasks(int delta) noexcept nogil:
 
 cdef void blas_pin(int lib, int delta) noexcept nogil:
     fw_blas_pin(lib, delta)
+
+
+cdef int blas_pin_least(const int* libs, int n) noexcept nogil:
+    return fw_blas_pin_least(libs, n)
+
+
+cdef int blas_pin_wide(int lib, int n) noexcept nogil:
+    return fw_blas_pin_wide(lib, n)
+
+
+cdef void blas_unpin_wide(int lib) noexcept nogil:
+    fw_blas_unpin_wide(lib)
 
 
 cdef int blas_register(void* set_fn, void* get_fn, const char* path) noexcept nogil:
@@ -95,7 +113,8 @@ def libraries():
         lib = &fw_blas_libs[i]
         out.append({
             "name": lib.name.decode(), "path": lib.path.decode(),
-            "num_threads": lib.get(), "pinned": lib.pins, "limited": bool(lib.active),
+            "num_threads": lib.get(), "pinned": lib.pins, "wide": lib.wide_n if lib.wide else 0,
+            "limited": bool(lib.active),
             "user_threads": lib.base if lib.active else lib.get(),
         })
     return out
@@ -107,3 +126,25 @@ def state():
     return {"budget": bool(fw_blas_budget_on), "cpus": fw_blas_cpus,
             "running": fw_blas_running, "limit": fw_blas_cur_limit,
             "changes": fw_blas_changes}
+
+
+# testing hooks: take and release ops.matmul's pins by hand (library index
+# from _matmul.blas_index()); not for use outside the tests
+def _test_pin(int lib, int delta):
+    fw_blas_pin(lib, delta)
+
+
+def _test_pin_least(libs):
+    cdef int c[8]
+    cdef int i, n = len(libs)
+    for i in range(n):
+        c[i] = libs[i]
+    return fw_blas_pin_least(c, n)
+
+
+def _test_pin_wide(int lib, int n):
+    return fw_blas_pin_wide(lib, n)
+
+
+def _test_unpin_wide(int lib):
+    fw_blas_unpin_wide(lib)

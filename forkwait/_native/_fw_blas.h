@@ -2,8 +2,11 @@
  * BLAS libraries (OpenBLAS, MKL, BLIS: what threadpoolctl calls "blas"), for
  * two reasons that may overlap in time:
  *
- *  - pins: ops.matmul calls SciPy's BLAS single-threaded from every member of
- *    its OpenMP team, so while a matmul runs that library's count is 1;
+ *  - pins: ops.matmul calls its BLAS single-threaded from every member of
+ *    its OpenMP team, so while a matmul runs that library's count is 1; a
+ *    matmul alone on its library with a team of T >= 2 threads may instead
+ *    take a "wide" pin and hand the whole product to the BLAS with T threads
+ *    (fw_blas_pin_wide: granted only while no other pin is held there);
  *  - the budget: while several forked tasks run at once, each library's count
  *    is at most max(1, cpus / running tasks), so that tasks x BLAS threads
  *    stay within the CPUs (joblib's inner_max_num_threads, applied while the
@@ -40,7 +43,9 @@ typedef struct {
     fw_blas_get_t get;
     char name[24];        /* "openblas", "mkl", "blis" */
     char path[200];
-    int pins;             /* ops.matmul calls running on this library */
+    int pins;             /* ops.matmul calls running on this library, 1 thread */
+    int wide;             /* ... with a wide pin (0 or 1) */
+    int wide_n;           /* its thread count */
     int active;           /* base below is valid: a constraint is applied */
     int base;             /* the user's count */
     int applied;          /* the count set by us */
@@ -70,7 +75,7 @@ static inline int fw_blas_budget_limit(void) {
 /* Bring one library to the limit its constraints ask for (lock held). */
 static void fw_blas_apply(fw_blas_lib *L, int budget) {
     int target, now;
-    int constrained = L->pins > 0 || budget > 0;
+    int constrained = L->pins > 0 || L->wide > 0 || budget > 0;
     if (!L->active) {
         if (!constrained) return;
         L->base = L->get();
@@ -84,6 +89,7 @@ static void fw_blas_apply(fw_blas_lib *L, int budget) {
         }
     }
     target = L->base;
+    if (L->wide > 0) target = L->wide_n;  /* forkwait's team size, not the user's count */
     if (budget > 0 && budget < target) target = budget;
     if (L->pins > 0) target = 1;
     if (target != L->applied) {
@@ -210,6 +216,69 @@ static inline void fw_blas_pin(int lib, int delta) {
     pthread_mutex_unlock(&fw_blas_lock);
 }
 
+/* ops.matmul with a team of n >= 2 threads: library `lib` at n threads for
+ * one call, granted only when no other pin (1-thread or wide) is held on it,
+ * at most the budget's limit. Returns the count granted (release it with
+ * fw_blas_unpin_wide), or 0: nothing taken, split the product instead. A
+ * 1-thread pin taken meanwhile still brings the count to 1 (a GEMM already
+ * running keeps its threads). */
+static inline int fw_blas_pin_wide(int lib, int n) {
+    fw_blas_lib *L;
+    int limit;
+    if (lib < 0) return 0;
+    pthread_mutex_lock(&fw_blas_lock);
+    L = &fw_blas_libs[lib];
+    limit = fw_blas_cur_limit;
+    if (limit > 0 && n > limit) n = limit;
+    if (n < 2 || L->pins > 0 || L->wide > 0) {
+        pthread_mutex_unlock(&fw_blas_lock);
+        return 0;
+    }
+    L->wide = 1;
+    L->wide_n = n;
+    fw_blas_apply(L, limit);
+    pthread_mutex_unlock(&fw_blas_lock);
+    return n;
+}
+
+static inline void fw_blas_unpin_wide(int lib) {
+    if (lib < 0) return;
+    pthread_mutex_lock(&fw_blas_lock);
+    fw_blas_libs[lib].wide = 0;
+    fw_blas_apply(&fw_blas_libs[lib], fw_blas_cur_limit);
+    pthread_mutex_unlock(&fw_blas_lock);
+}
+
+/* ops.matmul: pin to 1 thread whichever of the n libraries `libs` (limiter
+ * indices; -1 skipped) is least used by matmuls now (1-thread pins, plus a
+ * wide pin's thread count; the first on a tie). Returns its position in
+ * `libs` (release with fw_blas_pin(libs[i], -1)), or -1 if none. So two
+ * matmuls running at once call two different OpenBLAS libraries where two
+ * are loaded (NumPy's and SciPy's): measured here, two threads calling one
+ * OpenBLAS's single-threaded sgemm at once run 1.4-4x slower each, two
+ * threads calling two copies do not (docs/performance.md). */
+static inline int fw_blas_pin_least(const int *libs, int n) {
+    int i, best = -1, load, best_load = 0;
+    fw_blas_lib *L;
+    pthread_mutex_lock(&fw_blas_lock);
+    for (i = 0; i < n; i++) {
+        if (libs[i] < 0) continue;
+        L = &fw_blas_libs[libs[i]];
+        load = L->pins + (L->wide ? L->wide_n : 0);
+        if (best < 0 || load < best_load) {
+            best = i;
+            best_load = load;
+        }
+    }
+    if (best >= 0) {
+        L = &fw_blas_libs[libs[best]];
+        L->pins++;
+        fw_blas_apply(L, fw_blas_cur_limit);
+    }
+    pthread_mutex_unlock(&fw_blas_lock);
+    return best;
+}
+
 /* Turn the budget on or off. */
 static void fw_blas_set_budget(int on, int cpus) {
     pthread_mutex_lock(&fw_blas_lock);
@@ -230,7 +299,7 @@ static void fw_blas_atfork_child(void) {
     pthread_mutex_init(&fw_blas_lock, NULL);
     fw_blas_running = 0;
     fw_blas_cur_limit = 0;
-    for (i = 0; i < fw_blas_nlibs; i++) fw_blas_libs[i].pins = 0;
+    for (i = 0; i < fw_blas_nlibs; i++) fw_blas_libs[i].pins = fw_blas_libs[i].wide = 0;
 }
 
 static void fw_blas_after_fork(void) {

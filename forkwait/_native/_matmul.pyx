@@ -1,16 +1,26 @@
-"""matmul: blocks of the product over the OpenMP team, each a single-threaded GEMM.
+"""matmul: the product over the OpenMP team, by the process's OpenBLAS.
 
-The GEMM is SciPy's BLAS (SciPy is a dependency; ``load_blas`` finds it through
-``scipy.linalg.cython_blas`` when forkwait.ops is imported: no build
-dependency). Its OpenBLAS would start threads of its own inside every block and
-oversubscribe the team, so while forkwait matmuls run, OpenBLAS's thread count
-is 1, and the count the process had is restored when the last one ends. The
-pin goes through the BLAS limiter (``_blas``), which also applies the BLAS
-budget of forked tasks: one record per library under one lock, so the two
-can overlap without leaving OpenBLAS pinned, and a caller's own SciPy calls
-afterwards run with their threads (DESIGN.md rule 4: never a process-wide
-setting changed for good). Without a
-usable SciPy BLAS, a plain blocked loop of our own (correct, slower).
+The GEMM is NumPy's OpenBLAS where it can be found (the library NumPy's own
+``np.matmul`` calls: ``load_blas`` resolves its Fortran GEMM with dlsym
+through NumPy's ``_multiarray_umath`` module, already loaded), else SciPy's
+(SciPy is a dependency, found through ``scipy.linalg.cython_blas``); no build
+dependency either way. Without a usable BLAS, a plain blocked loop of our own
+(correct, slower).
+
+A team of one thread makes one single-threaded GEMM. A larger team splits
+the product in blocks of columns (rows for batches), one single-threaded GEMM
+each, every GEMM on the library least used by matmuls at that moment (so
+concurrent GEMMs call different copies of OpenBLAS). A switch (``set_wide``,
+off by default, by measurement: docs/performance.md) hands the whole product
+instead, when this matmul is alone on a library, to OpenBLAS at the team's
+thread count (a "wide" call: the call ``np.matmul`` makes). OpenBLAS would start threads of its own
+inside every block and oversubscribe the team, so while forkwait matmuls run,
+the library's thread count is 1 (T for a wide call), and the count the
+process had is restored when the last one ends. The pin goes through the BLAS
+limiter (``_blas``), which also applies the BLAS budget of forked tasks: one
+record per library under one lock, so the two can overlap without leaving
+OpenBLAS pinned, and a caller's own BLAS calls afterwards run with their
+threads (DESIGN.md rule 4: never a process-wide setting changed for good).
 """
 
 cimport numpy as cnp
@@ -20,7 +30,9 @@ from libc.stdlib cimport calloc, free
 from cython cimport floating
 from cython.parallel cimport prange
 
-from forkwait._native._blas cimport blas_pin, blas_register
+from forkwait._native._blas cimport (
+    blas_pin, blas_pin_least, blas_pin_wide, blas_register, blas_unpin_wide,
+)
 from forkwait._native._team cimport team_begin, team_end
 
 cnp.import_array()
@@ -40,14 +52,39 @@ ctypedef void (*sgemm_t)(char* ta, char* tb, int* m, int* n, int* k,
 ctypedef void (*dgemm_t)(char* ta, char* tb, int* m, int* n, int* k,
                          double* alpha, double* a, int* lda, double* b, int* ldb,
                          double* beta, double* c, int* ldc) noexcept nogil
+# the ILP64 builds (NumPy's wheels: scipy_sgemm_64_): 64-bit integers
+ctypedef long long i64
+ctypedef void (*sgemm64_t)(char* ta, char* tb, i64* m, i64* n, i64* k,
+                           float* alpha, float* a, i64* lda, float* b, i64* ldb,
+                           float* beta, float* c, i64* ldc) noexcept nogil
+ctypedef void (*dgemm64_t)(char* ta, char* tb, i64* m, i64* n, i64* k,
+                           double* alpha, double* a, i64* lda, double* b, i64* ldb,
+                           double* beta, double* c, i64* ldc) noexcept nogil
 ctypedef void (*set_threads_t)(int n) noexcept nogil
 ctypedef int (*get_threads_t)() noexcept nogil
 
-cdef sgemm_t _sgemm = NULL
-cdef dgemm_t _dgemm = NULL
-cdef set_threads_t _blas_set_threads = NULL
-cdef get_threads_t _blas_get_threads = NULL
+# The libraries ops.matmul calls ("slots"): slot 0 is the first found in the
+# order (NumPy's by default), slot 1 the second (SciPy's) when it is another
+# file. A single-threaded GEMM takes the slot least used by matmuls now, so
+# two matmuls at once call two different libraries (see fw_blas_pin_least).
+cdef enum:
+    MAX_SLOTS = 2
+cdef sgemm_t _s32[MAX_SLOTS]
+cdef dgemm_t _d32[MAX_SLOTS]
+cdef sgemm64_t _s64[MAX_SLOTS]
+cdef dgemm64_t _d64[MAX_SLOTS]
+cdef bint _ilp[MAX_SLOTS]
+cdef set_threads_t _set[MAX_SLOTS]
+cdef get_threads_t _get[MAX_SLOTS]
+cdef int _lib[MAX_SLOTS]         # the slot's index in the BLAS limiter (_blas)
+cdef int _nslots = 0
+_slot_names = []
 _backend = None
+cdef bint _use_blas = False     # _nslots > 0 and not forced to our own kernel
+
+# the libraries ops.matmul may call, in the order load_blas tries them
+BLAS_ORDER = ("numpy", "scipy")
+_order = BLAS_ORDER
 
 cdef enum:
     ROW_ALIGN = 8
@@ -55,105 +92,275 @@ cdef enum:
     COL_SPLIT_MIN = 64      # columns per thread below which blocks of rows are used
     BLAS_SERIAL_BELOW = 262144
 
-# this library's index in the BLAS limiter (_blas), -1 before load_blas
-cdef int _blas_index = -1
+# wide calls (the whole product to the BLAS at the team's thread count) for
+# which dtypes: bit 0 float32, bit 1 float64 (set_wide). Off: measured here, a
+# wide call matches np.matmul alone, but OpenBLAS's threads then spin for
+# ~0.1 s and take a core from the next kernel's team (matmul, gelu, matmul,
+# exp at 2 threads: 21 ms wide vs 5.1 ms split), while the column split over
+# the two libraries matches np.matmul too (docs/performance.md).
+cdef int _wide = 0
 
 # GEMM dimensions are C ints
 cdef Py_ssize_t INT_LIMIT = 2147483648
 
+# the (Fortran GEMM, set threads, get threads) symbols tried in NumPy's BLAS:
+# ILP64 first (NumPy's wheels), then the plain LP64 names (other builds)
+_NUMPY_SYMBOLS = (
+    (True, b"scipy_sgemm_64_", b"scipy_dgemm_64_",
+     b"scipy_openblas_set_num_threads64_", b"scipy_openblas_get_num_threads64_"),
+    (True, b"sgemm_64_", b"dgemm_64_",
+     b"openblas_set_num_threads64_", b"openblas_get_num_threads64_"),
+    (False, b"scipy_sgemm_", b"scipy_dgemm_",
+     b"scipy_openblas_set_num_threads", b"scipy_openblas_get_num_threads"),
+    (False, b"sgemm_", b"dgemm_", b"openblas_set_num_threads", b"openblas_get_num_threads"),
+)
 
-cdef inline void _blas_enter() noexcept nogil:
-    """Pin SciPy's OpenBLAS to 1 thread while this matmul runs."""
-    blas_pin(_blas_index, 1)
+
+cdef inline int _acquire() noexcept nogil:
+    """Pin the least used library to 1 thread for one GEMM; its slot."""
+    cdef int slot = blas_pin_least(_lib, _nslots)
+    return slot if slot >= 0 else 0
 
 
-cdef inline void _blas_leave() noexcept nogil:
-    blas_pin(_blas_index, -1)
+cdef inline void _release(int slot) noexcept nogil:
+    blas_pin(_lib[slot], -1)
+
+
+cdef object _slot_path(int slot):
+    cdef Dl_info info
+    if dladdr(<void*>_set[slot], &info) != 0 and info.dli_fname != NULL:
+        return info.dli_fname.decode()
+    return None
 
 
 def blas_info():
-    """(backend, library file or None, OpenBLAS thread count now or None)."""
-    cdef Dl_info info
-    if _backend != "scipy-openblas":
+    """(backend, library file or None, OpenBLAS thread count now or None) of
+    the first library ops.matmul calls."""
+    if not _use_blas:
         return _backend or "own", None, None
-    path = None
-    if dladdr(<void*>_blas_set_threads, &info) != 0 and info.dli_fname != NULL:
-        path = info.dli_fname.decode()
-    return _backend, path, _blas_get_threads()
+    return _backend, _slot_path(0), _get[0]()
 
 
-def load_blas():
-    """Find SciPy's GEMM; returns the backend name ("scipy-openblas" or "own")."""
-    global _sgemm, _dgemm, _blas_set_threads, _blas_get_threads, _backend, _blas_index
+def blas_libraries():
+    """[(backend, library file, thread count now)] of every library ops.matmul
+    calls, the first first; [] with forkwait's own kernel."""
+    cdef int i
+    if not _use_blas:
+        return []
+    return [(_slot_names[i], _slot_path(i), _get[i]()) for i in range(_nslots)]
+
+
+def blas_index():
+    """The first library's index in the BLAS limiter (-1: none), for tests."""
+    return _lib[0] if _use_blas else -1
+
+
+def blas_indices():
+    """Every library's index in the BLAS limiter, for tests."""
+    return [_lib[i] for i in range(_nslots)] if _use_blas else []
+
+
+cdef bint _same_file(void* p, bytes path):
+    cdef Dl_info info
+    return (p != NULL and dladdr(p, &info) != 0 and info.dli_fname != NULL
+            and bytes(info.dli_fname) == path)
+
+
+def _numpy_module_path():
+    """The file of NumPy's C core, through which its BLAS is found."""
+    try:
+        from numpy._core import _multiarray_umath as mod
+    except ImportError:         # NumPy 1.x
+        from numpy.core import _multiarray_umath as mod
+    return mod.__file__
+
+
+cdef bint _load_numpy(int slot, object module_path):
+    """NumPy's OpenBLAS into `slot`: dlsym through NumPy's already-loaded C
+    core (which searches its dependencies, so the symbol found is the
+    library NumPy calls); the GEMM and the thread functions must come from
+    one file."""
+    cdef void* handle
+    cdef void* ps
+    cdef void* pd
+    cdef void* fset
+    cdef void* fget
+    cdef Dl_info info
+    if module_path is None:
+        return False
+    handle = dlopen(module_path.encode(), RTLD_NOW | RTLD_NOLOAD)
+    if handle == NULL:
+        return False
+    for ilp64, sname, dname, setname, getname in _NUMPY_SYMBOLS:
+        ps = dlsym(handle, sname)
+        if ps == NULL or dladdr(ps, &info) == 0 or info.dli_fname == NULL:
+            continue
+        lib = bytes(info.dli_fname)
+        pd = dlsym(handle, dname)
+        fset = dlsym(handle, setname)
+        fget = dlsym(handle, getname)
+        if not (_same_file(pd, lib) and _same_file(fset, lib) and _same_file(fget, lib)):
+            continue
+        _ilp[slot] = ilp64
+        if ilp64:
+            _s64[slot] = <sgemm64_t>ps
+            _d64[slot] = <dgemm64_t>pd
+        else:
+            _s32[slot] = <sgemm_t>ps
+            _d32[slot] = <dgemm_t>pd
+        _set[slot] = <set_threads_t>fset
+        _get[slot] = <get_threads_t>fget
+        return True
+    return False
+
+
+cdef bint _load_scipy(int slot):
+    """SciPy's OpenBLAS into `slot`, through scipy.linalg.cython_blas's capsules."""
     cdef Dl_info info
     cdef void* handle
     cdef void* ps
     cdef void* pd
     cdef void* fset = NULL
     cdef void* fget = NULL
-    if _backend is not None:
-        return _backend
-    _backend = "own"
     try:
         from scipy.linalg import cython_blas
         caps = cython_blas.__pyx_capi__
         ps = PyCapsule_GetPointer(caps["sgemm"], PyCapsule_GetName(caps["sgemm"]))
         pd = PyCapsule_GetPointer(caps["dgemm"], PyCapsule_GetName(caps["dgemm"]))
     except Exception:           # no SciPy, or a SciPy without these capsules
-        return _backend
+        return False
     if dladdr(ps, &info) == 0 or info.dli_fname == NULL:
-        return _backend
+        return False
     handle = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD)
     if handle == NULL:
-        return _backend
+        return False
     for prefix in (b"scipy_openblas", b"openblas"):
         fset = dlsym(handle, prefix + b"_set_num_threads")
         fget = dlsym(handle, prefix + b"_get_num_threads")
         if fset != NULL and fget != NULL:
             break
     if fset == NULL or fget == NULL:
-        return _backend         # a BLAS whose threads we cannot pin: use our own
-    _sgemm = <sgemm_t>ps
-    _dgemm = <dgemm_t>pd
-    _blas_set_threads = <set_threads_t>fset
-    _blas_get_threads = <get_threads_t>fget
-    _backend = "scipy-openblas"
-    if dladdr(fset, &info) == 0 or info.dli_fname == NULL:
-        info.dli_fname = b""
-    _blas_index = blas_register(fset, fget, info.dli_fname)
-    _warm_up()
+        return False            # a BLAS whose threads we cannot pin
+    _s32[slot] = <sgemm_t>ps
+    _d32[slot] = <dgemm_t>pd
+    _ilp[slot] = False
+    _set[slot] = <set_threads_t>fset
+    _get[slot] = <get_threads_t>fget
+    return True
+
+
+def load_blas(order=None, numpy_module=None):
+    """Find the GEMMs; returns the first one's backend name
+    ("numpy-openblas", "scipy-openblas", or "own" where none is found).
+
+    `order`: the libraries to try ("numpy", "scipy"; default BLAS_ORDER, or
+    the last order given); every one found is used, up to two, the first
+    first. `numpy_module`: the file through which NumPy's BLAS is looked up
+    (default NumPy's ``_multiarray_umath``; tests give another to see the
+    fallback). Loaded once; ``use_own_kernel`` and ``select_blas`` load again.
+    """
+    global _backend, _order, _use_blas, _nslots, _slot_names
+    cdef Dl_info info
+    cdef int slot, i
+    cdef bint ok
+    if order is not None:
+        for name in order:
+            if name not in ("numpy", "scipy"):
+                raise ValueError(f"unknown BLAS {name!r}: use 'numpy' or 'scipy'")
+        _order = tuple(order)
+        _backend = None
+    if _backend is not None:
+        return _backend
+    _backend = "own"
+    _use_blas = False
+    _nslots = 0
+    names = []
+    for name in _order:
+        slot = len(names)
+        if slot == MAX_SLOTS:
+            break
+        if name == "numpy":
+            path = numpy_module
+            if path is None:
+                try:
+                    path = _numpy_module_path()
+                except Exception:
+                    path = None
+            ok = _load_numpy(slot, path)
+        else:
+            ok = _load_scipy(slot)
+        if not ok:
+            continue
+        for i in range(slot):   # the same file found twice: once is enough
+            if _set[i] == _set[slot]:
+                ok = False
+        if not ok:
+            continue
+        if dladdr(<void*>_set[slot], &info) == 0 or info.dli_fname == NULL:
+            info.dli_fname = b""
+        _lib[slot] = blas_register(<void*>_set[slot], <void*>_get[slot], info.dli_fname)
+        if _lib[slot] < 0:
+            continue
+        _warm_up(slot)
+        names.append(name + "-openblas")
+    if not names:
+        return _backend
+    _slot_names = names
+    _nslots = len(names)
+    _backend = names[0]
+    _use_blas = True
     return _backend
 
 
-cdef void _warm_up() noexcept nogil:
-    """One GEMM with OpenBLAS's threads on (at least 2), once.
+def select_blas(*order, numpy_module=None):
+    """Testing and benchmark switch: load the GEMMs again, trying the named
+    libraries in turn (``select_blas("scipy")``: SciPy's only; no names: the
+    default order). Returns the first one's backend name. Not while matmuls
+    run."""
+    return load_blas(order or BLAS_ORDER, numpy_module)
 
-    Measured here (OpenBLAS 0.3.30, Zen 1): until SciPy's OpenBLAS has run one
-    GEMM multi-threaded, its single-threaded sgemm of 256 x 256 takes 3.5-3.9 ms;
-    afterwards 1.0 ms (NumPy's own OpenBLAS behaves the same way). forkwait only
-    ever calls it single-threaded, so it would stay on the slow path for good.
+
+def set_wide(int dtypes):
+    """Testing and benchmark switch: which dtypes may take a wide call (bit 0
+    float32, bit 1 float64; 0: always split over the team). Returns the old
+    value."""
+    global _wide
+    old = _wide
+    _wide = dtypes
+    return old
+
+
+cdef void _warm_up(int slot) noexcept nogil:
+    """One GEMM with OpenBLAS's threads on (at least 2), once per library.
+
+    Measured here (OpenBLAS 0.3.30 and 0.3.31, Zen 1): until an OpenBLAS has
+    run one GEMM multi-threaded, its single-threaded sgemm of 256 x 256 takes
+    3.5-3.9 ms; afterwards 1.0 ms. forkwait may only ever call it
+    single-threaded, so it would stay on the slow path for good.
     The thread count is put back at once.
     """
-    cdef int old = _blas_get_threads()
+    cdef int old = _get[slot]()
     cdef int n = 256
-    cdef float one = 1, zero = 0
-    cdef char tr = b"N"
     cdef float* buf = <float*>calloc(3 * n * n, sizeof(float))
     if buf == NULL:
         return
     if old < 2:
-        _blas_set_threads(2)
-    _sgemm(&tr, &tr, &n, &n, &n, &one, buf, &n, buf + n * n, &n, &zero, buf + 2 * n * n, &n)
+        _set[slot](2)
+    _call_gemm(slot, buf + n * n, buf, buf + 2 * n * n, n, n, n, n, n, n)
     if old < 2:
-        _blas_set_threads(old)
+        _set[slot](old)
     free(buf)
 
 
 def use_own_kernel(bint own):
     """Testing switch: force the built-in kernel (True) or BLAS again (False)."""
-    global _backend
+    global _backend, _use_blas
     if own:
         _backend = "own"
+        _use_blas = False
+    elif _nslots and _backend == "own":
+        _backend = _slot_names[0]
+        _use_blas = True
     else:
         _backend = None
         load_blas()
@@ -185,44 +392,51 @@ cdef void _own_gemm(const floating* a, const floating* b, floating* c,
         p0 = p1
 
 
-cdef void _gemm(const floating* a, const floating* b, floating* c,
-                Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint blas) noexcept nogil:
-    """c (m x n) = a (m x k) @ b (k x n), all row-major and contiguous."""
+cdef inline void _call_gemm(int slot, const floating* b, const floating* a, floating* c,
+                            Py_ssize_t n, Py_ssize_t m, Py_ssize_t k,
+                            Py_ssize_t ldb, Py_ssize_t lda, Py_ssize_t ldc) noexcept nogil:
+    """Column-major C (n x m) = B (n x k) A (k x m), i.e. the row-major
+    product c = a @ b of a (m x k) and b (k x n), by the slot's library in
+    whichever integer width it takes."""
     cdef char tr = b"N"
     cdef int im = <int>m, in_ = <int>n, ik = <int>k
-    cdef int lda = <int>(k if k > 0 else 1)
-    cdef int ldb = <int>(n if n > 0 else 1)
+    cdef int ia = <int>lda, ib = <int>ldb, ic = <int>ldc
+    cdef i64 lm = m, ln = n, lk = k, la = lda, lb = ldb, lc = ldc
     cdef float sone = 1, szero = 0
     cdef double done = 1, dzero = 0
+    if _ilp[slot]:
+        if floating is float:
+            _s64[slot](&tr, &tr, &ln, &lm, &lk, &sone, <float*>b, &lb, <float*>a, &la,
+                       &szero, c, &lc)
+        else:
+            _d64[slot](&tr, &tr, &ln, &lm, &lk, &done, <double*>b, &lb, <double*>a, &la,
+                       &dzero, c, &lc)
+    elif floating is float:
+        _s32[slot](&tr, &tr, &in_, &im, &ik, &sone, <float*>b, &ib, <float*>a, &ia,
+                   &szero, c, &ic)
+    else:
+        _d32[slot](&tr, &tr, &in_, &im, &ik, &done, <double*>b, &ib, <double*>a, &ia,
+                   &dzero, c, &ic)
+
+
+cdef void _gemm(const floating* a, const floating* b, floating* c,
+                Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint blas, int slot) noexcept nogil:
+    """c (m x n) = a (m x k) @ b (k x n), all row-major and contiguous."""
     if m == 0:
         return
     if not blas:
         _own_gemm(a, b, c, m, n, k)
-    elif floating is float:
-        # row-major C = A B is column-major C^T = B^T A^T
-        _sgemm(&tr, &tr, &in_, &im, &ik, &sone, <float*>b, &ldb, <float*>a, &lda,
-               &szero, c, &ldb)
     else:
-        _dgemm(&tr, &tr, &in_, &im, &ik, &done, <double*>b, &ldb, <double*>a, &lda,
-               &dzero, c, &ldb)
+        # row-major C = A B is column-major C^T = B^T A^T
+        _call_gemm(slot, b, a, c, n, m, k, n if n > 0 else 1, k if k > 0 else 1,
+                   n if n > 0 else 1)
 
 
 cdef void _gemm_cols(const floating* a, const floating* b, floating* c,
                      Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                     Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+                     Py_ssize_t j0, Py_ssize_t j1, int slot) noexcept nogil:
     """c[:, j0:j1] = a @ b[:, j0:j1] with BLAS (a m x k, b k x n, c m x n)."""
-    cdef char tr = b"N"
-    cdef int im = <int>m, iw = <int>(j1 - j0), ik = <int>k
-    cdef int lda = <int>(k if k > 0 else 1)
-    cdef int ldb = <int>n
-    cdef float sone = 1, szero = 0
-    cdef double done = 1, dzero = 0
-    if floating is float:
-        _sgemm(&tr, &tr, &iw, &im, &ik, &sone, <float*>b + j0, &ldb, <float*>a, &lda,
-               &szero, c + j0, &ldb)
-    else:
-        _dgemm(&tr, &tr, &iw, &im, &ik, &done, <double*>b + j0, &ldb, <double*>a, &lda,
-               &dzero, c + j0, &ldb)
+    _call_gemm(slot, b + j0, a, c + j0, j1 - j0, m, k, n, k if k > 0 else 1, n)
 
 
 cdef void _run(const floating* pa, const floating* pb, floating* pc,
@@ -233,30 +447,48 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
     cdef Py_ssize_t sa = m * k if a_batched else 0
     cdef Py_ssize_t sb = k * n if b_batched else 0
     cdef Py_ssize_t per, rc, items, item, bi, r0, r1
-    cdef int team
+    cdef int team, slot, s
     # OpenBLAS runs a GEMM of fewer than 65536 * 4 multiply-adds on the calling
     # thread whatever its setting (interface/gemm.c, SMP_THRESHOLD_MIN *
     # GEMM_MULTITHREAD_THRESHOLD): no need to pin it (two calls into OpenBLAS)
     cdef bint pin = blas and m * n * k >= BLAS_SERIAL_BELOW
-    if pin:
-        _blas_enter()
     team = team_begin(batch * m * n * k, grain)
     if team == 1:
+        slot = _acquire() if pin else 0
         for bi in range(batch):
-            _gemm(pa + bi * sa, pb + bi * sb, pc + bi * m * n, m, n, k, blas)
-    elif blas and batch == 1 and n >= COL_SPLIT_MIN * team:
-        # one matrix: blocks of columns, each thread C[:, j0:j1] = A @ B[:, j0:j1].
+            _gemm(pa + bi * sa, pb + bi * sb, pc + bi * m * n, m, n, k, blas, slot)
+        if pin:
+            _release(slot)
+        team_end(team)
+        return
+    if blas and batch == 1 and _wide & (1 if floating is float else 2):
+        # (off by default, see _wide) alone on a library (else the limiter
+        # refuses): the whole product to OpenBLAS with the team's threads,
+        # the call np.matmul makes
+        for s in range(_nslots):
+            if blas_pin_wide(_lib[s], team):
+                _gemm(pa, pb, pc, m, n, k, blas, s)
+                blas_unpin_wide(_lib[s])
+                team_end(team)
+                return
+    if blas and batch == 1 and n >= COL_SPLIT_MIN * team:
+        # one matrix: blocks of columns, each thread C[:, j0:j1] = A @ B[:, j0:j1],
+        # each block on the least used library, so the two threads of a team
+        # of 2 call two different OpenBLAS copies (one copy called by two
+        # threads at once: float32 256 at 0.46x NumPy; two copies: 1.17x).
         # Measured here (2 threads, SciPy's OpenBLAS 0.3.30): float32 128 x 128
-        # ran 1.79x the 1-thread speed with column blocks, 0.90x with row blocks;
-        # float32 512 1.94x vs 1.78x; float64 the same either way
-        # (docs/performance.md).
+        # ran 1.79x the 1-thread speed with column blocks, 0.90x with row
+        # blocks; float64 the same either way (docs/performance.md).
         rc = (n + team - 1) // team
         rc = ((rc + COL_ALIGN - 1) // COL_ALIGN) * COL_ALIGN
         per = (n + rc - 1) // rc
         for item in prange(per, schedule="static", num_threads=team):
             r0 = item * rc
             r1 = r0 + rc if r0 + rc < n else n
-            _gemm_cols(pa, pb, pc, m, n, k, r0, r1)
+            slot = _acquire() if pin else 0
+            _gemm_cols(pa, pb, pc, m, n, k, r0, r1, slot)
+            if pin:
+                _release(slot)
     else:
         # work items: (matrix, block of rows); enough of them for the team
         per = (team + batch - 1) // batch
@@ -268,11 +500,12 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
             bi = item // per
             r0 = (item % per) * rc
             r1 = r0 + rc if r0 + rc < m else m
+            slot = _acquire() if pin else 0
             _gemm(pa + bi * sa + r0 * k, pb + bi * sb, pc + bi * m * n + r0 * n,
-                  r1 - r0, n, k, blas)
+                  r1 - r0, n, k, blas, slot)
+            if pin:
+                _release(slot)
     team_end(team)
-    if pin:
-        _blas_leave()
 
 
 def matmul(const floating[::1] a, const floating[::1] b, floating[::1] out,
@@ -283,7 +516,7 @@ def matmul(const floating[::1] a, const floating[::1] b, floating[::1] out,
     A non-batched operand is the same matrix for every i. All flat and
     C-contiguous; m, n, k < 2**31; m, n > 0.
     """
-    cdef bint blas = _backend == "scipy-openblas"
+    cdef bint blas = _use_blas
     with nogil:
         _run(&a[0], &b[0], &out[0], batch, m, n, k, a_batched, b_batched, grain, blas)
 
@@ -343,7 +576,7 @@ def fast_matmul(object a, object b, object out, Py_ssize_t grain):
                 or not cnp.PyArray_ISWRITEABLE(res)
                 or _overlap(res, aa) or _overlap(res, ab)):
             return None
-    blas = _backend == "scipy-openblas"
+    blas = _use_blas
     if t == cnp.NPY_DOUBLE:
         with nogil:
             _run(<const double*>cnp.PyArray_DATA(aa), <const double*>cnp.PyArray_DATA(ab),

@@ -1,4 +1,4 @@
-"""matmul: blocks of the product over the team, each a single-threaded SciPy GEMM."""
+"""matmul: NumPy's OpenBLAS (SciPy's the second library), over the team."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
-# SciPy is a dependency: its cython_blas is what matmul stands on. Imported
-# and looked up here, when forkwait.ops is imported, so that no task finds it
-# half-loaded (concurrent first matmuls would otherwise race for it).
+# SciPy is a dependency: its cython_blas is matmul's second library (the only
+# one where NumPy's BLAS is not found). Imported and looked up here, when
+# forkwait.ops is imported, so that no task finds them half-loaded (concurrent
+# first matmuls would otherwise race for them).
 import scipy.linalg.cython_blas  # noqa: F401
 from numpy.typing import ArrayLike, NDArray
 
@@ -43,9 +44,11 @@ def matmul(a: ArrayLike, b: ArrayLike, out: NDArray[Any] | None = None) -> NDArr
     Shapes ``(m, k) @ (k, n)``, ``(B, m, k) @ (B, k, n)``, and a 2-D operand
     with a 3-D one (the matrix is used for every batch entry; a batch of 1
     broadcasts too). The product is split over the threads (blocks of
-    columns; of rows for batches); each block is a single-threaded GEMM of
-    SciPy's OpenBLAS. While forkwait matmuls run,
-    OpenBLAS's own thread count is 1; it is restored when the last one ends.
+    columns; of rows for batches), each block a single-threaded GEMM of
+    NumPy's OpenBLAS or, where that one is busy with another block or matmul,
+    SciPy's (the only one where NumPy's is not found). While forkwait matmuls
+    run, the library's own thread count is 1; the user's count is restored
+    when the last one ends.
 
     Parameters
     ----------
