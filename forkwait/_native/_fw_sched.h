@@ -683,10 +683,6 @@ static inline int fw_slot_acquire(int want) {
 }
 
 /* ------------------------------------------------------------ os.fork() child */
-/* In the child, before any other thread exists: forget the parent's other
- * threads and hand back their running tasks (orphans: nobody will finish
- * them) in a malloc'ed array (*out, free it), returning their count; reset
- * the pool's thread state. The forking thread's own tasks carry on. */
 /* Totals for reports (sleep lock held). */
 static inline long long fw_stats_running(void) {
     long long r = FW_LOAD(&fw_P.n_running);
@@ -702,6 +698,10 @@ static inline long long fw_stats_completed(void) {
     return r;
 }
 
+/* In the child, before any other thread exists: forget the parent's other
+ * threads and hand back their running tasks (orphans: nobody will finish
+ * them) in a malloc'ed array (*out, free it), returning their count; reset
+ * the pool's thread state. The forking thread's own tasks carry on. */
 static Py_ssize_t fw_child_reset(fw_node ***out) {
     fw_thread *t = fw_P.registry, *nx;
     fw_node *n, **buf = NULL;

@@ -254,7 +254,6 @@ cdef class FutureCore:
     cdef FutureCore _parent
     cdef int _intra
     cdef int _completing
-    cdef bint _retrieved
     cdef _FailureGuard _guard  # set while a failure is not retrieved
     # profiling (only set while forkwait.profile() records)
     cdef long long _prof_id
@@ -639,7 +638,6 @@ cdef class FutureCore:
         return f"<forkwait.Future{name} at {id(self):#x} state={_STATE_NAMES[state]}{extra}>"
 
 
-
 @cython.final
 cdef class _FailureGuard:
     """Reports a failure that nobody retrieved when its future dies.
@@ -669,9 +667,9 @@ cdef inline int _arm_guard(FutureCore fut, object exc) except -1:
 
 
 cdef inline void _mark_retrieved(FutureCore fut):
-    """The failure of `fut` was seen by the user: nothing to report."""
+    """The failure of `fut` was seen by the user (or never happened, when a
+    hand-made future's completion lost a race): nothing to report."""
     cdef _FailureGuard g = fut._guard
-    fut._retrieved = True
     if g is not None:
         g.exc = None
         fut._guard = None
@@ -935,9 +933,7 @@ cdef bint _complete_manual(FutureCore fut, int state, object result, object exc)
     if state == FW_FAILED:
         _arm_guard(fut, exc)
     if not fw_settle(&fut.node, state, 0):
-        if fut._guard is not None:
-            fut._guard.exc = None
-            fut._guard = None
+        _mark_retrieved(fut)  # this failure did not happen: disarm its guard
         fut._result = fut._exc = None
         FW_STORE(&fut._completing, 0)
         return False
