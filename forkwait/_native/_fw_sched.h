@@ -28,11 +28,14 @@
 #include <Python.h>
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 #include <time.h>
 #include <errno.h>
 #include <string.h>
 #include <stddef.h>
 #include <stdlib.h>
+
+#include "_fw_native.h"
 
 #define FW_MAX_INTEROP 4096
 #define FW_MAX_SPARES 2048
@@ -70,6 +73,10 @@ typedef struct fw_node {
                                    parent link stays, so helpers see the whole subtree */
     int on_pool;                /* while RUNNING: counted in n_running_pool */
     long long mark;             /* a wait_all's token (help roots) */
+    fw_native_call *native;     /* a GIL-free kernel call (set at fork, owned by the
+                                   Future's capsule), or NULL */
+    struct fw_node *defer_next; /* on fw_P.deferred: finished without the GIL, its
+                                   Python-side release still to do */
 } fw_node;
 
 typedef struct fw_queue {
@@ -101,6 +108,7 @@ typedef struct fw_pool {
     pthread_mutex_t cb_lock;    /* the futures' callback lists (a leaf lock) */
     fw_queue inject;
     int n_slots;                /* high-water mark of deque slots (atomic) */
+    int n_cpus;                 /* CPUs this process may run on (at init) */
     int sleepers;               /* idle pool threads asleep (atomic; written under sleep lock) */
     int searching;              /* idle pool threads awake and looking for work (atomic) */
     int wake_tokens;            /* wake-ups handed out and not yet taken (sleep lock) */
@@ -120,6 +128,10 @@ typedef struct fw_pool {
     long long n_spawned_spares, n_spare_failures;
     long long n_steals;         /* tasks taken from another thread's deque (atomic) */
     long long n_helped;         /* tasks a wait ran for its own subtree (atomic) */
+    long long n_gil_free;       /* GIL-free tasks a worker ran and completed without
+                                   taking the GIL (atomic) */
+    fw_node *deferred;          /* those tasks, until a thread with the GIL releases
+                                   their references (a Treiber stack; atomic) */
     fw_thread *registry;        /* every fw_thread (sleep lock) */
     pthread_key_t thread_key;   /* frees a thread's fw_thread when it ends */
     char slot_alive[FW_MAX_INTEROP];
@@ -230,8 +242,24 @@ static void fw_atfork_child(void) {
     fw_P.wake_tokens = 0;
 }
 
+static int fw_cpu_count(void) {
+#if defined(__linux__) && defined(CPU_COUNT)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+#endif
+#if defined(_SC_NPROCESSORS_ONLN)
+    {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        if (n > 0) return n > 1 << 20 ? 1 << 20 : (int)n;
+    }
+#endif
+    return 1;
+}
+
 static int fw_sched_init(void) {
     memset(&fw_P, 0, sizeof(fw_P));
+    fw_P.n_cpus = fw_cpu_count();
     if (pthread_key_create(&fw_P.thread_key, fw_thread_free) != 0) return -1;
     fw_P.target_workers = 1;
     fw_P.state = FW_POOL_IDLE;
@@ -493,7 +521,9 @@ static inline int fw_must_stop(int worker_index, int spare) {
 
 /* An idle pool thread, counted in `searching` on entry. Returns 1 when work
  * is visible (still counted in `searching`: the caller claims, then calls
- * fw_searching_done), 0 when it must stop (no longer counted). Called
+ * fw_searching_done), 0 when it must stop (no longer counted), 2 when,
+ * before it would sleep, GIL-free tasks wait for their release (no longer
+ * counted: the caller releases them with the GIL and calls it again). Called
  * without the GIL. A spare's retirement (n_spares--) happens here, under
  * the sleep lock, so that two spares never both retire for one. */
 static inline int fw_idle(int worker_index, int spare) {
@@ -503,10 +533,23 @@ static inline int fw_idle(int worker_index, int spare) {
         if (fw_any_work()) return 1;
         if (fw_must_stop(worker_index, spare)) break;
         if (fw_now() >= until) break;
+        /* Spin only on a CPU nobody else of the pool's needs: pool threads
+         * running tasks, those searching (this one among them) and one for
+         * the thread outside the pool that forks and waits. On a machine of
+         * 2, the second worker spinning beside a busy first one (and the
+         * main thread running the other branch) only takes time from them. */
+        if (FW_LOAD(&fw_P.n_running_pool) + FW_LOAD(&fw_P.searching) > fw_P.n_cpus - 1) break;
         if (++spins % 16 == 0) sched_yield();
 #if defined(__x86_64__) || defined(__i386__)
         else __builtin_ia32_pause();
 #endif
+    }
+    if (__atomic_load_n(&fw_P.deferred, __ATOMIC_ACQUIRE) != NULL) {
+        /* Finished GIL-free tasks whose references nobody has released yet
+         * (no forkwait call since): the caller takes the GIL for them once,
+         * now that this thread is idle, then comes back. */
+        FW_ADD(&fw_P.searching, -1);
+        return 2;
     }
     pthread_mutex_lock(&fw_P.sleep_lock);
     FW_ADD(&fw_P.sleepers, 1);
@@ -536,6 +579,47 @@ static inline int fw_idle(int worker_index, int spare) {
 }
 
 static inline void fw_searching_done(void) { FW_ADD(&fw_P.searching, -1); }
+
+/* ------------------------------------------------------------ GIL-free tasks */
+/* A worker finished a GIL-free task without the GIL: the Future's Python-side
+ * release (its queue reference, the call's arguments) waits here for a thread
+ * that holds the GIL. take_all swaps the whole stack out, so no ABA. */
+static inline void fw_defer_push(fw_node *n) {
+    fw_node *head = __atomic_load_n(&fw_P.deferred, __ATOMIC_RELAXED);
+    do {
+        n->defer_next = head;
+    } while (!__atomic_compare_exchange_n(&fw_P.deferred, &head, n, 1,
+                                          __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+}
+
+static inline fw_node *fw_defer_take_all(void) {
+    if (__atomic_load_n(&fw_P.deferred, __ATOMIC_RELAXED) == NULL) return NULL;
+    return __atomic_exchange_n(&fw_P.deferred, NULL, __ATOMIC_ACQUIRE);
+}
+
+static inline int fw_any_deferred(void) {
+    return __atomic_load_n(&fw_P.deferred, __ATOMIC_RELAXED) != NULL;
+}
+
+#define FW_GIL_FREE_SPIN_S 50e-6  /* a wait on a running GIL-free task spins this long */
+
+/* Without the GIL: spin until `n` is done or `seconds` (or the deadline, when
+ * >= 0) have passed. The runner of a GIL-free task needs no GIL to complete
+ * it, so a short kernel's waiter returns without a futex wake and without
+ * a GIL hand-off. 1 when done. */
+static inline int fw_spin_until_done(fw_node *n, double seconds, double deadline) {
+    double until = fw_now() + seconds;
+    int spins = 0;
+    if (deadline >= 0.0 && deadline < until) until = deadline;
+    for (;;) {
+        if (FW_LOAD(&n->state) >= FW_FINISHED) return 1;
+        if (FW_LOAD(&n->state) != FW_RUNNING) return 0;
+        if ((++spins & 63) == 0 && fw_now() >= until) return 0;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
 
 /* ------------------------------------------------------------ waiting */
 enum { FW_W_DONE = 0, FW_W_RESCAN = 1, FW_W_POLL = 2, FW_W_TIMEOUT = 3, FW_W_CYCLE = 4 };

@@ -25,7 +25,9 @@ threads (DESIGN.md rule 4: never a process-wide setting changed for good).
 
 cimport numpy as cnp
 from forkwait._native._fw_plain cimport plain_float_type
-from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
+from cpython.pycapsule cimport (
+    PyCapsule_Destructor, PyCapsule_GetName, PyCapsule_GetPointer, PyCapsule_New,
+)
 from libc.stdlib cimport calloc, free
 from cython cimport floating
 from cython.parallel cimport prange
@@ -536,23 +538,13 @@ cdef inline bint _overlap(cnp.ndarray x, cnp.ndarray y) noexcept:
     return px < py + cnp.PyArray_NBYTES(y) and py < px + cnp.PyArray_NBYTES(x)
 
 
-def fast_matmul(object a, object b, object out, Py_ssize_t grain):
-    """``matmul`` of the common case, checked in C: two exact 2-D ndarrays of
-    the same float type, C-contiguous, aligned, native byte order, no
-    dimension 0 or over 2**31, and ``out`` None or such an array of the
-    result's shape, writable and apart from both inputs.
-
-    The data pointers go straight to the GEMM (no memoryviews, no copies);
-    below the grain (or at one thread) the GEMM runs on the calling thread
-    without an OpenMP region, as ``matmul`` does. Returns the result (a new
-    array, or ``out``), or None where the general path must handle the call:
-    then nothing has been written.
-    """
+cdef object _plain_case(object a, object b, object out, Py_ssize_t *mnk, int *type_num):
+    """The common case of ``matmul`` (see fast_matmul): the result array (new,
+    or ``out``) with ``mnk`` and ``type_num`` filled in, or None."""
     cdef int t = _plain_type(a)
     cdef cnp.ndarray aa, ab, res
     cdef cnp.npy_intp dims[2]
     cdef Py_ssize_t m, n, k
-    cdef bint blas
     if t < 0 or _plain_type(b) != t:
         return None
     aa = <cnp.ndarray>a
@@ -576,13 +568,129 @@ def fast_matmul(object a, object b, object out, Py_ssize_t grain):
                 or not cnp.PyArray_ISWRITEABLE(res)
                 or _overlap(res, aa) or _overlap(res, ab)):
             return None
+    mnk[0] = m
+    mnk[1] = n
+    mnk[2] = k
+    type_num[0] = t
+    return res
+
+
+def fast_matmul(object a, object b, object out, Py_ssize_t grain):
+    """``matmul`` of the common case, checked in C: two exact 2-D ndarrays of
+    the same float type, C-contiguous, aligned, native byte order, no
+    dimension 0 or over 2**31, and ``out`` None or such an array of the
+    result's shape, writable and apart from both inputs.
+
+    The data pointers go straight to the GEMM (no memoryviews, no copies);
+    below the grain (or at one thread) the GEMM runs on the calling thread
+    without an OpenMP region, as ``matmul`` does. Returns the result (a new
+    array, or ``out``), or None where the general path must handle the call:
+    then nothing has been written.
+    """
+    cdef Py_ssize_t mnk[3]
+    cdef int t
+    cdef bint blas
+    cdef const void *pa
+    cdef const void *pb
+    cdef void *pc
+    res = _plain_case(a, b, out, mnk, &t)
+    if res is None:
+        return None
+    pa = cnp.PyArray_DATA(<cnp.ndarray>a)
+    pb = cnp.PyArray_DATA(<cnp.ndarray>b)
+    pc = cnp.PyArray_DATA(<cnp.ndarray>res)
     blas = _use_blas
     if t == cnp.NPY_DOUBLE:
         with nogil:
-            _run(<const double*>cnp.PyArray_DATA(aa), <const double*>cnp.PyArray_DATA(ab),
-                 <double*>cnp.PyArray_DATA(res), 1, m, n, k, False, False, grain, blas)
+            _run(<const double*>pa, <const double*>pb, <double*>pc,
+                 1, mnk[0], mnk[1], mnk[2], False, False, grain, blas)
     else:
         with nogil:
-            _run(<const float*>cnp.PyArray_DATA(aa), <const float*>cnp.PyArray_DATA(ab),
-                 <float*>cnp.PyArray_DATA(res), 1, m, n, k, False, False, grain, blas)
+            _run(<const float*>pa, <const float*>pb, <float*>pc,
+                 1, mnk[0], mnk[1], mnk[2], False, False, grain, blas)
     return res
+
+
+# ------------------------------------------------- forked matmuls without the GIL
+
+cdef extern from "_fw_native.h":
+    ctypedef struct fw_native_call:
+        void (*run)(fw_native_call *c) noexcept nogil
+        int intra
+    const char *FW_NATIVE_CAPSULE
+
+ctypedef struct _mm_call:
+    fw_native_call base   # first: the pool sees a fw_native_call *
+    const void *pa
+    const void *pb
+    void *pc
+    Py_ssize_t m, n, k, grain
+    int type_num
+    bint blas
+
+cdef Py_ssize_t _native_grain = 1 << 20
+
+
+cdef void _mm_call_run(fw_native_call *c) noexcept nogil:
+    cdef _mm_call *mc = <_mm_call *>c
+    if mc.type_num == cnp.NPY_DOUBLE:
+        _run(<const double*>mc.pa, <const double*>mc.pb, <double*>mc.pc,
+             1, mc.m, mc.n, mc.k, False, False, mc.grain, mc.blas)
+    else:
+        _run(<const float*>mc.pa, <const float*>mc.pb, <float*>mc.pc,
+             1, mc.m, mc.n, mc.k, False, False, mc.grain, mc.blas)
+
+
+cdef void _mm_call_free(object capsule) noexcept:
+    free(PyCapsule_GetPointer(capsule, FW_NATIVE_CAPSULE))
+
+
+def set_native_grain(Py_ssize_t grain):
+    """The grain of forked (GIL-free) matmuls: ``ops.matmul``'s."""
+    global _native_grain
+    _native_grain = grain
+
+
+def native_call(tuple args, object kwargs):
+    """The pool's prepare function for ``fork(ops.matmul, a, b[, out])``: the
+    common case of fast_matmul as a GIL-free call, ``(capsule, result)``, or
+    None (then the fork is an ordinary task and reports any error through
+    its future). The arrays stay alive through the task's own arguments;
+    the result (new, or ``out``) is the future's value once it has run."""
+    cdef Py_ssize_t mnk[3]
+    cdef int t
+    cdef Py_ssize_t na = len(args)
+    cdef _mm_call *mc
+    out = None
+    if kwargs is not None:
+        if na != 2 or len(kwargs) != 1 or "out" not in kwargs:
+            return None
+        out = kwargs["out"]
+    elif na == 3:
+        out = args[2]
+    elif na != 2:
+        return None
+    a = args[0]
+    b = args[1]
+    res = _plain_case(a, b, out, mnk, &t)
+    if res is None:
+        return None
+    mc = <_mm_call *>calloc(1, sizeof(_mm_call))
+    if mc == NULL:
+        return None
+    mc.base.run = _mm_call_run
+    mc.pa = cnp.PyArray_DATA(<cnp.ndarray>a)
+    mc.pb = cnp.PyArray_DATA(<cnp.ndarray>b)
+    mc.pc = cnp.PyArray_DATA(<cnp.ndarray>res)
+    mc.m = mnk[0]
+    mc.n = mnk[1]
+    mc.k = mnk[2]
+    mc.grain = _native_grain
+    mc.type_num = t
+    mc.blas = _use_blas
+    try:
+        capsule = PyCapsule_New(mc, FW_NATIVE_CAPSULE, <PyCapsule_Destructor>_mm_call_free)
+    except BaseException:
+        free(mc)
+        raise
+    return (capsule, res)

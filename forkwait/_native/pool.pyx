@@ -39,6 +39,7 @@ cimport cython
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.pythread cimport PyThread_get_thread_ident
 
 from forkwait._native._blas cimport blas_tasks
@@ -84,6 +85,11 @@ cdef extern from "_fw_sched.h" nogil:
         FW_W_TIMEOUT
         FW_W_CYCLE
 
+    ctypedef struct fw_native_call:
+        void (*run)(fw_native_call *c) noexcept nogil
+        int intra
+    const char *FW_NATIVE_CAPSULE
+
     ctypedef struct fw_queue:
         Py_ssize_t len
     ctypedef struct fw_thread:
@@ -101,6 +107,8 @@ cdef extern from "_fw_sched.h" nogil:
         int is_task
         int live_children
         long long mark
+        fw_native_call *native
+        fw_node *defer_next
 
     ctypedef struct pthread_mutex_t:
         pass
@@ -124,6 +132,7 @@ cdef extern from "_fw_sched.h" nogil:
         long long n_spare_failures
         long long n_steals
         long long n_helped
+        long long n_gil_free
         char *slot_alive
         char *slot_used
 
@@ -157,6 +166,11 @@ cdef extern from "_fw_sched.h" nogil:
     void fw_tickle()
     void fw_wake_all_idle()
     int fw_idle(int worker_index, int spare)
+    void fw_defer_push(fw_node *n)
+    fw_node *fw_defer_take_all()
+    int fw_any_deferred()
+    double FW_GIL_FREE_SPIN_S
+    int fw_spin_until_done(fw_node *n, double seconds, double deadline)
     void fw_searching_done()
     int fw_sleep_wait(fw_node *target, double deadline, double poll_s,
                       fw_node *help_node, unsigned long long epoch,
@@ -247,6 +261,7 @@ cdef class FutureCore:
     cdef tuple _args
     cdef dict _kwargs
     cdef object _ctx
+    cdef object _native     # a GIL-free call's capsule (see _fw_native.h), or None
     cdef object _result
     cdef object _exc
     cdef object _callbacks   # None, one callable, or a list of them
@@ -868,8 +883,13 @@ cdef int _run_callbacks(FutureCore fut, object callbacks) except -1:
 
 cdef int _after_final(FutureCore fut) except -1:
     """`fut` just reached its final state: wake, notify, run callbacks."""
-    cdef object callbacks
     fw_wake_waiters(&fut.node)
+    return _after_wake(fut)
+
+
+cdef int _after_wake(FutureCore fut) except -1:
+    """_after_final once the waiters are woken."""
+    cdef object callbacks
     # No callback was ever added: none can be added any more either (an adder
     # counts itself in cb_adders before it reads the state, which is final
     # now), so the shared callback lock is not needed.
@@ -882,15 +902,25 @@ cdef int _after_final(FutureCore fut) except -1:
         fw_unlock(&fw_P.cb_lock)
     if FW_LOAD(&fut.node.cf_watched):
         _notify_cf_waiters(fut)
+    _release_call(fut)
+    if callbacks is not None:
+        _run_callbacks(fut, callbacks)
+    return 0
+
+
+cdef inline void _release_call(FutureCore fut):
+    """A task is final: what only its run needed goes (with the GIL)."""
     fut._fn = None
     fut._args = None
     fut._kwargs = None
     fut._ctx = None
+    if fut._native is not None:
+        fut.node.native = NULL  # (a flag to waiters; nobody runs it any more)
+        fut._native = None
+        if FW_LOAD(&fut.node.state) == FW_CANCELLED:
+            fut._result = None  # the result array made at fork
     if fut.node.is_task:
         _unlink_parent(fut)
-    if callbacks is not None:
-        _run_callbacks(fut, callbacks)
-    return 0
 
 
 cdef inline void _unlink_parent(FutureCore fut):
@@ -1040,6 +1070,8 @@ cdef int _run_task(FutureCore fut) except -1:
     waiter must then raise it too, so Ctrl-C is never swallowed), else 0.
     """
     global fw_cur_task, fw_wait_acc, fw_task_depth
+    if fut.node.native != NULL:
+        return _run_gil_free(fut)
     cdef int saved = get_local_threads()
     cdef int interrupted = 0
     cdef long long outer_task = 0
@@ -1097,6 +1129,130 @@ cdef int _run_task(FutureCore fut) except -1:
             _record_task(fut, name, t0, fw_now(), outer_task, outer_wait, "finished")
         _complete_task(fut, FW_FINISHED, value, None)
     return interrupted
+
+
+# ---------------------------------------------------------------- GIL-free tasks
+
+cdef list _gil_free_fns = []   # [(fn, prepare), ...] (see _register_native)
+cdef int _n_gil_free_fns = 0
+
+
+def _register_native(fn, prepare):
+    """Make ``fork(fn, ...)`` a GIL-free task wherever ``prepare(args,
+    kwargs)`` accepts the call (``kwargs`` None without keywords): it
+    returns ``(capsule, result)`` (see ``_fw_native.h``) or None for the
+    ordinary path. ``prepare=None`` removes `fn`."""
+    global _n_gil_free_fns
+    if prepare is not None and not callable(prepare):
+        raise TypeError(f"prepare must be callable, got {type(prepare).__name__}")
+    entries = [e for e in _gil_free_fns if e[0] is not fn]
+    if prepare is not None:
+        entries.append((fn, prepare))
+    _gil_free_fns[:] = entries
+    _n_gil_free_fns = len(entries)
+
+
+cdef object _gil_free_prepare(object fn):
+    cdef tuple e
+    for e in _gil_free_fns:
+        if e[0] is fn:
+            return e[1]
+    return None
+
+
+cdef inline void _native_body(fw_node *n) noexcept nogil:
+    """Run claimed GIL-free call `n` in this thread at the forking thread's
+    intra-op setting, counted as task code for the BLAS budget."""
+    global fw_task_depth
+    cdef int saved = get_local_threads()
+    if saved != n.native.intra:
+        set_local_threads(n.native.intra)
+    fw_task_depth += 1
+    if fw_task_depth == 1:
+        blas_tasks(1)
+    n.native.run(n.native)
+    fw_task_depth -= 1
+    if fw_task_depth == 0:
+        blas_tasks(-1)
+    if get_local_threads() != saved:
+        set_local_threads(saved)
+    FW_ADD(&fw_P.n_gil_free, 1)
+
+
+cdef int _run_gil_free(FutureCore fut) except -1:
+    """_run_task of a GIL-free call (a wait that runs it, a worker that holds
+    the GIL already): the kernel runs with the GIL released."""
+    with nogil:
+        _native_body(&fut.node)
+    _complete_task(fut, FW_FINISHED, fut._result, None)
+    return 0
+
+
+cdef void _run_gil_free_nogil(fw_node *n) noexcept nogil:
+    """A worker runs and completes GIL-free task `n` (claimed; the queue's
+    reference still held) without taking the GIL. The GIL is needed only if
+    a callback or a concurrent.futures waiter was ever added: each adder
+    counts itself before it reads the state (Dekker with the settle here),
+    so when neither count is set after the settle, none will be found
+    later. The Python side of completion (dropping the call's references)
+    then waits on fw_P.deferred for a thread that holds the GIL."""
+    _native_body(n)
+    fw_settle(n, FW_FINISHED, 1)
+    fw_wake_waiters(n)
+    if FW_LOAD(&n.cb_adders) != 0 or FW_LOAD(&n.cf_watched) != 0:
+        _finish_gil_free(n)
+    else:
+        fw_defer_push(n)
+    if FW_LOAD(&fw_P.state) == FW_POOL_DRAINING:
+        fw_wake_all_idle()  # workers at exit wait for running pool tasks
+
+
+cdef void _finish_gil_free(fw_node *n) noexcept with gil:
+    cdef FutureCore fut = <FutureCore>n.fut
+    Py_DECREF(fut)  # the queue's reference; `fut` holds one
+    try:
+        _after_wake(fut)
+        _track_if_needed(fut)
+    except BaseException:  # a callback's KeyboardInterrupt: nothing to raise it in
+        try:
+            _logger.error("forkwait: error in a pool thread after running %r", fut,
+                          exc_info=True)
+        except BaseException:
+            pass
+
+
+cdef void _drain_deferred() noexcept:
+    """Release the Python side of GIL-free tasks that workers completed
+    without the GIL (their queue reference, the call's arguments)."""
+    cdef fw_node *n = fw_defer_take_all()
+    cdef fw_node *nx
+    cdef FutureCore fut
+    while n != NULL:
+        nx = n.defer_next
+        fut = <FutureCore>n.fut
+        Py_DECREF(fut)  # the queue's reference; `fut` holds one
+        _release_call(fut)
+        _track_if_needed(fut)
+        fut = None
+        n = nx
+
+
+cdef inline void _drain_if_any() noexcept:
+    if fw_any_deferred():
+        _drain_deferred()
+
+
+cdef fw_node *_run_gil_free_run(fw_node *n, int slot, int worker_index,
+                                int spare) noexcept nogil:
+    """A worker without the GIL: run GIL-free tasks while it finds them;
+    the first other task found (or NULL) is returned, for the GIL."""
+    while n != NULL and n.native != NULL:
+        fw_tickle()
+        _run_gil_free_nogil(n)
+        if not spare and worker_index >= FW_LOAD(&fw_P.target_workers):
+            return NULL  # the pool shrank: stop after this task
+        n = fw_find_work(slot)
+    return n
 
 
 cdef object _prof_hook = None   # the hook object of the profile that records
@@ -1269,6 +1425,7 @@ cdef int _wait_done(FutureCore fut, double timeout) except -1:
     cdef fw_node *node = &fut.node
     cdef bint deep = False
     cdef double deadline = -1.0
+    _drain_if_any()
     if FW_LOAD(&node.state) >= FW_FINISHED:
         return 0
     if timeout >= 0.0:
@@ -1299,6 +1456,7 @@ cdef int _wait_loop(FutureCore fut, double deadline, bint helps) except -1:
     cdef double slept = 0.0, w0 = 0.0
     cdef double poll = SIGNAL_POLL_S if PyThread_get_thread_ident() == main_ident else 0.0
     cdef bint registered
+    cdef bint spun = False
     if node.is_task:
         _check_not_own_ancestor(fut)
     if fw_prof_on:
@@ -1307,6 +1465,13 @@ cdef int _wait_loop(FutureCore fut, double deadline, bint helps) except -1:
         while True:
             if FW_LOAD(&node.state) >= FW_FINISHED:
                 break
+            if not spun and node.native != NULL and FW_LOAD(&node.state) == FW_RUNNING:
+                # A GIL-free task completes without the GIL: a short kernel's
+                # end is seen here without a futex wake of this thread.
+                spun = True
+                with nogil:
+                    fw_spin_until_done(node, FW_GIL_FREE_SPIN_S, deadline)
+                continue
             registered = False
             if helps and (deadline < 0.0 or fw_now() < deadline):
                 # The target itself may still be queued (a deep waiter's
@@ -1450,21 +1615,34 @@ cdef void _pool_thread_loop(int slot, int worker_index, int spare):
     cdef FutureCore task
     while True:
         FW_ADD(&fw_P.searching, 1)
+        n = NULL
         with nogil:
             r = fw_idle(worker_index, spare)
+            if r == 1:
+                if not spare and worker_index >= FW_LOAD(&fw_P.target_workers):
+                    fw_searching_done()
+                    r = 0  # the pool shrank meanwhile: leave the work to the others
+                else:
+                    n = fw_find_work(slot)
+                    fw_searching_done()
+                    # GIL-free tasks run here, without the GIL
+                    n = _run_gil_free_run(n, slot, worker_index, spare)
         if r == 0:
             return
-        if not spare and worker_index >= FW_LOAD(&fw_P.target_workers):
-            fw_searching_done()
-            return  # the pool shrank meanwhile: leave the work to the others
-        n = fw_find_work(slot)
-        fw_searching_done()
+        if r == 2:
+            _drain_deferred()  # idle now: release what GIL-free tasks left
+            continue
         while n != NULL:
+            if n.native != NULL:
+                with nogil:
+                    n = _run_gil_free_run(n, slot, worker_index, spare)
+                continue
             fw_tickle()
             task = <FutureCore>n.fut
             Py_DECREF(task)  # the queue's reference; `task` holds one
             _run_guarded(task)
             task = None
+            _drain_if_any()
             if not spare and worker_index >= FW_LOAD(&fw_P.target_workers):
                 break  # the pool shrank: stop after this task
             # Keep the GIL while there is more work: no release per task.
@@ -1551,14 +1729,27 @@ cdef object _fork_impl(object fn, object args, object kwargs):
             return hooked
     if FW_LOAD(&fw_P.state) == FW_POOL_IDLE:
         _start_pool()
+    _drain_if_any()
+    cdef object prepared = None
+    if _n_gil_free_fns and not fw_prof_on:
+        prepare = _gil_free_prepare(fn)
+        if prepare is not None:
+            prepared = prepare(args, kwargs)
     cdef FutureCore fut = _new_future()
     cdef PyObject *cur = fw_get_cur()
     cdef FutureCore parent
     fut._fn = fn
     fut._args = args
     fut._kwargs = kwargs
-    fut._ctx = PyContext_CopyCurrent()
     fut._intra = get_local_threads()
+    if prepared is None:
+        fut._ctx = PyContext_CopyCurrent()
+    else:
+        # a GIL-free call: no Python code runs in it, so no context
+        fut._native = (<tuple>prepared)[0]
+        fut._result = (<tuple>prepared)[1]
+        fut.node.native = <fw_native_call *>PyCapsule_GetPointer(fut._native, FW_NATIVE_CAPSULE)
+        fut.node.native.intra = fut._intra
     fut.node.is_task = 1
     if cur != NULL:
         parent = <FutureCore>cur
@@ -1572,7 +1763,8 @@ cdef object _fork_impl(object fn, object args, object kwargs):
     # out of the cyclic GC's lists until claimed (10^6 queued futures would
     # otherwise make every full collection scan them all).
     PyObject_GC_UnTrack(fut)
-    PyObject_GC_UnTrack(fut._ctx)
+    if fut._ctx is not None:
+        PyObject_GC_UnTrack(fut._ctx)
     Py_INCREF(fut)  # owned by the queue while linked
     if fw_push(&fut.node):
         fw_notify_pushed()
@@ -1585,6 +1777,8 @@ cdef object _fork_impl(object fn, object args, object kwargs):
         _atomic_dec(&parent.node.live_children)
     fut._fn = fut._args = fut._kwargs = fut._ctx = fut._parent = None
     fut.node.parent = NULL
+    fut.node.native = NULL
+    fut._native = fut._result = None
     _refuse_fork()
 
 
@@ -1740,7 +1934,11 @@ def wait_all(futures, timeout=None):
             f._outcome()
         if state < FW_FINISHED:
             rest.append(f)
-    if rest:
+    if len(rest) == 1 and deadline < 0.0:
+        # One left (e.g. the other of two forked branches): its own wait,
+        # no collector; failing fast is waiting on it.
+        _wait_done(<FutureCore>rest[0], -1.0)
+    elif rest:
         # The rest run elsewhere: sleep until all are done or one fails.
         coll = _collect(rest)
         _wait_many(rest, coll, deadline)
@@ -1951,7 +2149,8 @@ def _stats():
     d = (queued, fw_stats_running(), fw_P.sleepers, fw_P.live_workers,
          fw_P.target_workers, fw_P.state, fw_P.n_spares, fw_P.n_deep,
          fw_stats_completed(), fw_P.n_spawned_spares, fw_P.n_spare_failures,
-         FW_LOADLL(&fw_P.n_steals), FW_LOADLL(&fw_P.n_helped))
+         FW_LOADLL(&fw_P.n_steals), FW_LOADLL(&fw_P.n_helped),
+         FW_LOADLL(&fw_P.n_gil_free))
     fw_unlock(&fw_P.sleep_lock)
     return {
         "queued": d[0], "running": d[1], "sleeping": d[2], "workers": d[3],
@@ -1959,7 +2158,7 @@ def _stats():
         "state": ("idle", "running", "draining", "closed")[d[5]],
         "spares": d[6], "blocked_deep": d[7], "completed": d[8],
         "spares_started": d[9], "spare_failures": d[10],
-        "steals": d[11], "helped": d[12],
+        "steals": d[11], "helped": d[12], "gil_free": d[13],
     }
 
 
@@ -1996,14 +2195,25 @@ def _after_fork_child():
         futs.append(<FutureCore>orphans[i].fut)
     if orphans != NULL:
         free(orphans)
+    cdef FutureCore f
+    cdef bint queue_ref
     for fut in futs:
+        f = <FutureCore>fut
+        # A worker claims without the GIL: a task it had claimed but not yet
+        # taken over (its context still out of the GC, as at fork), and a
+        # GIL-free task it was running, still hold the queue's reference.
+        queue_ref = f.node.native != NULL or (
+            f._ctx is not None and not PyObject_GC_IsTracked(f._ctx))
+        _gc_retrack(f)
         try:
-            _complete_task(fut, FW_FAILED, None, RuntimeError(
+            _complete_task(f, FW_FAILED, None, RuntimeError(
                 "this task was running in another thread of the parent process when "
                 "os.fork() was called; the child process has no copy of that thread"
             ))
         except BaseException:
             pass
+        if queue_ref:
+            Py_DECREF(f)  # (`futs` still holds it)
     if fw_any_work() and FW_LOAD(&fw_P.state) == FW_POOL_IDLE:
         try:
             _start_pool()

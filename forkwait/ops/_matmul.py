@@ -13,7 +13,7 @@ import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401
 from numpy.typing import ArrayLike, NDArray
 
-from forkwait._native import _matmul
+from forkwait._native import _matmul, pool
 from forkwait.ops._checks import (
     SPEC,
     as_array,
@@ -143,3 +143,10 @@ def matmul(a: ArrayLike, b: ArrayLike, out: NDArray[Any] | None = None) -> NDArr
             GRAIN_MATMUL,
         )
     return res if out is None else out
+
+
+# fork(ops.matmul, a, b[, out]) of the common case (the fast path's) is a
+# GIL-free task: checked at fork, run and completed by a worker without the
+# GIL (docs/guide.md, "Forked kernels"); any other call is an ordinary task.
+_matmul.set_native_grain(GRAIN_MATMUL)
+pool._register_native(matmul, _matmul.native_call)
