@@ -103,7 +103,8 @@ def parallel_info() -> str:
         f"{stats['running']} running, {stats['queued']} queued, "
         f"{stats['spares']} spare (compensating) threads",
         f"inter-op scheduler: work-stealing deques; {stats['completed']} tasks done, "
-        f"{stats['steals']} stolen, {stats['helped']} run by waits for their own subtree",
+        f"{stats['steals']} stolen, {stats['helped']} run by waits for their own subtree, "
+        f"{stats['gil_free']} GIL-free (forked kernels run without the GIL)",
         f"OpenMP compiled in: {omp}",
         f"omp_get_max_threads() in this thread: {omp_max}",
         f"kernels in this thread: {_kernels_here()}",
