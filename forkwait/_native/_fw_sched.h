@@ -340,45 +340,57 @@ static inline int fw_claim_node(fw_node *n, int to_state) {
     return ok;
 }
 
-static inline fw_node *fw_take_tail(fw_queue *q) {
+/* `gil_free_only`: take the node only if it is a GIL-free call (a thread
+ * without the GIL must not hold a Python task while it waits for the GIL: a
+ * wait on that task would find it running instead of running it itself). */
+static inline fw_node *fw_take_tail_if(fw_queue *q, int gil_free_only) {
     fw_node *n = NULL;
     if (FW_LOAD(&q->len) == 0) return NULL;
     pthread_mutex_lock(&q->lock);
     n = q->tail;
+    if (n && gil_free_only && n->native == NULL) n = NULL;
     if (n) { fw_q_unlink(q, n); fw_mark_running(n); }
     pthread_mutex_unlock(&q->lock);
     return n;
 }
 
-static inline fw_node *fw_take_head(fw_queue *q) {
+static inline fw_node *fw_take_head_if(fw_queue *q, int gil_free_only) {
     fw_node *n = NULL;
     if (FW_LOAD(&q->len) == 0) return NULL;
     pthread_mutex_lock(&q->lock);
     n = q->head;
+    if (n && gil_free_only && n->native == NULL) n = NULL;
     if (n) { fw_q_unlink(q, n); fw_mark_running(n); }
     pthread_mutex_unlock(&q->lock);
     return n;
 }
 
+static inline fw_node *fw_take_tail(fw_queue *q) { return fw_take_tail_if(q, 0); }
+static inline fw_node *fw_take_head(fw_queue *q) { return fw_take_head_if(q, 0); }
+
 /* Work for an idle pool thread in slot `slot`: its own deque newest first,
  * then the oldest task of another deque (a steal), then the injection queue. */
-static inline fw_node *fw_find_work(int slot) {
+static inline fw_node *fw_find_work_if(int slot, int gil_free_only) {
     fw_node *n;
     int i, k, ns;
     if (fw_me_get() == NULL) return NULL;
-    if (slot >= 0 && (n = fw_take_tail(&fw_P.deques[slot])) != NULL) return n;
+    if (slot >= 0 && (n = fw_take_tail_if(&fw_P.deques[slot], gil_free_only)) != NULL) return n;
     ns = FW_LOAD(&fw_P.n_slots);
     for (k = 1; k <= ns; k++) {
         i = (slot + k) % ns;
         if (i < 0) i += ns;
         if (i == slot) continue;
-        if ((n = fw_take_head(&fw_P.deques[i])) != NULL) {
+        if ((n = fw_take_head_if(&fw_P.deques[i], gil_free_only)) != NULL) {
             FW_ADD(&fw_P.n_steals, 1);
             return n;
         }
     }
-    return fw_take_head(&fw_P.inject);
+    return fw_take_head_if(&fw_P.inject, gil_free_only);
 }
+
+static inline fw_node *fw_find_work(int slot) { return fw_find_work_if(slot, 0); }
+/* Without the GIL: a GIL-free task only (see fw_take_tail_if). */
+static inline fw_node *fw_find_gil_free_work(int slot) { return fw_find_work_if(slot, 1); }
 
 static inline int fw_any_work(void) {
     int i, ns = FW_LOAD(&fw_P.n_slots);

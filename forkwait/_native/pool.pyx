@@ -166,6 +166,7 @@ cdef extern from "_fw_sched.h" nogil:
     void fw_tickle()
     void fw_wake_all_idle()
     int fw_idle(int worker_index, int spare)
+    fw_node *fw_find_gil_free_work(int slot)
     void fw_defer_push(fw_node *n)
     fw_node *fw_defer_take_all()
     int fw_any_deferred()
@@ -1133,7 +1134,9 @@ cdef int _run_task(FutureCore fut) except -1:
 
 # ---------------------------------------------------------------- GIL-free tasks
 
-cdef list _gil_free_fns = []   # [(fn, prepare), ...] (see _register_native)
+DEF MAX_GIL_FREE = 8
+cdef list _gil_free_fns = []   # [(fn, prepare), ...] (see _register_native); holds them
+cdef PyObject *_gil_free_fn[MAX_GIL_FREE]   # their fns, for fork's identity check
 cdef int _n_gil_free_fns = 0
 
 
@@ -1145,18 +1148,24 @@ def _register_native(fn, prepare):
     global _n_gil_free_fns
     if prepare is not None and not callable(prepare):
         raise TypeError(f"prepare must be callable, got {type(prepare).__name__}")
+    cdef int i
     entries = [e for e in _gil_free_fns if e[0] is not fn]
     if prepare is not None:
+        if len(entries) >= MAX_GIL_FREE:
+            raise ValueError(f"at most {MAX_GIL_FREE} GIL-free functions")
         entries.append((fn, prepare))
+    _n_gil_free_fns = 0
     _gil_free_fns[:] = entries
+    for i in range(len(entries)):
+        _gil_free_fn[i] = <PyObject *>entries[i][0]
     _n_gil_free_fns = len(entries)
 
 
-cdef object _gil_free_prepare(object fn):
-    cdef tuple e
-    for e in _gil_free_fns:
-        if e[0] is fn:
-            return e[1]
+cdef inline object _gil_free_prepare(object fn):
+    cdef int i
+    for i in range(_n_gil_free_fns):
+        if _gil_free_fn[i] == <PyObject *>fn:
+            return _gil_free_fns[i][1]
     return None
 
 
@@ -1242,17 +1251,18 @@ cdef inline void _drain_if_any() noexcept:
         _drain_deferred()
 
 
-cdef fw_node *_run_gil_free_run(fw_node *n, int slot, int worker_index,
-                                int spare) noexcept nogil:
-    """A worker without the GIL: run GIL-free tasks while it finds them;
-    the first other task found (or NULL) is returned, for the GIL."""
-    while n != NULL and n.native != NULL:
+cdef int _run_gil_free_run(fw_node *n, int slot, int worker_index,
+                           int spare) noexcept nogil:
+    """A worker without the GIL runs GIL-free task `n` (claimed) and then
+    those it finds next. 1 when other tasks are queued (for the GIL), 0 when
+    it should look again from idle (none, or the pool shrank)."""
+    while n != NULL:
         fw_tickle()
         _run_gil_free_nogil(n)
         if not spare and worker_index >= FW_LOAD(&fw_P.target_workers):
-            return NULL  # the pool shrank: stop after this task
-        n = fw_find_work(slot)
-    return n
+            return 0  # the pool shrank: stop after this task
+        n = fw_find_gil_free_work(slot)
+    return fw_any_work()
 
 
 cdef object _prof_hook = None   # the hook object of the profile that records
@@ -1615,7 +1625,6 @@ cdef void _pool_thread_loop(int slot, int worker_index, int spare):
     cdef FutureCore task
     while True:
         FW_ADD(&fw_P.searching, 1)
-        n = NULL
         with nogil:
             r = fw_idle(worker_index, spare)
             if r == 1:
@@ -1623,19 +1632,27 @@ cdef void _pool_thread_loop(int slot, int worker_index, int spare):
                     fw_searching_done()
                     r = 0  # the pool shrank meanwhile: leave the work to the others
                 else:
-                    n = fw_find_work(slot)
+                    # GIL-free tasks run here, without the GIL; the GIL is
+                    # taken only for other work
+                    n = fw_find_gil_free_work(slot)
                     fw_searching_done()
-                    # GIL-free tasks run here, without the GIL
-                    n = _run_gil_free_run(n, slot, worker_index, spare)
+                    if n != NULL and not _run_gil_free_run(n, slot, worker_index, spare):
+                        r = 3
         if r == 0:
             return
         if r == 2:
             _drain_deferred()  # idle now: release what GIL-free tasks left
             continue
+        if r == 3:
+            continue  # nothing for the GIL: idle again
+        n = fw_find_work(slot)
         while n != NULL:
             if n.native != NULL:
                 with nogil:
-                    n = _run_gil_free_run(n, slot, worker_index, spare)
+                    r = _run_gil_free_run(n, slot, worker_index, spare)
+                if not r:
+                    break
+                n = fw_find_work(slot)
                 continue
             fw_tickle()
             task = <FutureCore>n.fut
