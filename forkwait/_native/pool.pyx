@@ -1816,6 +1816,10 @@ cdef bytes _FORK_DOC = ("fork(fn, /, *args, **kwargs)\n--\n\n" + """Run ``fn(*ar
     BLAS and forkwait's own kernels do. The task runs in a copy of the
     caller's ``contextvars`` context and with the caller's intra-op setting
     (``with forkwait.num_threads(n)``), whichever thread runs it.
+    ``fork(forkwait.ops.matmul, a, b)`` of plain 2-D float arrays is a
+    GIL-free task: checked here, run and (on a pool thread) completed
+    without the GIL (see the user guide, "Forked kernels run without the
+    GIL"); any other call of it is an ordinary task.
 
     Parameters
     ----------
