@@ -492,8 +492,12 @@ static inline void fw_notify_work(void) {
  * the queue's `len` orders it before the loads of `sleepers` below, as the
  * fence does (an idle thread adds itself to `sleepers`, then reads `len`). */
 static inline void fw_notify_pushed(void) {
+    /* fw_any_work: a spinning thread may have taken the task already (then
+     * it is awake and hands on a wake-up itself if more is queued): waking a
+     * sleeper for nothing costs this thread a system call and, where the
+     * kernel puts the wakee on this CPU, a preemption. */
     if (FW_LOAD(&fw_P.sleepers) > FW_LOAD(&fw_P.wake_tokens) &&
-        FW_LOAD(&fw_P.searching) == 0 && FW_LOAD(&fw_P.wake_tokens) == 0) {
+        FW_LOAD(&fw_P.searching) == 0 && FW_LOAD(&fw_P.wake_tokens) == 0 && fw_any_work()) {
         pthread_mutex_lock(&fw_P.sleep_lock);
         if (fw_P.sleepers > fw_P.wake_tokens && FW_LOAD(&fw_P.searching) == 0 &&
             fw_P.wake_tokens == 0) {
