@@ -73,10 +73,8 @@ typedef struct fw_node {
                                    parent link stays, so helpers see the whole subtree */
     int on_pool;                /* while RUNNING: counted in n_running_pool */
     long long mark;             /* a wait_all's token (help roots) */
-    fw_native_call *native;     /* a GIL-free kernel call (set at fork, owned by the
-                                   Future's capsule), or NULL */
-    struct fw_node *defer_next; /* on fw_P.deferred: finished without the GIL, its
-                                   Python-side release still to do */
+    fw_native_call *native;     /* a GIL-free kernel call (set at fork; the Future's
+                                   capsule, in its context's slot, owns it), or NULL */
 } fw_node;
 
 typedef struct fw_queue {
@@ -84,6 +82,8 @@ typedef struct fw_queue {
     fw_node *head;              /* oldest: thieves take it */
     fw_node *tail;              /* newest: the owner pushes and pops here */
     Py_ssize_t len;             /* atomic: read without the lock */
+    Py_ssize_t n_native;        /* of those, GIL-free calls (atomic, as len): a thread
+                                   without the GIL skips a queue without any unlocked */
 } fw_queue;
 
 /* Per thread that runs or waits on tasks: heap-allocated on first use,
@@ -128,11 +128,14 @@ typedef struct fw_pool {
     long long n_spawned_spares, n_spare_failures;
     long long n_steals;         /* tasks taken from another thread's deque (atomic) */
     long long n_helped;         /* tasks a wait ran for its own subtree (atomic) */
-    long long n_gil_free;       /* GIL-free tasks a worker ran and completed without
-                                   taking the GIL (atomic) */
-    fw_node *deferred;          /* those tasks, until a thread with the GIL releases
-                                   their references (a Treiber stack; atomic) */
     fw_thread *registry;        /* every fw_thread (sleep lock) */
+    /* Read by every fork and wait, written only around GIL-free tasks: a
+     * cache line of its own, away from the counters that every task writes. */
+    fw_node *deferred __attribute__((aligned(64)));  /* GIL-free tasks a worker completed
+                                   without the GIL, until a thread with the GIL releases
+                                   their references (a Treiber stack; atomic) */
+    int n_kernels __attribute__((aligned(64)));  /* GIL-free calls running now (atomic) */
+    long long n_gil_free;       /* GIL-free calls run (atomic) */
     pthread_key_t thread_key;   /* frees a thread's fw_thread when it ends */
     char slot_alive[FW_MAX_INTEROP];
     char slot_used[FW_MAX_SLOTS];
@@ -275,6 +278,7 @@ static inline void fw_q_link_tail(fw_queue *q, fw_node *n) {
     if (q->tail) q->tail->next = n; else q->head = n;
     q->tail = n;
     n->queue = q;
+    if (n->native != NULL) FW_ADD(&q->n_native, 1);
     FW_ADD(&q->len, 1);
 }
 
@@ -283,6 +287,7 @@ static inline void fw_q_unlink(fw_queue *q, fw_node *n) {
     if (n->next) n->next->prev = n->prev; else q->tail = n->prev;
     n->prev = n->next = NULL;
     n->queue = NULL;
+    if (n->native != NULL) FW_ADD(&q->n_native, -1);
     FW_ADD(&q->len, -1);
 }
 
@@ -345,7 +350,7 @@ static inline int fw_claim_node(fw_node *n, int to_state) {
  * wait on that task would find it running instead of running it itself). */
 static inline fw_node *fw_take_tail_if(fw_queue *q, int gil_free_only) {
     fw_node *n = NULL;
-    if (FW_LOAD(&q->len) == 0) return NULL;
+    if (FW_LOAD(gil_free_only ? &q->n_native : &q->len) == 0) return NULL;
     pthread_mutex_lock(&q->lock);
     n = q->tail;
     if (n && gil_free_only && n->native == NULL) n = NULL;
@@ -356,7 +361,7 @@ static inline fw_node *fw_take_tail_if(fw_queue *q, int gil_free_only) {
 
 static inline fw_node *fw_take_head_if(fw_queue *q, int gil_free_only) {
     fw_node *n = NULL;
-    if (FW_LOAD(&q->len) == 0) return NULL;
+    if (FW_LOAD(gil_free_only ? &q->n_native : &q->len) == 0) return NULL;
     pthread_mutex_lock(&q->lock);
     n = q->head;
     if (n && gil_free_only && n->native == NULL) n = NULL;
@@ -549,12 +554,12 @@ static inline int fw_idle(int worker_index, int spare) {
         if (fw_any_work()) return 1;
         if (fw_must_stop(worker_index, spare)) break;
         if (fw_now() >= until) break;
-        /* Spin only on a CPU nobody else of the pool's needs: pool threads
-         * running tasks, those searching (this one among them) and one for
-         * the thread outside the pool that forks and waits. On a machine of
-         * 2, the second worker spinning beside a busy first one (and the
-         * main thread running the other branch) only takes time from them. */
-        if (FW_LOAD(&fw_P.n_running_pool) + FW_LOAD(&fw_P.searching) > fw_P.n_cpus - 1) break;
+        /* Spin only on a CPU that no GIL-free kernel needs: those running
+         * (each keeps a CPU busy, unlike Python tasks, which take turns on
+         * the GIL), the threads searching (this one among them) and one for
+         * the thread that forks and waits. On a machine of 2, a second worker
+         * spinning beside two forked matmuls slowed one of them by half. */
+        if (FW_LOAD(&fw_P.n_kernels) + FW_LOAD(&fw_P.searching) > fw_P.n_cpus - 1) break;
         if (++spins % 16 == 0) sched_yield();
 #if defined(__x86_64__) || defined(__i386__)
         else __builtin_ia32_pause();
@@ -601,9 +606,10 @@ static inline void fw_searching_done(void) { FW_ADD(&fw_P.searching, -1); }
  * release (its queue reference, the call's arguments) waits here for a thread
  * that holds the GIL. take_all swaps the whole stack out, so no ABA. */
 static inline void fw_defer_push(fw_node *n) {
+    /* `next` links it: a finished node is in no queue */
     fw_node *head = __atomic_load_n(&fw_P.deferred, __ATOMIC_RELAXED);
     do {
-        n->defer_next = head;
+        n->next = head;
     } while (!__atomic_compare_exchange_n(&fw_P.deferred, &head, n, 1,
                                           __ATOMIC_RELEASE, __ATOMIC_RELAXED));
 }
@@ -834,6 +840,7 @@ static Py_ssize_t fw_child_reset(fw_node ***out) {
     for (Py_ssize_t i = 0; i < k; i++) { buf[i]->runner = NULL; buf[i]->outer = NULL; buf[i]->on_pool = 0; }
     fw_P.n_running = mine + k - (fw_me != NULL ? fw_me->n_run : 0);
     fw_P.n_running_pool = 0;
+    fw_P.n_kernels = 0;         /* (the forking thread runs none: it is in os.fork()) */
     fw_P.live_workers = 0;
     fw_P.n_deep = 0;
     fw_P.n_spares = 0;

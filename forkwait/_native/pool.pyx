@@ -108,7 +108,7 @@ cdef extern from "_fw_sched.h" nogil:
         int live_children
         long long mark
         fw_native_call *native
-        fw_node *defer_next
+        fw_node *next
 
     ctypedef struct pthread_mutex_t:
         pass
@@ -132,6 +132,7 @@ cdef extern from "_fw_sched.h" nogil:
         long long n_spare_failures
         long long n_steals
         long long n_helped
+        int n_kernels
         long long n_gil_free
         char *slot_alive
         char *slot_used
@@ -261,8 +262,7 @@ cdef class FutureCore:
     cdef object _fn
     cdef tuple _args
     cdef dict _kwargs
-    cdef object _ctx
-    cdef object _native     # a GIL-free call's capsule (see _fw_native.h), or None
+    cdef object _ctx        # the context it runs in; a GIL-free call's capsule instead
     cdef object _result
     cdef object _exc
     cdef object _callbacks   # None, one callable, or a list of them
@@ -914,12 +914,11 @@ cdef inline void _release_call(FutureCore fut):
     fut._fn = None
     fut._args = None
     fut._kwargs = None
-    fut._ctx = None
-    if fut._native is not None:
-        fut.node.native = NULL  # (a flag to waiters; nobody runs it any more)
-        fut._native = None
+    if fut.node.native != NULL:
+        fut.node.native = NULL  # before its capsule goes (a flag to waiters only now)
         if FW_LOAD(&fut.node.state) == FW_CANCELLED:
             fut._result = None  # the result array made at fork
+    fut._ctx = None
     if fut.node.is_task:
         _unlink_parent(fut)
 
@@ -1054,7 +1053,7 @@ cdef inline void _gc_retrack(FutureCore fut):
     if not PyObject_GC_IsTracked(fut):
         PyObject_GC_Track(fut)
     ctx = fut._ctx
-    if ctx is not None and not PyObject_GC_IsTracked(ctx):
+    if ctx is not None and fut.node.native == NULL and not PyObject_GC_IsTracked(ctx):
         PyObject_GC_Track(ctx)
 
 
@@ -1137,6 +1136,7 @@ cdef int _run_task(FutureCore fut) except -1:
 DEF MAX_GIL_FREE = 8
 cdef list _gil_free_fns = []   # [(fn, prepare), ...] (see _register_native); holds them
 cdef PyObject *_gil_free_fn[MAX_GIL_FREE]   # their fns, for fork's identity check
+cdef PyObject *_gil_free_prep[MAX_GIL_FREE]  # and prepare functions (borrowed)
 cdef int _n_gil_free_fns = 0
 
 
@@ -1158,15 +1158,30 @@ def _register_native(fn, prepare):
     _gil_free_fns[:] = entries
     for i in range(len(entries)):
         _gil_free_fn[i] = <PyObject *>entries[i][0]
+        _gil_free_prep[i] = <PyObject *>entries[i][1]
     _n_gil_free_fns = len(entries)
 
 
-cdef inline object _gil_free_prepare(object fn):
+cdef inline PyObject *_gil_free_prepare(object fn):
+    """`fn`'s prepare function (borrowed: _gil_free_fns holds it), or NULL."""
     cdef int i
     for i in range(_n_gil_free_fns):
         if _gil_free_fn[i] == <PyObject *>fn:
-            return _gil_free_fns[i][1]
-    return None
+            return _gil_free_prep[i]
+    return NULL
+
+
+cdef bint _make_gil_free(FutureCore fut, object prepare) except -1:
+    """Make a new task's future a GIL-free call if `prepare` accepts it."""
+    prepared = prepare(fut._args, fut._kwargs)
+    if prepared is None:
+        return False
+    capsule = (<tuple>prepared)[0]
+    fut.node.native = <fw_native_call *>PyCapsule_GetPointer(capsule, FW_NATIVE_CAPSULE)
+    fut._ctx = capsule  # no Python code runs in it: its context slot holds the call
+    fut._result = (<tuple>prepared)[1]
+    fut.node.native.intra = fut._intra
+    return True
 
 
 cdef inline void _native_body(fw_node *n) noexcept nogil:
@@ -1179,7 +1194,9 @@ cdef inline void _native_body(fw_node *n) noexcept nogil:
     fw_task_depth += 1
     if fw_task_depth == 1:
         blas_tasks(1)
+    FW_ADD(&fw_P.n_kernels, 1)
     n.native.run(n.native)
+    FW_ADD(&fw_P.n_kernels, -1)
     fw_task_depth -= 1
     if fw_task_depth == 0:
         blas_tasks(-1)
@@ -1237,7 +1254,7 @@ cdef void _drain_deferred() noexcept:
     cdef fw_node *nx
     cdef FutureCore fut
     while n != NULL:
-        nx = n.defer_next
+        nx = n.next
         fut = <FutureCore>n.fut
         Py_DECREF(fut)  # the queue's reference; `fut` holds one
         _release_call(fut)
@@ -1635,9 +1652,9 @@ cdef void _pool_thread_loop(int slot, int worker_index, int spare):
                     # GIL-free tasks run here, without the GIL; the GIL is
                     # taken only for other work
                     n = fw_find_gil_free_work(slot)
-                    fw_searching_done()
-                    if n != NULL and not _run_gil_free_run(n, slot, worker_index, spare):
-                        r = 3
+                    if n != NULL:
+                        fw_searching_done()
+                        r = 3 if not _run_gil_free_run(n, slot, worker_index, spare) else 4
         if r == 0:
             return
         if r == 2:
@@ -1646,6 +1663,10 @@ cdef void _pool_thread_loop(int slot, int worker_index, int spare):
         if r == 3:
             continue  # nothing for the GIL: idle again
         n = fw_find_work(slot)
+        if r == 1:
+            # still counted as searching from fw_idle until this claim, so
+            # that a fork meanwhile wakes nobody else for the same work
+            fw_searching_done()
         while n != NULL:
             if n.native != NULL:
                 with nogil:
@@ -1746,12 +1767,9 @@ cdef object _fork_impl(object fn, object args, object kwargs):
             return hooked
     if FW_LOAD(&fw_P.state) == FW_POOL_IDLE:
         _start_pool()
-    _drain_if_any()
-    cdef object prepared = None
-    if _n_gil_free_fns and not fw_prof_on:
+    cdef PyObject *prepare = NULL
+    if _n_gil_free_fns != 0 and not fw_prof_on:
         prepare = _gil_free_prepare(fn)
-        if prepare is not None:
-            prepared = prepare(args, kwargs)
     cdef FutureCore fut = _new_future()
     cdef PyObject *cur = fw_get_cur()
     cdef FutureCore parent
@@ -1759,14 +1777,8 @@ cdef object _fork_impl(object fn, object args, object kwargs):
     fut._args = args
     fut._kwargs = kwargs
     fut._intra = get_local_threads()
-    if prepared is None:
+    if prepare == NULL or not _make_gil_free(fut, <object>prepare):
         fut._ctx = PyContext_CopyCurrent()
-    else:
-        # a GIL-free call: no Python code runs in it, so no context
-        fut._native = (<tuple>prepared)[0]
-        fut._result = (<tuple>prepared)[1]
-        fut.node.native = <fw_native_call *>PyCapsule_GetPointer(fut._native, FW_NATIVE_CAPSULE)
-        fut.node.native.intra = fut._intra
     fut.node.is_task = 1
     if cur != NULL:
         parent = <FutureCore>cur
@@ -1780,7 +1792,7 @@ cdef object _fork_impl(object fn, object args, object kwargs):
     # out of the cyclic GC's lists until claimed (10^6 queued futures would
     # otherwise make every full collection scan them all).
     PyObject_GC_UnTrack(fut)
-    if fut._ctx is not None:
+    if fut.node.native == NULL:
         PyObject_GC_UnTrack(fut._ctx)
     Py_INCREF(fut)  # owned by the queue while linked
     if fw_push(&fut.node):
@@ -1795,7 +1807,7 @@ cdef object _fork_impl(object fn, object args, object kwargs):
     fut._fn = fut._args = fut._kwargs = fut._ctx = fut._parent = None
     fut.node.parent = NULL
     fut.node.native = NULL
-    fut._native = fut._result = None
+    fut._result = None
     _refuse_fork()
 
 
