@@ -13,12 +13,11 @@ import weakref
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 import forkwait as fw
 from forkwait import ops
 from forkwait._native import pool
-
-from conftest import run_python
 
 
 def gil_free_count():
@@ -141,7 +140,7 @@ def test_callbacks_then_and_concurrent_futures_waiters_see_it(interop):
         seen = []
         done = threading.Event()
         f = fw.fork(ops.matmul, a, b)
-        f.add_done_callback(lambda fut: (seen.append(fut), done.set()))
+        f.add_done_callback(lambda fut, seen=seen, done=done: (seen.append(fut), done.set()))
         g = f.then(lambda fut: float(fut.value().sum()))
         h = fw.fork(ops.matmul, a, b)
         finished, _ = concurrent.futures.wait([h], timeout=30)
