@@ -266,3 +266,43 @@ def test_os_fork_child_runs_the_ones_queued_at_the_fork():
 def test_parallel_info_reports_them():
     fw.wait(fw.fork(ops.matmul, *pair(8)))
     assert "GIL-free" in fw.parallel_info()
+
+
+UNARY = ["neg", "abs", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu"]
+
+
+@pytest.mark.parametrize("name", UNARY)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forked_unary_ops_run_gil_free_with_the_direct_calls_bits(name, dtype):
+    fn = getattr(ops, name)
+    x = np.random.default_rng(1).standard_normal((300, 70)).astype(dtype)
+    if name in ("log", "sqrt"):
+        x = np.abs(x) + dtype(0.5)
+    want = fn(x)
+    before = gil_free_count()
+    got = fw.wait(fw.fork(fn, x))
+    out = np.empty_like(x)
+    assert fw.wait(fw.fork(fn, x, out=out)) is out
+    inplace = x.copy()
+    assert fw.wait(fw.fork(fn, inplace, inplace)) is inplace  # in place: allowed
+    assert gil_free_count() == before + 3
+    for r in (got, out, inplace):
+        assert r.dtype == dtype
+        np.testing.assert_array_equal(r, want)
+
+
+def test_forked_unary_ops_outside_the_fast_case_stay_ordinary_and_right():
+    x = np.linspace(-3, 3, 50)
+    before = gil_free_count()
+    np.testing.assert_allclose(fw.wait(fw.fork(ops.exp, x.tolist())), np.exp(x))
+    np.testing.assert_allclose(fw.wait(fw.fork(ops.tanh, x[::2])), np.tanh(x[::2]))
+    np.testing.assert_array_equal(fw.wait(fw.fork(ops.neg, np.arange(4))), -np.arange(4))
+    np.testing.assert_allclose(fw.wait(fw.fork(ops.exp, x.astype(">f8"))), np.exp(x))
+    overlapping = x.copy()
+    np.testing.assert_allclose(
+        fw.wait(fw.fork(ops.exp, overlapping[1:], out=overlapping[:-1])), np.exp(x[1:]))
+    assert gil_free_count() == before
+    with pytest.raises(ValueError):
+        fw.wait(fw.fork(ops.exp, x, out=np.empty(3)))
+    with pytest.raises(TypeError):
+        fw.wait(fw.fork(ops.exp, np.array(["a"])))

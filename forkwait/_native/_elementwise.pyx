@@ -13,6 +13,7 @@ scalar, a suitable ``out``), allocate with the NumPy C API and run the same
 loops; anything else returns None and the Python layer's general path runs.
 """
 
+cimport cython
 cimport numpy as cnp
 from forkwait._native._fw_plain cimport plain_float_type
 from cpython.float cimport PyFloat_AS_DOUBLE
@@ -429,3 +430,92 @@ def fast_binary(int op, object a, object b, object out, Py_ssize_t grain):
                 _scalar_run[float](op, <const float*>cnp.PyArray_DATA(aa), <float>v,
                                    left, <float*>cnp.PyArray_DATA(res), n, grain)
     return res
+
+
+# ------------------------------------------ forked element-wise math without the GIL
+
+from cpython.pycapsule cimport PyCapsule_Destructor, PyCapsule_GetPointer, PyCapsule_New
+from libc.stdlib cimport calloc, free
+
+cdef extern from "_fw_native.h":
+    ctypedef struct fw_native_call:
+        void (*run)(fw_native_call *c) noexcept nogil
+        int intra
+    const char *FW_NATIVE_CAPSULE
+
+ctypedef struct _unary_call:
+    fw_native_call base   # first: the pool sees a fw_native_call *
+    const void *px
+    void *py
+    Py_ssize_t n, grain
+    int op, type_num
+
+
+cdef void _unary_call_run(fw_native_call *c) noexcept nogil:
+    cdef _unary_call *u = <_unary_call *>c
+    if u.n > 0:
+        if u.type_num == cnp.NPY_DOUBLE:
+            _unary_run[double](u.op, <const double*>u.px, <double*>u.py, u.n, u.grain)
+        else:
+            _unary_run[float](u.op, <const float*>u.px, <float*>u.py, u.n, u.grain)
+
+
+cdef void _unary_call_free(object capsule) noexcept:
+    free(PyCapsule_GetPointer(capsule, FW_NATIVE_CAPSULE))
+
+
+@cython.final
+cdef class NativeUnary:
+    """The pool's prepare function for ``fork(ops.<op>, x[, out])`` (see
+    ``_fw_native.h``): fast_unary's case as a GIL-free call, ``(capsule,
+    result)``, or None (then the fork is an ordinary task)."""
+    cdef int op
+    cdef Py_ssize_t grain
+
+    def __init__(self, int op, Py_ssize_t grain):
+        self.op = op
+        self.grain = grain
+
+    def __call__(self, tuple args, object kwargs):
+        cdef Py_ssize_t na = len(args)
+        cdef int t
+        cdef cnp.ndarray ax, res
+        cdef _unary_call *u
+        out = None
+        if not _fast_on:
+            return None
+        if kwargs is not None:
+            if na != 1 or len(kwargs) != 1 or "out" not in kwargs:
+                return None
+            out = kwargs["out"]
+        elif na == 2:
+            out = args[1]
+        elif na != 1:
+            return None
+        x = args[0]
+        t = _plain_type(x)
+        if t < 0:
+            return None
+        ax = <cnp.ndarray>x
+        r = _result(ax, t, out)
+        if r is None:
+            return None
+        res = <cnp.ndarray>r
+        if out is not None and not _apart(ax, res):
+            return None
+        u = <_unary_call *>calloc(1, sizeof(_unary_call))
+        if u == NULL:
+            return None
+        u.base.run = _unary_call_run
+        u.px = cnp.PyArray_DATA(ax)
+        u.py = cnp.PyArray_DATA(res)
+        u.n = cnp.PyArray_SIZE(ax)
+        u.grain = self.grain
+        u.op = self.op
+        u.type_num = t
+        try:
+            capsule = PyCapsule_New(u, FW_NATIVE_CAPSULE, <PyCapsule_Destructor>_unary_call_free)
+        except BaseException:
+            free(u)
+            raise
+        return (capsule, res)

@@ -1133,7 +1133,7 @@ cdef int _run_task(FutureCore fut) except -1:
 
 # ---------------------------------------------------------------- GIL-free tasks
 
-DEF MAX_GIL_FREE = 8
+DEF MAX_GIL_FREE = 32
 cdef list _gil_free_fns = []   # [(fn, prepare), ...] (see _register_native); holds them
 cdef PyObject *_gil_free_fn[MAX_GIL_FREE]   # their fns, for fork's identity check
 cdef PyObject *_gil_free_prep[MAX_GIL_FREE]  # and prepare functions (borrowed)
@@ -1828,10 +1828,11 @@ cdef bytes _FORK_DOC = ("fork(fn, /, *args, **kwargs)\n--\n\n" + """Run ``fn(*ar
     BLAS and forkwait's own kernels do. The task runs in a copy of the
     caller's ``contextvars`` context and with the caller's intra-op setting
     (``with forkwait.num_threads(n)``), whichever thread runs it.
-    ``fork(forkwait.ops.matmul, a, b)`` of plain 2-D float arrays is a
-    GIL-free task: checked here, run and (on a pool thread) completed
-    without the GIL (see the user guide, "Forked kernels run without the
-    GIL"); any other call of it is an ordinary task.
+    ``fork(forkwait.ops.matmul, a, b)`` of plain 2-D float arrays, and
+    ``fork(forkwait.ops.exp, x)`` (and the other unary ops) of a plain float
+    array, are GIL-free tasks: checked here, run and (on a pool thread)
+    completed without the GIL (see the user guide, "Forked kernels run
+    without the GIL"); any other call of them is an ordinary task.
 
     Parameters
     ----------

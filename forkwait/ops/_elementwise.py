@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from forkwait._native import _elementwise
+from forkwait._native import pool as _pool
 from forkwait.ops._checks import (
     F64,
     PY_SCALARS,
@@ -716,3 +717,12 @@ def minimum(a: ArrayLike, b: ArrayLike, out: NDArray[Any] | None = None) -> NDAr
            [2., 2.]])
     """
     return _binary("minimum", a, b, out, np.minimum)
+
+
+# fork(ops.exp, x[, out]) (and the other unary ops) of fast_unary's case is a
+# GIL-free task: checked at fork, run and completed by a worker without the
+# GIL (docs/guide.md, "Forked kernels run without the GIL").
+_GIL_FREE_UNARY = ("neg", "abs", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu")
+for _name in _GIL_FREE_UNARY:
+    _pool._register_native(globals()[_name], _elementwise.NativeUnary(_U[_name], _grain(_name)))
+del _name
