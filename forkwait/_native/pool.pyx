@@ -2233,12 +2233,9 @@ def _after_fork_child():
     cdef bint queue_ref
     for fut in futs:
         f = <FutureCore>fut
-        # A worker claims without the GIL: a task it had claimed but not yet
-        # taken over (its context still out of the GC, as at fork), and a
-        # GIL-free task it was running, still hold the queue's reference.
-        queue_ref = f.node.native != NULL or (
-            f._ctx is not None and not PyObject_GC_IsTracked(f._ctx))
-        _gc_retrack(f)
+        # A GIL-free task that a worker was running without the GIL still
+        # holds the queue's reference (see _run_gil_free_nogil).
+        queue_ref = f.node.native != NULL
         try:
             _complete_task(f, FW_FAILED, None, RuntimeError(
                 "this task was running in another thread of the parent process when "
