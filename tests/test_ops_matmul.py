@@ -52,6 +52,30 @@ def test_matmul_matches_numpy(m, n, k, batch, dt, bcast, transpose):
         np.testing.assert_allclose(got, ref, **tol(dt, k))
 
 
+@pytest.mark.parametrize("ksplit", [0, 1, 2, 3])
+def test_matmul_split_over_k_at_two_threads(ksplit):
+    # the K split (the default for float64 at a team of 2) and the column
+    # split give NumPy's product, for odd and aligned k, with and without out
+    rng = np.random.default_rng(11)
+    _matmul.set_ksplit(ksplit)
+    try:
+        for m, k, n in ((200, 333, 190), (128, 128, 128), (130, 257, 129)):
+            for dt in (np.float32, np.float64):
+                a = rng.standard_normal((m, k)).astype(dt)
+                b = rng.standard_normal((k, n)).astype(dt)
+                ref = a.astype(np.float64) @ b
+                out = np.full((m, n), np.nan, dt)
+                with fw.num_threads(2):
+                    got = ops.matmul(a, b)
+                    assert ops.matmul(a, b, out=out) is out
+                np.testing.assert_allclose(got, ref, **tol(dt, k))
+                np.testing.assert_array_equal(out, got)
+    finally:
+        _matmul.set_ksplit(2)
+    with pytest.raises(ValueError, match="0-3"):
+        _matmul.set_ksplit(4)
+
+
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 def test_matmul_large_threads(backend, dt):
     rng = np.random.default_rng(8)

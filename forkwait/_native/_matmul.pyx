@@ -28,7 +28,7 @@ from forkwait._native._fw_plain cimport plain_float_type
 from cpython.pycapsule cimport (
     PyCapsule_Destructor, PyCapsule_GetName, PyCapsule_GetPointer, PyCapsule_New,
 )
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 from cython cimport floating
 from cython.parallel cimport prange
 
@@ -101,6 +101,24 @@ cdef enum:
 # exp at 2 threads: 21 ms wide vs 5.1 ms split), while the column split over
 # the two libraries matches np.matmul too (docs/performance.md).
 cdef int _wide = 0
+
+# split K between the two threads of a team of 2, for which dtypes: bit 0
+# float32, bit 1 float64 (set_ksplit). Each GEMM then packs half of A and half
+# of B, where the column split packs all of A in both threads; the second
+# half's product goes to a buffer added in afterwards. Measured here at 2
+# threads against NumPy's own 2-thread GEMM (docs/performance.md): float64
+# 256 / 512 / 1024 1.00 / 0.97 / 0.99 with it, 0.96 / 0.90 / 0.98 with the
+# column split; float32 1.11 / 0.91 / 0.97 with it, 1.18 / 0.99 / 1.00 without.
+cdef int _ksplit = 2
+
+
+def set_ksplit(int dtypes):
+    """(Benchmarks) K-split products at a team of 2 for these dtypes: bit 0
+    float32, bit 1 float64 (the default: 2)."""
+    global _ksplit
+    if dtypes < 0 or dtypes > 3:
+        raise ValueError(f"set_ksplit takes 0-3 (bit 0 float32, bit 1 float64), got {dtypes}")
+    _ksplit = dtypes
 
 # GEMM dimensions are C ints
 cdef Py_ssize_t INT_LIMIT = 2147483648
@@ -448,8 +466,9 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
     both entry points."""
     cdef Py_ssize_t sa = m * k if a_batched else 0
     cdef Py_ssize_t sb = k * n if b_batched else 0
-    cdef Py_ssize_t per, rc, items, item, bi, r0, r1
+    cdef Py_ssize_t per, rc, items, item, bi, r0, r1, kh, i, j
     cdef int team, slot, s
+    cdef floating *tmp
     # OpenBLAS runs a GEMM of fewer than 65536 * 4 multiply-adds on the calling
     # thread whatever its setting (interface/gemm.c, SMP_THRESHOLD_MIN *
     # GEMM_MULTITHREAD_THRESHOLD): no need to pin it (two calls into OpenBLAS)
@@ -463,6 +482,25 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
             _release(slot)
         team_end(team)
         return
+    if (blas and batch == 1 and team == 2 and _ksplit & (1 if floating is float else 2)
+            and k >= 128 and m * n >= 16384):
+        tmp = <floating *>malloc(m * n * sizeof(floating))
+        if tmp != NULL:
+            kh = ((k // 2 + 7) // 8) * 8
+            for item in prange(2, schedule="static", num_threads=2):
+                slot = _acquire() if pin else 0
+                if item == 0:
+                    _call_gemm(slot, pb, pa, pc, n, m, kh, n, k, n)
+                else:
+                    _call_gemm(slot, pb + kh * n, pa + kh, tmp, n, m, k - kh, n, k, n)
+                if pin:
+                    _release(slot)
+            for i in prange(m, schedule="static", num_threads=2):
+                for j in range(n):
+                    pc[i * n + j] = pc[i * n + j] + tmp[i * n + j]
+            free(tmp)
+            team_end(team)
+            return
     if blas and batch == 1 and _wide & (1 if floating is float else 2):
         # (off by default, see _wide) alone on a library (else the limiter
         # refuses): the whole product to OpenBLAS with the team's threads,
