@@ -145,10 +145,12 @@ def test_callbacks_then_and_concurrent_futures_waiters_see_it(interop):
         h = fw.fork(ops.matmul, a, b)
         finished, _ = concurrent.futures.wait([h], timeout=30)
         assert finished == {h}
-        np.testing.assert_array_equal(h.result(), want)
+        # (two at once may get different team sizes, and the bits of a product
+        # may differ with the team size: docs/ops.md)
+        np.testing.assert_allclose(h.result(), want, rtol=1e-12, atol=1e-12)
         assert done.wait(30)
         assert seen == [f]
-        assert g.wait() == pytest.approx(float(want.sum()))
+        assert g.wait() == pytest.approx(float(want.sum()), rel=1e-9)
         assert list(concurrent.futures.as_completed([f], timeout=30)) == [f]
 
 
