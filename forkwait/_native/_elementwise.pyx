@@ -320,6 +320,25 @@ cdef object _result(cnp.ndarray like, int t, object out):
     return out
 
 
+cdef object _unary_case(object x, object out, int *type_num):
+    """fast_unary's case: the result array (new, or ``out``) with
+    ``type_num`` filled in, or None for the general path."""
+    cdef int t
+    cdef object r
+    if not _fast_on:
+        return None
+    t = _plain_type(x)
+    if t < 0:
+        return None
+    r = _result(<cnp.ndarray>x, t, out)
+    if r is None:
+        return None
+    if out is not None and not _apart(<cnp.ndarray>x, <cnp.ndarray>r):
+        return None
+    type_num[0] = t
+    return r
+
+
 def fast_unary(int op, object x, object out, Py_ssize_t grain):
     """``unary`` for a plain float32/float64 array (see the module doc).
 
@@ -329,19 +348,11 @@ def fast_unary(int op, object x, object out, Py_ssize_t grain):
     cdef int t
     cdef cnp.ndarray ax, res
     cdef Py_ssize_t n
-    cdef object r
-    if not _fast_on:
-        return None
-    t = _plain_type(x)
-    if t < 0:
-        return None
-    ax = <cnp.ndarray>x
-    r = _result(ax, t, out)
+    r = _unary_case(x, out, &t)
     if r is None:
         return None
+    ax = <cnp.ndarray>x
     res = <cnp.ndarray>r
-    if out is not None and not _apart(ax, res):
-        return None
     n = cnp.PyArray_SIZE(ax)
     if n > 0:
         if t == cnp.NPY_DOUBLE:
@@ -434,14 +445,16 @@ def fast_binary(int op, object a, object b, object out, Py_ssize_t grain):
 
 # ------------------------------------------ forked element-wise math without the GIL
 
-from cpython.pycapsule cimport PyCapsule_Destructor, PyCapsule_GetPointer, PyCapsule_New
-from libc.stdlib cimport calloc, free
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF
 
 cdef extern from "_fw_native.h":
     ctypedef struct fw_native_call:
         void (*run)(fw_native_call *c) noexcept nogil
         int intra
-    const char *FW_NATIVE_CAPSULE
+    PyObject *fw_native_capsule_new(size_t size,
+                                    void (*run)(fw_native_call *) noexcept nogil,
+                                    fw_native_call **call)
 
 ctypedef struct _unary_call:
     fw_native_call base   # first: the pool sees a fw_native_call *
@@ -460,10 +473,6 @@ cdef void _unary_call_run(fw_native_call *c) noexcept nogil:
             _unary_run[float](u.op, <const float*>u.px, <float*>u.py, u.n, u.grain)
 
 
-cdef void _unary_call_free(object capsule) noexcept:
-    free(PyCapsule_GetPointer(capsule, FW_NATIVE_CAPSULE))
-
-
 @cython.final
 cdef class NativeUnary:
     """The pool's prepare function for ``fork(ops.<op>, x[, out])`` (see
@@ -479,11 +488,9 @@ cdef class NativeUnary:
     def __call__(self, tuple args, object kwargs):
         cdef Py_ssize_t na = len(args)
         cdef int t
-        cdef cnp.ndarray ax, res
+        cdef fw_native_call *c = NULL
         cdef _unary_call *u
         out = None
-        if not _fast_on:
-            return None
         if kwargs is not None:
             if na != 1 or len(kwargs) != 1 or "out" not in kwargs:
                 return None
@@ -493,29 +500,19 @@ cdef class NativeUnary:
         elif na != 1:
             return None
         x = args[0]
-        t = _plain_type(x)
-        if t < 0:
+        res = _unary_case(x, out, &t)
+        if res is None:
             return None
-        ax = <cnp.ndarray>x
-        r = _result(ax, t, out)
-        if r is None:
+        cdef PyObject *cp = fw_native_capsule_new(sizeof(_unary_call), _unary_call_run, &c)
+        if cp == NULL:
             return None
-        res = <cnp.ndarray>r
-        if out is not None and not _apart(ax, res):
-            return None
-        u = <_unary_call *>calloc(1, sizeof(_unary_call))
-        if u == NULL:
-            return None
-        u.base.run = _unary_call_run
-        u.px = cnp.PyArray_DATA(ax)
-        u.py = cnp.PyArray_DATA(res)
-        u.n = cnp.PyArray_SIZE(ax)
+        capsule = <object>cp
+        Py_DECREF(capsule)  # (the cast took a reference of its own)
+        u = <_unary_call *>c
+        u.px = cnp.PyArray_DATA(<cnp.ndarray>x)
+        u.py = cnp.PyArray_DATA(<cnp.ndarray>res)
+        u.n = cnp.PyArray_SIZE(<cnp.ndarray>x)
         u.grain = self.grain
         u.op = self.op
         u.type_num = t
-        try:
-            capsule = PyCapsule_New(u, FW_NATIVE_CAPSULE, <PyCapsule_Destructor>_unary_call_free)
-        except BaseException:
-            free(u)
-            raise
         return (capsule, res)

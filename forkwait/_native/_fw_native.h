@@ -21,4 +21,27 @@ typedef struct fw_native_call {
 
 #define FW_NATIVE_CAPSULE "forkwait.native_call"
 
+static void fw_native_capsule_free(PyObject *capsule) {
+    PyMem_RawFree(PyCapsule_GetPointer(capsule, FW_NATIVE_CAPSULE));
+}
+
+/* A zeroed call struct of `size` bytes (starting with fw_native_call, `run`
+ * set) in a new capsule that frees it; NULL (and no exception) when out of
+ * memory: the op then leaves the fork to the ordinary path. */
+static PyObject *fw_native_capsule_new(size_t size, void (*run)(fw_native_call *),
+                                       fw_native_call **call) {
+    PyObject *capsule;
+    fw_native_call *c = (fw_native_call *)PyMem_RawCalloc(1, size);
+    if (c == NULL) return NULL;
+    c->run = run;
+    capsule = PyCapsule_New(c, FW_NATIVE_CAPSULE, fw_native_capsule_free);
+    if (capsule == NULL) {
+        PyErr_Clear();
+        PyMem_RawFree(c);
+        return NULL;
+    }
+    *call = c;
+    return capsule;
+}
+
 #endif

@@ -25,9 +25,9 @@ threads (DESIGN.md rule 4: never a process-wide setting changed for good).
 
 cimport numpy as cnp
 from forkwait._native._fw_plain cimport plain_float_type
-from cpython.pycapsule cimport (
-    PyCapsule_Destructor, PyCapsule_GetName, PyCapsule_GetPointer, PyCapsule_New,
-)
+from cpython.object cimport PyObject
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
+from cpython.ref cimport Py_DECREF
 from libc.stdlib cimport calloc, free, malloc
 from cython cimport floating
 from cython.parallel cimport prange
@@ -655,7 +655,9 @@ cdef extern from "_fw_native.h":
     ctypedef struct fw_native_call:
         void (*run)(fw_native_call *c) noexcept nogil
         int intra
-    const char *FW_NATIVE_CAPSULE
+    PyObject *fw_native_capsule_new(size_t size,
+                                    void (*run)(fw_native_call *) noexcept nogil,
+                                    fw_native_call **call)
 
 ctypedef struct _mm_call:
     fw_native_call base   # first: the pool sees a fw_native_call *
@@ -679,10 +681,6 @@ cdef void _mm_call_run(fw_native_call *c) noexcept nogil:
              1, mc.m, mc.n, mc.k, False, False, mc.grain, mc.blas)
 
 
-cdef void _mm_call_free(object capsule) noexcept:
-    free(PyCapsule_GetPointer(capsule, FW_NATIVE_CAPSULE))
-
-
 def set_native_grain(Py_ssize_t grain):
     """The grain of forked (GIL-free) matmuls: ``ops.matmul``'s."""
     global _native_grain
@@ -698,6 +696,7 @@ def native_call(tuple args, object kwargs):
     cdef Py_ssize_t mnk[3]
     cdef int t
     cdef Py_ssize_t na = len(args)
+    cdef fw_native_call *c = NULL
     cdef _mm_call *mc
     out = None
     if kwargs is not None:
@@ -713,10 +712,12 @@ def native_call(tuple args, object kwargs):
     res = _plain_case(a, b, out, mnk, &t)
     if res is None:
         return None
-    mc = <_mm_call *>calloc(1, sizeof(_mm_call))
-    if mc == NULL:
+    cdef PyObject *cp = fw_native_capsule_new(sizeof(_mm_call), _mm_call_run, &c)
+    if cp == NULL:
         return None
-    mc.base.run = _mm_call_run
+    capsule = <object>cp
+    Py_DECREF(capsule)  # (the cast took a reference of its own)
+    mc = <_mm_call *>c
     mc.pa = cnp.PyArray_DATA(<cnp.ndarray>a)
     mc.pb = cnp.PyArray_DATA(<cnp.ndarray>b)
     mc.pc = cnp.PyArray_DATA(<cnp.ndarray>res)
@@ -726,9 +727,4 @@ def native_call(tuple args, object kwargs):
     mc.grain = _native_grain
     mc.type_num = t
     mc.blas = _use_blas
-    try:
-        capsule = PyCapsule_New(mc, FW_NATIVE_CAPSULE, <PyCapsule_Destructor>_mm_call_free)
-    except BaseException:
-        free(mc)
-        raise
     return (capsule, res)
