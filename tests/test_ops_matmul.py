@@ -54,8 +54,8 @@ def test_matmul_matches_numpy(m, n, k, batch, dt, bcast, transpose):
 
 @pytest.mark.parametrize("ksplit", [0, 1, 2, 3])
 def test_matmul_split_over_k_at_two_threads(ksplit):
-    # the K split (the default for float64 at a team of 2) and the column
-    # split give NumPy's product, for odd and aligned k, with and without out
+    # the K split (a switch, off by default) and the column split give
+    # NumPy's product, for odd and aligned k, with and without out
     rng = np.random.default_rng(11)
     _matmul.set_ksplit(ksplit)
     try:
@@ -71,7 +71,7 @@ def test_matmul_split_over_k_at_two_threads(ksplit):
                 np.testing.assert_allclose(got, ref, **tol(dt, k))
                 np.testing.assert_array_equal(out, got)
     finally:
-        _matmul.set_ksplit(2)
+        _matmul.set_ksplit(0)
     with pytest.raises(ValueError, match="0-3"):
         _matmul.set_ksplit(4)
 

@@ -28,7 +28,7 @@ from forkwait._native._fw_plain cimport plain_float_type
 from cpython.object cimport PyObject
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from cpython.ref cimport Py_DECREF
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdlib cimport calloc, free
 from cython cimport floating
 from cython.parallel cimport prange
 
@@ -102,19 +102,47 @@ cdef enum:
 # the two libraries matches np.matmul too (docs/performance.md).
 cdef int _wide = 0
 
+cdef extern from *:
+    """
+    /* The K split's buffer, kept per calling thread (a fresh one per call was
+     * a fresh mapping of pages to fault in: 256 x 256 float64 ran 0.86x
+     * NumPy that way). Up to FW_KBUF_MAX bytes are kept; larger products
+     * allocate per call, where the faults weigh less against the GEMM. */
+    #include <stdlib.h>
+    #define FW_KBUF_MAX (8u << 20)
+    static __thread void *fw_kbuf = NULL;
+    static __thread size_t fw_kbuf_size = 0;
+    static void *fw_kbuf_get(size_t size) {
+        if (size > FW_KBUF_MAX) return malloc(size);
+        if (size > fw_kbuf_size) {
+            free(fw_kbuf);
+            fw_kbuf = malloc(size);
+            fw_kbuf_size = fw_kbuf != NULL ? size : 0;
+        }
+        return fw_kbuf;
+    }
+    static void fw_kbuf_put(void *p) {
+        if (p != fw_kbuf) free(p);
+    }
+    """
+    void *fw_kbuf_get(size_t size) nogil
+    void fw_kbuf_put(void *p) nogil
+
+
 # split K between the two threads of a team of 2, for which dtypes: bit 0
 # float32, bit 1 float64 (set_ksplit). Each GEMM then packs half of A and half
 # of B, where the column split packs all of A in both threads; the second
-# half's product goes to a buffer added in afterwards. Measured here at 2
-# threads against NumPy's own 2-thread GEMM (docs/performance.md): float64
-# 256 / 512 / 1024 1.00 / 0.97 / 0.99 with it, 0.96 / 0.90 / 0.98 with the
-# column split; float32 1.11 / 0.91 / 0.97 with it, 1.18 / 0.99 / 1.00 without.
-cdef int _ksplit = 2
+# half's product goes to a buffer added in afterwards. Off: measured here
+# (docs/performance.md) it beat the column split for float64 in one harness
+# (256 / 512: 1.00-1.05 / 0.94-0.97 vs 0.89-0.96 / 0.90-0.91 of NumPy's
+# 2-thread GEMM) and lost to it in bench/ops_ratios.py (0.87-0.90 / 0.88-0.89
+# vs 0.91-0.95 / 0.90-0.94); float32 was slower with it in both.
+cdef int _ksplit = 0
 
 
 def set_ksplit(int dtypes):
     """(Benchmarks) K-split products at a team of 2 for these dtypes: bit 0
-    float32, bit 1 float64 (the default: 2)."""
+    float32, bit 1 float64 (the default: 0, off)."""
     global _ksplit
     if dtypes < 0 or dtypes > 3:
         raise ValueError(f"set_ksplit takes 0-3 (bit 0 float32, bit 1 float64), got {dtypes}")
@@ -484,7 +512,7 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
         return
     if (blas and batch == 1 and team == 2 and _ksplit & (1 if floating is float else 2)
             and k >= 128 and m * n >= 16384):
-        tmp = <floating *>malloc(m * n * sizeof(floating))
+        tmp = <floating *>fw_kbuf_get(m * n * sizeof(floating))
         if tmp != NULL:
             kh = ((k // 2 + 7) // 8) * 8
             for item in prange(2, schedule="static", num_threads=2):
@@ -498,7 +526,7 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
             for i in prange(m, schedule="static", num_threads=2):
                 for j in range(n):
                     pc[i * n + j] = pc[i * n + j] + tmp[i * n + j]
-            free(tmp)
+            fw_kbuf_put(tmp)
             team_end(team)
             return
     if blas and batch == 1 and _wide & (1 if floating is float else 2):
