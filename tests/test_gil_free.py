@@ -114,6 +114,9 @@ def test_bad_arguments_fail_through_the_future_not_at_fork():
     f = fw.fork(ops.matmul, a, b, a, a)  # too many arguments
     with pytest.raises(TypeError):
         fw.wait(f)
+    for f in (fw.fork(ops.matmul, a, b, out=False), fw.fork(ops.exp, a, out=False)):
+        with pytest.raises(TypeError, match="out must be"):
+            fw.wait(f)
     f = fw.fork(ops.matmul, a, b, out=np.empty((16, 16), np.float32))  # out's dtype
     with pytest.raises((TypeError, ValueError)):
         fw.wait(f)

@@ -15,7 +15,7 @@ loops; anything else returns None and the Python layer's general path runs.
 
 cimport cython
 cimport numpy as cnp
-from forkwait._native._fw_plain cimport plain_float_type
+from forkwait._native._fw_plain cimport native_out, plain_float_type
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cython cimport floating
 
@@ -486,18 +486,11 @@ cdef class NativeUnary:
         self.grain = grain
 
     def __call__(self, tuple args, object kwargs):
-        cdef Py_ssize_t na = len(args)
         cdef int t
         cdef fw_native_call *c = NULL
         cdef _unary_call *u
-        out = None
-        if kwargs is not None:
-            if na != 1 or len(kwargs) != 1 or "out" not in kwargs:
-                return None
-            out = kwargs["out"]
-        elif na == 2:
-            out = args[1]
-        elif na != 1:
+        out = native_out(args, kwargs, 1)
+        if out is False:
             return None
         x = args[0]
         res = _unary_case(x, out, &t)

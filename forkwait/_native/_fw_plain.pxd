@@ -20,3 +20,18 @@ cdef inline int plain_float_type(object x) noexcept:
     if not cnp.PyArray_ISNOTSWAPPED(a):
         return -1
     return t
+
+
+cdef inline object native_out(tuple args, object kwargs, Py_ssize_t n_in):
+    """The `out` of a forked ``op(x1..xn[, out])`` for a GIL-free call's
+    prepare function: None when there is none, False when the call has any
+    other shape (the prepare function declines it, and the ordinary task
+    reports what is wrong; an ``out=False`` is declined the same way)."""
+    cdef Py_ssize_t na = len(args)
+    if kwargs is not None:
+        if na != n_in or len(kwargs) != 1 or "out" not in kwargs:
+            return False
+        return kwargs["out"]
+    if na == n_in + 1:
+        return args[n_in]
+    return None if na == n_in else False

@@ -24,7 +24,7 @@ threads (DESIGN.md rule 4: never a process-wide setting changed for good).
 """
 
 cimport numpy as cnp
-from forkwait._native._fw_plain cimport plain_float_type
+from forkwait._native._fw_plain cimport native_out, plain_float_type
 from cpython.object cimport PyObject
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from cpython.ref cimport Py_DECREF
@@ -723,17 +723,10 @@ def native_call(tuple args, object kwargs):
     the result (new, or ``out``) is the future's value once it has run."""
     cdef Py_ssize_t mnk[3]
     cdef int t
-    cdef Py_ssize_t na = len(args)
     cdef fw_native_call *c = NULL
     cdef _mm_call *mc
-    out = None
-    if kwargs is not None:
-        if na != 2 or len(kwargs) != 1 or "out" not in kwargs:
-            return None
-        out = kwargs["out"]
-    elif na == 3:
-        out = args[2]
-    elif na != 2:
+    out = native_out(args, kwargs, 2)
+    if out is False:
         return None
     a = args[0]
     b = args[1]
