@@ -370,8 +370,6 @@ static inline fw_node *fw_take_head_if(fw_queue *q, int gil_free_only) {
     return n;
 }
 
-static inline fw_node *fw_take_tail(fw_queue *q) { return fw_take_tail_if(q, 0); }
-static inline fw_node *fw_take_head(fw_queue *q) { return fw_take_head_if(q, 0); }
 
 /* Work for an idle pool thread in slot `slot`: its own deque newest first,
  * then the oldest task of another deque (a steal), then the injection queue. */
