@@ -136,6 +136,8 @@ def test_wait_all_raises_first_failure_in_order():
     futs = [fw.fork(int, "1"), fw.fork(int, "x"), fw.fork(_raise_it, Boom())]
     with pytest.raises(ValueError):
         fw.wait_all(futs)
+    # retrieved, so that its report cannot land in a later test's log
+    assert isinstance(futs[2].exception(timeout=TIMEOUT), Boom)
 
 
 def test_base_exception_reaches_waiter_and_worker_survives(interop):
@@ -425,6 +427,52 @@ def test_collect_all_and_wait_all():
     assert fw.wait_all([]) == []
     assert fw.collect_all([]).wait() == []
     assert fw.wait_all(f for f in [fw.fork(abs, -2)]) == [2]
+
+
+def test_wait_all_of_done_unstarted_running_and_hand_made_members_keeps_order(interop):
+    interop(1)
+    gate = threading.Event()
+    running = fw.fork(gate.wait, TIMEOUT)  # the only worker runs it
+    deadline = time.monotonic() + TIMEOUT
+    while not running.running():
+        assert time.monotonic() < deadline, "task did not start"
+        time.sleep(0.001)
+    done = fw.fork(abs, -7)
+    fw.wait(done)
+    queued = [fw.fork(pow, 3, i) for i in range(5)]  # run by this wait, in order
+    manual = fw.Future()
+    threading.Timer(0.05, manual.set_result, ("by hand",)).start()
+    threading.Timer(0.1, gate.set).start()
+    members = (done, queued[0], running, queued[1], manual, *queued[2:])
+    assert fw.wait_all(members) == [7, 1, True, 3, "by hand", 9, 27, 81]
+
+
+def test_wait_all_refuses_a_bad_member_before_running_any(interop):
+    interop(1)
+    gate = threading.Event()
+    blocker = fw.fork(gate.wait, TIMEOUT)  # the worker is busy: nothing else runs
+    try:
+        first = fw.fork(abs, -1)
+        with pytest.raises(TypeError, match="item 2 is int"):
+            fw.wait_all([first, fw.Future(), 5])
+        assert not first.done() and not first.running()
+
+        box = {}
+
+        def waits_on_itself():
+            box["child"] = fw.fork(abs, -2)
+            try:
+                return fw.wait_all([box["child"], box["me"]])
+            finally:
+                box["child_done_then"] = box["child"].done()
+
+        box["me"] = fw.fork(waits_on_itself)
+        with pytest.raises(RuntimeError, match="waits on itself"):
+            fw.wait(box["me"])  # runs it here, where it waits on itself
+        assert box["child_done_then"] is False
+    finally:
+        gate.set()
+    assert fw.wait(blocker) is True and fw.wait(first) == 1 and fw.wait(box["child"]) == 2
 
 
 def test_collect_all_fails_with_a_members_exception():
