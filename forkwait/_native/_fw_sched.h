@@ -135,6 +135,7 @@ typedef struct fw_pool {
                                    without the GIL, until a thread with the GIL releases
                                    their references (a Treiber stack; atomic) */
     int n_kernels __attribute__((aligned(64)));  /* GIL-free calls running now (atomic) */
+    int n_kernels_out;          /* of those, run by threads outside the pool (atomic) */
     long long n_gil_free;       /* GIL-free calls run (atomic) */
     pthread_key_t thread_key;   /* frees a thread's fw_thread when it ends */
     char slot_alive[FW_MAX_INTEROP];
@@ -557,7 +558,8 @@ static inline int fw_idle(int worker_index, int spare) {
          * the GIL), the threads searching (this one among them) and one for
          * the thread that forks and waits. On a machine of 2, a second worker
          * spinning beside two forked matmuls slowed one of them by half. */
-        if (FW_LOAD(&fw_P.n_kernels) + FW_LOAD(&fw_P.searching) > fw_P.n_cpus - 1) break;
+        if (FW_LOAD(&fw_P.n_kernels) + FW_LOAD(&fw_P.searching) >
+            fw_P.n_cpus - (FW_LOAD(&fw_P.n_kernels_out) > 0 ? 0 : 1)) break;
         if (++spins % 16 == 0) sched_yield();
 #if defined(__x86_64__) || defined(__i386__)
         else __builtin_ia32_pause();
@@ -838,6 +840,7 @@ static Py_ssize_t fw_child_reset(fw_node ***out) {
     for (Py_ssize_t i = 0; i < k; i++) { buf[i]->runner = NULL; buf[i]->outer = NULL; buf[i]->on_pool = 0; }
     fw_P.n_running = mine + k - (fw_me != NULL ? fw_me->n_run : 0);
     fw_P.n_running_pool = 0;
+    fw_P.n_kernels_out = 0;
     fw_P.n_kernels = 0;         /* (the forking thread runs none: it is in os.fork()) */
     fw_P.live_workers = 0;
     fw_P.n_deep = 0;

@@ -133,6 +133,7 @@ cdef extern from "_fw_sched.h" nogil:
         long long n_steals
         long long n_helped
         int n_kernels
+        int n_kernels_out
         long long n_gil_free
         char *slot_alive
         char *slot_used
@@ -1194,8 +1195,13 @@ cdef inline void _native_body(fw_node *n) noexcept nogil:
     fw_task_depth += 1
     if fw_task_depth == 1:
         blas_tasks(1)
+    cdef bint out = fw_get_slot() < 0
     FW_ADD(&fw_P.n_kernels, 1)
+    if out:
+        FW_ADD(&fw_P.n_kernels_out, 1)
     n.native.run(n.native)
+    if out:
+        FW_ADD(&fw_P.n_kernels_out, -1)
     FW_ADD(&fw_P.n_kernels, -1)
     fw_task_depth -= 1
     if fw_task_depth == 0:
