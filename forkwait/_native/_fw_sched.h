@@ -55,12 +55,15 @@ struct fw_queue;
 struct fw_thread;
 
 typedef struct fw_node {
+    /* first: the fields a pass over many futures reads (wait_all), next to
+     * the object header and the Future's result (see FutureCore) */
+    int state;                  /* atomic */
+    int is_task;
     PyObject *fut;              /* the Future that embeds this node (borrowed) */
     struct fw_node *prev, *next;
     struct fw_node *parent;     /* the task that forked it (the Future holds a reference) */
     struct fw_queue *queue;     /* the queue it is linked in, or NULL */
     struct fw_thread *runner;   /* while RUNNING: the thread that runs it */
-    int state;                  /* atomic */
     int depth;                  /* 0: forked outside any task */
     int waiters;                /* threads sleeping until it is done (sleep lock) */
     int help_waiters;           /* of those, threads that would run its subtree (atomic) */
@@ -68,7 +71,6 @@ typedef struct fw_node {
     int cb_adders;              /* callbacks were ever added (atomic): while 0 the
                                    completer skips the callback lock (see _after_final) */
     struct fw_node *outer;      /* while RUNNING: the task beneath it on its thread */
-    int is_task;
     int live_children;          /* forked tasks not yet done (atomic): while > 0, the
                                    parent link stays, so helpers see the whole subtree */
     int on_pool;                /* while RUNNING: counted in n_running_pool */

@@ -259,13 +259,15 @@ _cf_lock = threading.RLock()
 cdef class FutureCore:
     """The C-level part of :class:`Future` (see there)."""
 
+    # _result and _exc first, then node (its state first): next to the object
+    # header, in its cache line, for wait_all's pass over many futures
+    cdef object _result
+    cdef object _exc
     cdef fw_node node
     cdef object _fn
     cdef tuple _args
     cdef dict _kwargs
     cdef object _ctx        # the context it runs in; a GIL-free call's capsule instead
-    cdef object _result
-    cdef object _exc
     cdef object _callbacks   # None, one callable, or a list of them
     cdef list _cf_waiters
     cdef FutureCore _parent
