@@ -558,8 +558,10 @@ static inline int fw_idle(int worker_index, int spare) {
         /* Spin only on a CPU that no GIL-free kernel needs: those running
          * (each keeps a CPU busy, unlike Python tasks, which take turns on
          * the GIL), the threads searching (this one among them) and one for
-         * the thread that forks and waits. On a machine of 2, a second worker
-         * spinning beside two forked matmuls slowed one of them by half. */
+         * the thread that forks and waits, unless a thread outside the pool
+         * runs a kernel (it is that thread: counted once, among the kernels).
+         * On a machine of 2, a second worker spinning beside two forked
+         * matmuls slowed one of them by half. */
         if (FW_LOAD(&fw_P.n_kernels) + FW_LOAD(&fw_P.searching) >
             fw_P.n_cpus - (FW_LOAD(&fw_P.n_kernels_out) > 0 ? 0 : 1)) break;
         if (++spins % 16 == 0) sched_yield();
