@@ -1935,6 +1935,23 @@ def wait_all(futures, timeout=None):
     timeout : float, optional
         Seconds to wait at most; TimeoutError then (the futures keep running).
 
+    Returns
+    -------
+    list
+        The values, in the order of `futures`.
+
+    Raises
+    ------
+    BaseException
+        The exception of the first member to fail.
+    TypeError
+        If a member is not a Future (before any member runs).
+    RuntimeError
+        If this thread runs one of the members (a wait on itself; before any
+        member runs).
+    TimeoutError
+        If `timeout` passed first.
+
     Examples
     --------
     >>> import forkwait as fw
