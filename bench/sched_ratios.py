@@ -8,7 +8,8 @@ outstanding, next to allocating plain objects), handoff (fork to a sleeping
 worker until the task runs, vs a C pthread condvar wake, bench/_condvar_wake.c),
 fib (nested fib by fork/wait: overhead per fork with pure-Python leaves, and
 speed-up with GIL-releasing leaves), producers (4 threads forking at once vs
-one), locked (a wait holding a lock with a pool of one thread).
+one), locked (a wait holding a lock with a pool of one thread), waitall
+(wait_all over 10^5 futures, all done or all run by the waiting thread).
 
 Every ratio is the median over rounds of a per-round ratio; peers of a row run
 interleaved in the same process. Prints a Markdown table with the load and CPU.
@@ -401,9 +402,51 @@ def locked(rounds):
     )]
 
 
+def waitall(rounds):
+    """wait_all over 10^5 futures, per future: all done already, and all
+    unstarted (the only worker kept busy, so the waiting thread runs them).
+    Peer: a list comprehension reading each future's state, the floor of any
+    pass over that many objects."""
+    n = 100_000
+    done_t, run_t, peer_t = [], [], []
+    saved = fw.get_num_interop_threads()
+    fw.set_num_interop_threads(1)
+    try:
+        for _ in range(max(3, rounds // 2)):
+            futs = [fw.fork(noop) for _ in range(n)]
+            fw.wait_all(futs)
+            t0 = time.perf_counter()
+            fw.wait_all(futs)
+            done_t.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            [f.done() for f in futs]  # noqa: B018
+            peer_t.append(time.perf_counter() - t0)
+            del futs
+            gate = threading.Event()
+            blocker = fw.fork(gate.wait, 600)
+            while not blocker.running():
+                time.sleep(0.001)
+            futs = [fw.fork(noop) for _ in range(n)]
+            t0 = time.perf_counter()
+            fw.wait_all(futs)
+            run_t.append(time.perf_counter() - t0)
+            gate.set()
+            fw.wait(blocker)
+            del futs
+    finally:
+        fw.set_num_interop_threads(saved)
+    d = statistics.median(done_t) / n * 1e6
+    r = statistics.median(run_t) / n * 1e6
+    p = statistics.median(peer_t) / n * 1e6
+    return [(
+        "wait_all over 10^5 futures, per future: all done / all run by the waiting thread",
+        f"{d:.3f} us / {r:.3f} us (a pass calling done() on each: {p:.3f} us)",
+    )]
+
+
 SECTIONS = {
     "trip": trip, "many": many, "outstanding": outstanding, "handoff": handoff,
-    "fib": fib, "producers": producers, "locked": locked,
+    "fib": fib, "producers": producers, "locked": locked, "waitall": waitall,
 }
 
 
