@@ -15,7 +15,9 @@ loops; anything else returns None and the Python layer's general path runs.
 
 cimport cython
 cimport numpy as cnp
-from forkwait._native._fw_plain cimport native_out, plain_float_type
+from forkwait._native._fw_plain cimport (
+    fw_native_call, native_capsule, native_out, plain_float_type,
+)
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cython cimport floating
 
@@ -445,17 +447,6 @@ def fast_binary(int op, object a, object b, object out, Py_ssize_t grain):
 
 # ------------------------------------------ forked element-wise math without the GIL
 
-from cpython.object cimport PyObject
-from cpython.ref cimport Py_DECREF
-
-cdef extern from "_fw_native.h":
-    ctypedef struct fw_native_call:
-        void (*run)(fw_native_call *c) noexcept nogil
-        int intra
-    PyObject *fw_native_capsule_new(size_t size,
-                                    void (*run)(fw_native_call *) noexcept nogil,
-                                    fw_native_call **call)
-
 ctypedef struct _unary_call:
     fw_native_call base   # first: the pool sees a fw_native_call *
     const void *px
@@ -496,11 +487,9 @@ cdef class NativeUnary:
         res = _unary_case(x, out, &t)
         if res is None:
             return None
-        cdef PyObject *cp = fw_native_capsule_new(sizeof(_unary_call), _unary_call_run, &c)
-        if cp == NULL:
+        capsule = native_capsule(sizeof(_unary_call), _unary_call_run, &c)
+        if capsule is None:
             return None
-        capsule = <object>cp
-        Py_DECREF(capsule)  # (the cast took a reference of its own)
         u = <_unary_call *>c
         u.px = cnp.PyArray_DATA(<cnp.ndarray>x)
         u.py = cnp.PyArray_DATA(<cnp.ndarray>res)

@@ -24,10 +24,10 @@ threads (DESIGN.md rule 4: never a process-wide setting changed for good).
 """
 
 cimport numpy as cnp
-from forkwait._native._fw_plain cimport native_out, plain_float_type
-from cpython.object cimport PyObject
+from forkwait._native._fw_plain cimport (
+    fw_native_call, native_capsule, native_out, plain_float_type,
+)
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
-from cpython.ref cimport Py_DECREF
 from libc.stdlib cimport calloc, free
 from cython cimport floating
 from cython.parallel cimport prange
@@ -679,14 +679,6 @@ def fast_matmul(object a, object b, object out, Py_ssize_t grain):
 
 # ------------------------------------------------- forked matmuls without the GIL
 
-cdef extern from "_fw_native.h":
-    ctypedef struct fw_native_call:
-        void (*run)(fw_native_call *c) noexcept nogil
-        int intra
-    PyObject *fw_native_capsule_new(size_t size,
-                                    void (*run)(fw_native_call *) noexcept nogil,
-                                    fw_native_call **call)
-
 ctypedef struct _mm_call:
     fw_native_call base   # first: the pool sees a fw_native_call *
     const void *pa
@@ -733,11 +725,9 @@ def native_call(tuple args, object kwargs):
     res = _plain_case(a, b, out, mnk, &t)
     if res is None:
         return None
-    cdef PyObject *cp = fw_native_capsule_new(sizeof(_mm_call), _mm_call_run, &c)
-    if cp == NULL:
+    capsule = native_capsule(sizeof(_mm_call), _mm_call_run, &c)
+    if capsule is None:
         return None
-    capsule = <object>cp
-    Py_DECREF(capsule)  # (the cast took a reference of its own)
     mc = <_mm_call *>c
     mc.pa = cnp.PyArray_DATA(<cnp.ndarray>a)
     mc.pb = cnp.PyArray_DATA(<cnp.ndarray>b)
