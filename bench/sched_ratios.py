@@ -257,6 +257,35 @@ def handoff(rounds):
     )]
 
 
+def _lazy_fork_module():
+    """bench/_lazy_fork.c built against this Python: the floors of a fork/wait."""
+    import importlib.machinery
+    import importlib.util
+    import sysconfig
+
+    src = os.path.join(HERE, "_lazy_fork.c")
+    out = os.path.join(tempfile.mkdtemp(prefix="fw-bench-"),
+                       "_lazy_fork" + sysconfig.get_config_var("EXT_SUFFIX"))
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-pthread",
+                    "-I" + sysconfig.get_paths()["include"], src, "-o", out], check=True)
+    loader = importlib.machinery.ExtensionFileLoader("_lazy_fork", out)
+    spec = importlib.util.spec_from_file_location("_lazy_fork", out, loader=loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def _fib_with(fork, wait):
+    """fib_fw over another fork/wait pair (the floors of _lazy_fork.c)."""
+    def f(n):
+        if n < 2:
+            return n
+        a = fork(f, n - 1)
+        b = fork(f, n - 2)
+        return wait(a) + wait(b)
+    return f
+
+
 def fib_serial(n):
     return n if n < 2 else fib_serial(n - 1) + fib_serial(n - 2)
 
@@ -279,14 +308,32 @@ def fib(rounds):
     rows = []
     n = 22
     forks = _count_forks(n)
-    t = interleaved({"serial": lambda: fib_serial(n), "fw": lambda: fw.wait(fw.fork(fib_fw, n))},
-                    max(3, rounds // 2))
-    over = (statistics.median(t["fw"]) - statistics.median(t["serial"])) / forks * 1e6
+    peers = {"serial": lambda: fib_serial(n), "fw": lambda: fw.wait(fw.fork(fib_fw, n))}
+    try:
+        lz = _lazy_fork_module()
+    except (OSError, subprocess.SubprocessError, ImportError) as exc:
+        print(f"# fib: the floors of bench/_lazy_fork.c are left out ({exc})", file=sys.stderr)
+        lz = None
+    if lz is not None:
+        for i in range(3):
+            fn = _fib_with(getattr(lz, f"fork{i}"), getattr(lz, f"wait{i}"))
+            peers[f"floor{i}"] = (lambda fn=fn: fn(n))
+    t = interleaved(peers, max(3, rounds // 2))
+    base = statistics.median(t["serial"])
+
+    def over(key):
+        return (statistics.median(t[key]) - base) / forks * 1e6
+
+    floors = ""
+    if lz is not None:
+        floors = (f"; floors in the same rounds (bench/_lazy_fork.c): fork keeps the call and "
+                  f"wait makes it {over('floor0'):.2f} us, + a contextvars copy "
+                  f"{over('floor1'):.2f} us, + a locked stack {over('floor2'):.2f} us")
     rows.append((
         f"nested fib({n}) by fork/wait, pure-Python leaves: overhead per fork "
         "(target <= 0.5 us)",
-        f"{over:.2f} us per fork ({forks} forks; fork/wait {statistics.median(t['fw']) * 1e3:.0f}"
-        f" ms vs serial {statistics.median(t['serial']) * 1e3:.0f} ms)",
+        f"{over('fw'):.2f} us per fork ({forks} forks; fork/wait "
+        f"{statistics.median(t['fw']) * 1e3:.0f} ms vs serial {base * 1e3:.0f} ms){floors}",
     ))
     # GIL-releasing leaves of about 100 us: forkwait's exp at one thread, the
     # array sized on this machine (the kernels' speed differs between builds).

@@ -340,7 +340,7 @@ def test_exit_with_a_deep_blocked_daemon_thread_does_not_hang():
                 return never.wait()
             return fw.wait(fw.fork(chain, k - 1))
 
-        threading.Thread(target=chain, args=(1500,), daemon=True).start()
+        threading.Thread(target=chain, args=(2500,), daemon=True).start()
         assert bottom.wait(60)  # the whole chain is blocked: nothing queued
         print("blocked", pool._stats()["blocked_deep"] >= 3, pool._stats()["spares"] >= 3,
               pool._stats()["queued"], flush=True)

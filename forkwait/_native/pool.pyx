@@ -885,7 +885,7 @@ cdef int _run_callbacks(FutureCore fut, object callbacks) except -1:
     return 0
 
 
-cdef int _after_final(FutureCore fut) except -1:
+cdef inline int _after_final(FutureCore fut) except -1:
     """`fut` just reached its final state: wake, notify, run callbacks."""
     fw_wake_waiters(&fut.node)
     return _after_wake(fut)
@@ -1009,9 +1009,14 @@ cdef class _Chain:
         return 0
 
 
-cdef double _check_timeout(timeout) except? -2.0:
+cdef inline double _check_timeout(timeout) except? -2.0:
+    """A timeout argument in seconds: -1.0 for none, else >= 0."""
     if timeout is None:
         return -1.0
+    return _parse_timeout(timeout)
+
+
+cdef double _parse_timeout(timeout) except? -2.0:
     try:
         t = float(timeout)
     except (TypeError, ValueError):
@@ -1066,6 +1071,36 @@ cdef inline void _blas_asleep(int delta) noexcept nogil:
         blas_tasks(delta)
 
 
+cdef extern from *:
+    """
+    /* fn(*args, **kwargs) (kwargs None: none). On failure: NULL, the error
+     * indicator cleared and the exception, normalized and with its
+     * traceback, in *exc (a new reference). No Cython try block around the
+     * call: that would save and restore the thread's handled-exception
+     * state on every task. */
+    static PyObject *fw_call_caught(PyObject *fn, PyObject *args, PyObject *kwargs,
+                                    PyObject **exc) {
+        PyObject *r = PyObject_Call(fn, args, kwargs == Py_None ? NULL : kwargs);
+        PyObject *t, *v, *tb;
+        if (r != NULL) return r;
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_NormalizeException(&t, &v, &tb);
+        if (v == NULL) {   /* cannot happen after a failed call; be safe */
+            v = PyObject_CallNoArgs(PyExc_SystemError);
+            if (v == NULL) { PyErr_Clear(); v = Py_NewRef(Py_None); }
+        }
+        if (tb != NULL) {
+            PyException_SetTraceback(v, tb);
+            Py_DECREF(tb);
+        }
+        Py_XDECREF(t);
+        *exc = v;
+        return NULL;
+    }
+    """
+    PyObject *fw_call_caught(PyObject *fn, PyObject *args, PyObject *kwargs, PyObject **exc)
+
+
 cdef int _run_task(FutureCore fut) except -1:
     """Run a claimed task in this thread and complete its future.
 
@@ -1083,7 +1118,9 @@ cdef int _run_task(FutureCore fut) except -1:
     cdef PyObject *outer_fut = fw_get_cur()
     cdef object ctx = fut._ctx
     cdef object name = None
-    cdef str outcome
+    cdef PyObject *raw
+    cdef PyObject *raw_exc = NULL
+    cdef object value, exc
     # The future stays out of the GC (see _track_if_needed); the context goes
     # back now: CPython's context dealloc untracks without checking.
     if ctx is not None and not PyObject_GC_IsTracked(ctx):
@@ -1102,32 +1139,26 @@ cdef int _run_task(FutureCore fut) except -1:
     if fw_task_depth == 1:
         blas_tasks(1)   # the BLAS budget counts threads running task code
     PyContext_Enter(ctx)
-    try:
-        if fut._kwargs is None:
-            value = fut._fn(*fut._args)
-        else:
-            value = fut._fn(*fut._args, **fut._kwargs)
-    except BaseException as exc:
-        PyContext_Exit(ctx)
-        fw_task_depth -= 1
-        if fw_task_depth == 0:
-            blas_tasks(-1)
-        fw_set_cur(outer_fut)
-        if get_local_threads() != saved:  # the task's own override ends with it
-            set_local_threads(saved)
+    raw = fw_call_caught(<PyObject *>fut._fn, <PyObject *>fut._args, <PyObject *>fut._kwargs,
+                         &raw_exc)
+    PyContext_Exit(ctx)
+    fw_task_depth -= 1
+    if fw_task_depth == 0:
+        blas_tasks(-1)
+    fw_set_cur(outer_fut)
+    if get_local_threads() != saved:  # the task's own override ends with it
+        set_local_threads(saved)
+    if raw == NULL:
+        exc = <object>raw_exc
+        Py_DECREF(exc)  # fw_call_caught's reference; `exc` holds its own
         if isinstance(exc, KeyboardInterrupt) and PyThread_get_thread_ident() == main_ident:
             interrupted = 1
         if profiled:
             _record_task(fut, name, t0, fw_now(), outer_task, outer_wait, "failed")
         _complete_task(fut, FW_FAILED, None, exc)
     else:
-        PyContext_Exit(ctx)
-        fw_task_depth -= 1
-        if fw_task_depth == 0:
-            blas_tasks(-1)
-        fw_set_cur(outer_fut)
-        if get_local_threads() != saved:  # the task's own override ends with it
-            set_local_threads(saved)
+        value = <object>raw
+        Py_DECREF(value)
         if profiled:
             _record_task(fut, name, t0, fw_now(), outer_task, outer_wait, "finished")
         _complete_task(fut, FW_FINISHED, value, None)
