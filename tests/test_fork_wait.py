@@ -1,6 +1,7 @@
 """fork/wait semantics: never inline, values, exceptions, waiting runs work."""
 
 import gc
+import sys
 import logging
 import threading
 import time
@@ -130,6 +131,24 @@ def test_wait_reraises_same_exception_with_task_frames():
             getter()
         assert again.value is err
     assert fut.exception() is err
+
+
+def test_callbacks_of_a_failed_task_run_outside_its_exception():
+    """As concurrent.futures' set_exception: the task's exception is the
+    future's outcome, not the exception being handled while callbacks run."""
+    seen = []
+    gate = threading.Event()
+
+    def fails():
+        gate.wait(5)
+        raise Boom("late")
+
+    fut = fw.fork(fails)
+    fut.add_done_callback(lambda f: seen.append(sys.exc_info()[1]))
+    gate.set()
+    with pytest.raises(Boom):
+        fw.wait(fut)
+    assert seen == [None]
 
 
 def test_wait_all_raises_first_failure_in_order():
