@@ -1196,7 +1196,7 @@ def _register_native(fn, prepare):
     _n_gil_free_fns = len(entries)
 
 
-cdef inline PyObject *_gil_free_prepare(object fn):
+cdef inline PyObject *_gil_free_prepare(object fn) noexcept:
     """`fn`'s prepare function (borrowed: _gil_free_fns holds it), or NULL."""
     cdef int i
     for i in range(_n_gil_free_fns):
