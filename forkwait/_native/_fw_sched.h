@@ -871,12 +871,14 @@ static inline int fw_py_frames_left(void) {
 #endif
 }
 
-static __thread char *fw_stack_lo = NULL;
-static __thread size_t fw_stack_size = 0;
+static __thread char *fw_stack_lo = NULL;      /* this thread's stack: lowest address */
+static __thread char *fw_stack_limit = NULL;   /* below it, the stack is low (NULL: unknown) */
 
-static inline void fw_stack_probe(void) {
+/* Find this thread's stack once; the margin is `margin` bytes, at most a
+ * quarter of the stack. */
+static inline void fw_stack_probe(size_t margin) {
     fw_stack_lo = (char *)1;
-    fw_stack_size = (size_t)-1;
+    fw_stack_limit = NULL;
 #if defined(__linux__) && defined(_GNU_SOURCE)
     {
         pthread_attr_t a;
@@ -885,7 +887,7 @@ static inline void fw_stack_probe(void) {
         if (pthread_getattr_np(pthread_self(), &a) == 0) {
             if (pthread_attr_getstack(&a, &addr, &size) == 0 && addr != NULL) {
                 fw_stack_lo = (char *)addr;
-                fw_stack_size = size;
+                fw_stack_limit = fw_stack_lo + (size / 4 < margin ? size / 4 : margin);
             }
             pthread_attr_destroy(&a);
         }
@@ -893,17 +895,14 @@ static inline void fw_stack_probe(void) {
 #endif
 }
 
-static inline size_t fw_stack_left(void) {
+/* 1 when less than the margin of C stack is left below this frame. An
+ * address outside the thread's stack (another stack, as some coroutine
+ * libraries use) or an unknown stack: 0. */
+static inline int fw_stack_low(size_t margin) {
     char here = 0;
     char *volatile p = &here;
-    if (fw_stack_lo == NULL) fw_stack_probe();
-    if (fw_stack_lo == (char *)1 || p < fw_stack_lo) return (size_t)-1;
-    return (size_t)(p - fw_stack_lo);
-}
-
-static inline size_t fw_stack_total(void) {
-    if (fw_stack_lo == NULL) fw_stack_probe();
-    return fw_stack_size;
+    if (fw_stack_lo == NULL) fw_stack_probe(margin);
+    return fw_stack_limit != NULL && p >= fw_stack_lo && p < fw_stack_limit;
 }
 
 /* ------------------------------------------------------------ profiling */

@@ -186,8 +186,7 @@ cdef extern from "_fw_sched.h" nogil:
     int fw_slot_acquire(int want)
     Py_ssize_t fw_child_reset(fw_node ***out)
     void free(void *p)
-    size_t fw_stack_left()
-    size_t fw_stack_total()
+    int fw_stack_low(size_t margin)
     int fw_prof_on
     long long fw_cur_task
     double fw_wait_acc
@@ -1396,7 +1395,7 @@ def _current_task():
 
 # ---------------------------------------------------------------- waiting
 
-cdef inline bint _too_deep():
+cdef inline bint _too_deep() noexcept:
     """True when a task run inline here could overflow the Python or C stack.
 
     The margin is a quarter of the recursion limit (at least 50 frames) and
@@ -1414,12 +1413,8 @@ cdef inline bint _too_deep():
     return _c_stack_low()
 
 
-cdef bint _c_stack_low():
-    cdef size_t total = fw_stack_total()
-    cdef size_t smargin = STACK_MARGIN
-    if total != <size_t>-1 and total // 4 < smargin:
-        smargin = total // 4
-    return fw_stack_left() < smargin
+cdef inline bint _c_stack_low() noexcept:
+    return fw_stack_low(STACK_MARGIN)
 
 
 cdef bint _begin_blocking() except -1:
