@@ -1,8 +1,8 @@
 """fork/wait semantics: never inline, values, exceptions, waiting runs work."""
 
 import gc
-import sys
 import logging
+import sys
 import threading
 import time
 import traceback

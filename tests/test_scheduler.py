@@ -684,7 +684,7 @@ def test_cycles_through_finished_futures_are_still_collected():
 
     # a result that refers back to its own future
     box = Box()
-    fut = fw.fork(lambda: box)
+    fut = fw.fork(lambda b=box: b)
     box.fut = fut
     fut.wait()
     ref = weakref.ref(box)

@@ -336,7 +336,7 @@ def argmax(
     *,
     dim: int | None = None,
 ) -> Any:
-    """The index of the first largest element (of the first NaN if any), over all elements or along one axis.
+    """Index of the first largest element (the first NaN if any), overall or along an axis.
 
     Reproducible: bitwise the same result for any number of threads.
     With ``axis=None`` the index is into the flattened array.

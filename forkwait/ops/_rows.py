@@ -48,7 +48,9 @@ def _softmax(name: str, x: Any, axis: Any, out: Any) -> Any:
     xs = np.ascontiguousarray(x if last else np.moveaxis(x, ax, -1))
     target = res if last else np.empty(xs.shape, dt)
     d = xs.shape[-1]
-    SOFTMAX_FN[dt](_rows.ROWS[name], xs.reshape(-1), target.reshape(-1), xs.size // d, d, GRAIN_ROWS)
+    SOFTMAX_FN[dt](
+        _rows.ROWS[name], xs.reshape(-1), target.reshape(-1), xs.size // d, d, GRAIN_ROWS
+    )
     if not last:
         res[...] = np.moveaxis(target, -1, ax)
     return res if out is None else out
