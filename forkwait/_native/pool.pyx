@@ -1080,19 +1080,24 @@ cdef extern from *:
     static PyObject *fw_call_caught(PyObject *fn, PyObject *args, PyObject *kwargs,
                                     PyObject **exc) {
         PyObject *r = PyObject_Call(fn, args, kwargs == Py_None ? NULL : kwargs);
-        PyObject *t, *v, *tb;
+        PyObject *v;
         if (r != NULL) return r;
-        PyErr_Fetch(&t, &v, &tb);
-        PyErr_NormalizeException(&t, &v, &tb);
+    #if PY_VERSION_HEX >= 0x030C0000
+        v = PyErr_GetRaisedException();   /* normalized, with its traceback */
+    #else
+        {
+            PyObject *t, *tb;
+            PyErr_Fetch(&t, &v, &tb);
+            PyErr_NormalizeException(&t, &v, &tb);
+            if (v != NULL && tb != NULL) PyException_SetTraceback(v, tb);
+            Py_XDECREF(tb);
+            Py_XDECREF(t);
+        }
+    #endif
         if (v == NULL) {   /* cannot happen after a failed call; be safe */
             v = PyObject_CallNoArgs(PyExc_SystemError);
             if (v == NULL) { PyErr_Clear(); v = Py_NewRef(Py_None); }
         }
-        if (tb != NULL) {
-            PyException_SetTraceback(v, tb);
-            Py_DECREF(tb);
-        }
-        Py_XDECREF(t);
         *exc = v;
         return NULL;
     }
