@@ -859,15 +859,33 @@ static Py_ssize_t fw_child_reset(fw_node ***out) {
 }
 
 /* ------------------------------------------------------------ stack depth */
-/* Python frames this thread may still push before RecursionError (GIL held). */
-static inline int fw_py_frames_left(void) {
+/* 1 when this thread is near RecursionError (GIL held): fewer than
+ * `py_margin` Python frames left, or, on CPython 3.12 and 3.13, less than a
+ * quarter of the separate count of C-level recursion, which every nested
+ * fork/wait level uses too (the call of `wait` and the eval loop's entry:
+ * two units of 1500 on 3.12, so without this check a chain of waits failed
+ * with RecursionError there before the Python count reached its margin). */
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000
+#  if defined(Py_C_RECURSION_LIMIT)
+#    define FW_C_RECURSION_LIMIT Py_C_RECURSION_LIMIT
+#  elif defined(C_RECURSION_LIMIT)
+#    define FW_C_RECURSION_LIMIT C_RECURSION_LIMIT
+#  else
+#    define FW_C_RECURSION_LIMIT 1500
+#  endif
+#endif
+static inline int fw_recursion_low(int py_margin) {
     PyThreadState *ts = PyThreadState_Get();
 #if PY_VERSION_HEX >= 0x030C0000
-    return ts->py_recursion_remaining;
+    if (ts->py_recursion_remaining < py_margin) return 1;
+#  ifdef FW_C_RECURSION_LIMIT
+    if (ts->c_recursion_remaining < FW_C_RECURSION_LIMIT / 4) return 1;
+#  endif
+    return 0;
 #elif PY_VERSION_HEX >= 0x030B0000
-    return ts->recursion_remaining;
+    return ts->recursion_remaining < py_margin;
 #else
-    return Py_GetRecursionLimit() - ts->recursion_depth;
+    return Py_GetRecursionLimit() - ts->recursion_depth < py_margin;
 #endif
 }
 

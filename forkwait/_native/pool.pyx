@@ -192,7 +192,7 @@ cdef extern from "_fw_sched.h" nogil:
     double fw_wait_acc
 
 cdef extern from "_fw_sched.h":
-    int fw_py_frames_left()
+    int fw_recursion_low(int py_margin)
 
 cdef extern from *:
     """
@@ -1403,7 +1403,8 @@ def _current_task():
 cdef inline bint _too_deep() noexcept:
     """True when a task run inline here could overflow the Python or C stack.
 
-    The margin is a quarter of the recursion limit (at least 50 frames) and
+    The margin is a quarter of the recursion limit (at least 50 frames; on
+    CPython 3.12-3.13 also a quarter of its separate C recursion count) and
     STACK_MARGIN bytes of C stack (at most a quarter of it). The C stack is
     looked at only below a few nested tasks (it is what they use up).
     """
@@ -1411,14 +1412,10 @@ cdef inline bint _too_deep() noexcept:
     cdef int margin = limit // 4
     if margin < 50:
         margin = 50
-    if fw_py_frames_left() < margin:
+    if fw_recursion_low(margin):
         return True
     if fw_task_depth < 8:
         return False
-    return _c_stack_low()
-
-
-cdef inline bint _c_stack_low() noexcept:
     return fw_stack_low(STACK_MARGIN)
 
 
