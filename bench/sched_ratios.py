@@ -276,7 +276,8 @@ def _lazy_fork_module():
 
 
 def _fib_with(fork, wait):
-    """fib_fw over another fork/wait pair (the floors of _lazy_fork.c)."""
+    """Nested fib by `fork` and `wait`: forkwait's pair and the floors of
+    _lazy_fork.c, the same code for all (the pair in closure cells)."""
     def f(n):
         if n < 2:
             return n
@@ -290,12 +291,7 @@ def fib_serial(n):
     return n if n < 2 else fib_serial(n - 1) + fib_serial(n - 2)
 
 
-def fib_fw(n):
-    if n < 2:
-        return n
-    a = fw.fork(fib_fw, n - 1)
-    b = fw.fork(fib_fw, n - 2)
-    return fw.wait(a) + fw.wait(b)
+fib_fw = _fib_with(fw.fork, fw.wait)
 
 
 def _count_forks(n):

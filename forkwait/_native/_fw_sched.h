@@ -373,7 +373,6 @@ static inline fw_node *fw_take_head_if(fw_queue *q, int gil_free_only) {
     return n;
 }
 
-
 /* Work for an idle pool thread in slot `slot`: its own deque newest first,
  * then the oldest task of another deque (a steal), then the injection queue. */
 static inline fw_node *fw_find_work_if(int slot, int gil_free_only) {

@@ -2126,10 +2126,7 @@ cdef list _as_future_list(futures, str caller, bint no_cycle=False):
         futs = [None] * n
         for i in range(n):
             item = futures[i]
-            if not isinstance(item, FutureCore):
-                _not_a_future(caller, i, item)
-            if no_cycle:
-                _check_not_own_ancestor(<FutureCore>item)
+            _check_member(caller, i, item, no_cycle)
             futs[i] = item
         return futs
     try:
@@ -2139,18 +2136,18 @@ cdef list _as_future_list(futures, str caller, bint no_cycle=False):
             f"{caller}() needs an iterable of forkwait.Future, got {type(futures).__name__}"
         ) from None
     for i in range(len(futs)):
-        item = futs[i]
-        if not isinstance(item, FutureCore):
-            _not_a_future(caller, i, item)
-        if no_cycle:
-            _check_not_own_ancestor(<FutureCore>item)
+        _check_member(caller, i, futs[i], no_cycle)
     return futs
 
 
-cdef int _not_a_future(str caller, Py_ssize_t i, object item) except -1:
-    raise TypeError(
-        f"{caller}() needs forkwait.Future items; item {i} is {type(item).__name__}"
-    )
+cdef inline int _check_member(str caller, Py_ssize_t i, object item, bint no_cycle) except -1:
+    if not isinstance(item, FutureCore):
+        raise TypeError(
+            f"{caller}() needs forkwait.Future items; item {i} is {type(item).__name__}"
+        )
+    if no_cycle:
+        _check_not_own_ancestor(<FutureCore>item)
+    return 0
 
 
 cdef str _short_repr(obj):
