@@ -171,6 +171,26 @@ def test_resize_after_work_started(interop):
     assert fw.wait(fw.fork(fib, 12)) == 144
 
 
+def test_shrink_then_grow_at_once_keeps_every_worker(interop):
+    """A worker that is leaving after a shrink, when the pool grows back
+    before it is gone, stays (the resize saw it alive and started none): the
+    pool keeps its target's workers, not one short for good."""
+    interop(2)
+    fw.wait_all([fw.fork(abs, 1) for _ in range(4)])  # the pool runs
+    assert _until(lambda: fw._native.pool._stats()["workers"] == 2)
+    for i in range(200):
+        interop(1)
+        # hold the GIL a moment: worker 1 sees the shrink and, leaving, waits
+        # for the GIL while this thread grows the pool back
+        t_end = time.perf_counter() + 0.0005 * (1 + i % 4)
+        while time.perf_counter() < t_end:
+            pass
+        interop(2)
+        time.sleep(0.003)  # the GIL: a leaving worker would be gone now
+        assert fw._native.pool._stats()["workers"] == 2, f"a worker lost in round {i}"
+    assert _interop_threads() == ["forkwait-interop-0", "forkwait-interop-1"]
+
+
 def test_concurrent_resizes_and_forks(interop):
     stop = threading.Event()
 

@@ -471,12 +471,17 @@ def test_base_exception_in_a_task_reaches_the_waiter_and_spares_the_worker(inter
     interop(2)
     fw.wait_all([fw.fork(abs, 1) for _ in range(4)])
     deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:  # a larger pool of an earlier test shrinks
-        workers = {t.ident for t in threading.enumerate()
-                   if t.name.startswith("forkwait-interop-")}
-        if len(workers) <= 2:
+    want = {"forkwait-interop-0", "forkwait-interop-1"}
+    while True:  # a larger pool of an earlier test shrinks: wait until only workers
+        # 0 and 1 are left (two left could be 0 and a retiring 3, and a new 1 to come)
+        named = {t.name: t.ident for t in threading.enumerate()
+                 if t.name.startswith("forkwait-interop-")}
+        if set(named) == want:
             break
+        assert time.monotonic() < deadline, f"pool did not settle at 2 workers: {named}"
+        fw.wait_all([fw.fork(abs, 1) for _ in range(4)])
         time.sleep(0.001)
+    workers = set(named.values())
     exc = make()
     ran_in = []
 
@@ -497,7 +502,7 @@ def test_base_exception_in_a_task_reaches_the_waiter_and_spares_the_worker(inter
     # the same workers are alive and work
     assert fw.wait_all([fw.fork(abs, -i) for i in range(50)]) == list(range(50))
     alive = {t.ident for t in threading.enumerate() if t.name.startswith("forkwait-interop-")}
-    assert workers <= alive
+    assert workers <= alive, fw._native.pool._stats()
     # run inline in the waiting (main) thread: the waiter gets it too
     with pytest.raises(type(exc)):
         fw.wait(fw.fork(boom))

@@ -1732,10 +1732,25 @@ def _worker_main(int index):
     fw_unlock(&fw_P.sleep_lock)
     fw_set_slot(slot)
     try:
-        _pool_thread_loop(slot, index, 0)
-    finally:
-        fw_set_slot(-1)
+        while True:
+            _pool_thread_loop(slot, index, 0)
+            # The loop returned because the pool shrank below this index (or
+            # is closing). If it grew back meanwhile, _spawn_missing saw this
+            # thread alive and started none: stay. Decided under the sleep
+            # lock, where _spawn_missing reads slot_alive, and slot_alive is
+            # cleared under the same hold (finally), so either this thread
+            # stays or the next resize finds its slot free.
+            fw_lock(&fw_P.sleep_lock)
+            if FW_LOAD(&fw_P.state) == FW_POOL_RUNNING and index < fw_P.target_workers:
+                fw_unlock(&fw_P.sleep_lock)
+                continue
+            break
+    except BaseException:
         fw_lock(&fw_P.sleep_lock)
+        raise
+    finally:
+        # (the sleep lock is held here)
+        fw_set_slot(-1)
         fw_P.slot_alive[index] = 0
         fw_P.slot_used[slot] = 0
         FW_ADD(&fw_P.live_workers, -1)
