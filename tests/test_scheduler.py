@@ -706,6 +706,57 @@ def test_cycles_through_finished_futures_are_still_collected():
     assert ref() is None
 
 
+def test_futures_made_from_reused_memory_start_clean():
+    """Future's memory is kept on a free list and reused: a future made from
+    it is a new object in every way (no attribute, weak reference, GC state
+    or outcome of the one that was there before), and subclasses, which do
+    not use the list, live and die as usual."""
+    import weakref
+
+    class Box:
+        pass
+
+    class Sub(fw.Future):
+        pass
+
+    for round_ in range(3):
+        # futures die with an attribute, a weak reference and an outcome each
+        boxes, refs = [], []
+        for i in range(300):
+            fut = fw.fork(divmod, i, 7) if i % 3 else fw.Future()
+            box = Box()
+            fut.note = box
+            boxes.append(weakref.ref(box))
+            refs.append(weakref.ref(fut))
+            if i % 3:
+                assert fut.wait() == divmod(i, 7)
+            else:
+                fut.set_exception(ValueError(i))
+                assert isinstance(fut.exception(), ValueError)
+            sub = Sub()
+            sub.extra = Box()
+            sub.set_result(i)
+            assert sub.result() == i
+            del fut, box, sub
+        gc.collect()
+        assert all(r() is None for r in boxes)  # their attributes went with them
+        assert all(r() is None for r in refs)
+        # new ones, from the same memory
+        manual = [fw.Future() for _ in range(100)]
+        forked = [fw.fork(abs, -i) for i in range(100)]
+        assert all(gc.is_tracked(f) for f in manual)  # as any new GC object
+        assert all(not f.done() and not hasattr(f, "note") for f in manual)
+        assert all(f.__dict__ == {} for f in manual[:5])
+        assert fw.wait_all(forked) == list(range(100))
+        assert [gc.is_tracked(f) for f in forked[:3]] == [False] * 3  # as a done no-op's
+        assert all(type(f) is fw.Future for f in manual + forked)
+        assert all(weakref.ref(f)() is f for f in manual[:5])
+        for i, f in enumerate(manual):
+            f.set_result(i)
+        assert [f.result() for f in manual] == list(range(100))
+        del manual, forked
+
+
 def test_task_counts_add_up_across_threads_that_come_and_go():
     # Each thread keeps its own share of the running/completed counts (no
     # locked instruction per task); a thread that ends hands its share over.

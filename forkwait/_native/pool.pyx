@@ -735,19 +735,91 @@ cdef object _FutureType = Future
 
 cdef extern from *:
     """
+    /* A free list of Future objects' memory (CPython keeps such lists for
+     * its own small objects: tuples, floats, frames). Future's tp_free puts
+     * the memory of an exact Future here instead of freeing it, and its
+     * tp_alloc takes it back: the GC header and pre-header stay as the
+     * dealloc left them (untracked, no dict), so a reuse skips the
+     * allocator, the GC's link and unlink and their counters (which stay
+     * balanced: counted at the first allocation, uncounted at the last
+     * free). The GIL guards it: objects are only made and freed with it.
+     * Off when the type has a finalizer (a reused object would keep the
+     * GC header's "finalized" mark). */
+    #define FW_FREE_MAX 256
+    static PyTypeObject *fw_fl_type = NULL;
+    static void *fw_fl[FW_FREE_MAX];
+    static int fw_fl_n = 0;
+
+    static int fw_fl_untracked = 0;  /* fork's allocation: leave it out of the GC */
+
+    static PyObject *fw_future_alloc(PyTypeObject *t, Py_ssize_t nitems) {
+        PyObject *o;
+        if (t != fw_fl_type || fw_fl_n == 0 || nitems != 0) {
+            o = PyType_GenericAlloc(t, nitems);
+            if (o != NULL && fw_fl_untracked) PyObject_GC_UnTrack(o);
+            return o;
+        }
+        o = (PyObject *)fw_fl[--fw_fl_n];
+        memset(o, 0, (size_t)t->tp_basicsize);
+        PyObject_Init(o, t);   /* the type (a heap type: a reference) and refcount 1 */
+        if (!fw_fl_untracked)
+            PyObject_GC_Track(o);  /* as PyType_GenericAlloc leaves it */
+        return o;
+    }
+
+    static void fw_future_free(void *o) {
+        if (Py_TYPE((PyObject *)o) == fw_fl_type && fw_fl_n < FW_FREE_MAX) {
+            fw_fl[fw_fl_n++] = o;
+            return;
+        }
+        PyObject_GC_Del(o);
+    }
+
+    static void fw_future_install(PyObject *type) {
+        PyTypeObject *t = (PyTypeObject *)type;
+        if (t->tp_finalize != NULL || t->tp_free != PyObject_GC_Del ||
+            t->tp_alloc != PyType_GenericAlloc || t->tp_itemsize != 0)
+            return;
+        fw_fl_type = t;
+        t->tp_alloc = fw_future_alloc;
+        t->tp_free = fw_future_free;
+    }
+    """
+    void fw_future_install(object type)
+
+
+fw_future_install(Future)
+
+
+cdef extern from *:
+    """
     static PyObject *fw_empty_tuple = NULL;
     static inline PyObject *fw_new_of(PyObject *type) {
         if (fw_empty_tuple == NULL && (fw_empty_tuple = PyTuple_New(0)) == NULL) return NULL;
         return ((PyTypeObject *)type)->tp_new((PyTypeObject *)type, fw_empty_tuple, NULL);
     }
+    /* fw_new_of(Future), the object not tracked by the GC (fork's) */
+    static inline PyObject *fw_new_untracked(PyObject *type) {
+        PyObject *o;
+        fw_fl_untracked = 1;
+        o = fw_new_of(type);
+        fw_fl_untracked = 0;
+        return o;
+    }
     """
     object fw_new_of(object type)
+    object fw_new_untracked(object type)
 
 
 cdef inline FutureCore _new_future():
     # The type's tp_new slot directly (FutureCore.__new__(Future) would look
     # up and call __new__ through a wrapper on every fork).
     return <FutureCore>fw_new_of(_FutureType)
+
+
+cdef inline FutureCore _new_task_future():
+    # A forked task's: out of the cyclic GC from the start (see _fork_impl).
+    return <FutureCore>fw_new_untracked(_FutureType)
 
 
 # ---------------------------------------------------------------- reports
@@ -1173,9 +1245,17 @@ cdef int _run_task(FutureCore fut) except -1:
 
 DEF MAX_GIL_FREE = 32
 cdef list _gil_free_fns = []   # [(fn, prepare), ...] (see _register_native); holds them
-cdef PyObject *_gil_free_fn[MAX_GIL_FREE]   # their fns, for fork's identity check
-cdef PyObject *_gil_free_prep[MAX_GIL_FREE]  # and prepare functions (borrowed)
+DEF GIL_FREE_SLOTS = 64   # a power of two, at least twice MAX_GIL_FREE
+# fork's identity check: an open-addressed table of their fns (borrowed) and
+# prepare functions, by address, so that a fork of any other function costs
+# one load and compare (the common case), not a pass over all of them
+cdef PyObject *_gil_free_fn[GIL_FREE_SLOTS]
+cdef PyObject *_gil_free_prep[GIL_FREE_SLOTS]
 cdef int _n_gil_free_fns = 0
+
+
+cdef inline size_t _gil_free_slot(PyObject *fn) noexcept:
+    return (<size_t>fn >> 4) & (GIL_FREE_SLOTS - 1)
 
 
 def _register_native(fn, prepare):
@@ -1192,20 +1272,28 @@ def _register_native(fn, prepare):
         if len(entries) >= MAX_GIL_FREE:
             raise ValueError(f"at most {MAX_GIL_FREE} GIL-free functions")
         entries.append((fn, prepare))
+    cdef size_t j
     _n_gil_free_fns = 0
     _gil_free_fns[:] = entries
+    for i in range(GIL_FREE_SLOTS):
+        _gil_free_fn[i] = NULL
+        _gil_free_prep[i] = NULL
     for i in range(len(entries)):
-        _gil_free_fn[i] = <PyObject *>entries[i][0]
-        _gil_free_prep[i] = <PyObject *>entries[i][1]
+        j = _gil_free_slot(<PyObject *>entries[i][0])
+        while _gil_free_fn[j] != NULL:
+            j = (j + 1) & (GIL_FREE_SLOTS - 1)
+        _gil_free_fn[j] = <PyObject *>entries[i][0]
+        _gil_free_prep[j] = <PyObject *>entries[i][1]
     _n_gil_free_fns = len(entries)
 
 
 cdef inline PyObject *_gil_free_prepare(object fn) noexcept:
     """`fn`'s prepare function (borrowed: _gil_free_fns holds it), or NULL."""
-    cdef int i
-    for i in range(_n_gil_free_fns):
-        if _gil_free_fn[i] == <PyObject *>fn:
-            return _gil_free_prep[i]
+    cdef size_t j = _gil_free_slot(<PyObject *>fn)
+    while _gil_free_fn[j] != NULL:
+        if _gil_free_fn[j] == <PyObject *>fn:
+            return _gil_free_prep[j]
+        j = (j + 1) & (GIL_FREE_SLOTS - 1)
     return NULL
 
 
@@ -1821,7 +1909,7 @@ cdef object _fork_impl(object fn, object args, object kwargs):
     cdef PyObject *prepare = NULL
     if _n_gil_free_fns != 0 and not fw_prof_on:
         prepare = _gil_free_prepare(fn)
-    cdef FutureCore fut = _new_future()
+    cdef FutureCore fut = _new_task_future()
     cdef PyObject *cur = fw_get_cur()
     cdef FutureCore parent
     fut._fn = fn
@@ -1839,10 +1927,9 @@ cdef object _fork_impl(object fn, object args, object kwargs):
         FW_ADD(&parent.node.live_children, 1)
     if fw_prof_on:
         _prof_fork(fut)
-    # While queued, the future and its context are alive through the queue:
-    # out of the cyclic GC's lists until claimed (10^6 queued futures would
+    # While queued, the future (made untracked) and its context are alive
+    # through the queue: out of the cyclic GC's lists until claimed (10^6 queued futures would
     # otherwise make every full collection scan them all).
-    PyObject_GC_UnTrack(fut)
     if fut.node.native == NULL:
         PyObject_GC_UnTrack(fut._ctx)
     Py_INCREF(fut)  # owned by the queue while linked
