@@ -6,13 +6,28 @@
 #define FW_FASTCALL_H
 #include <Python.h>
 
-typedef PyObject *(*fw_fork_impl_t)(PyObject *fn, PyObject *args, PyObject *kwargs);
+/* The body gets the call's positional arguments after fn as an array (it
+ * keeps up to two of a call without keywords in the Future itself, and
+ * makes a tuple only for the others: fw_args_tuple). */
+typedef PyObject *(*fw_fork_impl_t)(PyObject *fn, PyObject **argv, Py_ssize_t nargs,
+                                    PyObject *kwargs);
 static fw_fork_impl_t fw_fork_impl = NULL;
+
+static PyObject *fw_args_tuple(PyObject **argv, Py_ssize_t nargs) {
+    Py_ssize_t i;
+    PyObject *args = PyTuple_New(nargs);
+    if (args == NULL) return NULL;
+    for (i = 0; i < nargs; i++) {
+        Py_INCREF(argv[i]);
+        PyTuple_SET_ITEM(args, i, argv[i]);
+    }
+    return args;
+}
 
 static PyObject *fw_fork_vectorcall(PyObject *self, PyObject *const *argv, Py_ssize_t nargsf,
                                     PyObject *kwnames) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), i, nk;
-    PyObject *args, *kwargs = NULL, *r;
+    PyObject *kwargs = NULL, *r;
     (void)self;
     if (nargs < 1) {
         PyErr_SetString(PyExc_TypeError,
@@ -20,26 +35,18 @@ static PyObject *fw_fork_vectorcall(PyObject *self, PyObject *const *argv, Py_ss
                         "*args, **kwargs))");
         return NULL;
     }
-    args = PyTuple_New(nargs - 1);
-    if (args == NULL) return NULL;
-    for (i = 1; i < nargs; i++) {
-        Py_INCREF(argv[i]);
-        PyTuple_SET_ITEM(args, i - 1, argv[i]);
-    }
     nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nk > 0) {
         kwargs = PyDict_New();
-        if (kwargs == NULL) { Py_DECREF(args); return NULL; }
+        if (kwargs == NULL) return NULL;
         for (i = 0; i < nk; i++) {
             if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), argv[nargs + i]) < 0) {
-                Py_DECREF(args);
                 Py_DECREF(kwargs);
                 return NULL;
             }
         }
     }
-    r = fw_fork_impl(argv[0], args, kwargs ? kwargs : Py_None);
-    Py_DECREF(args);
+    r = fw_fork_impl(argv[0], (PyObject **)argv + 1, nargs - 1, kwargs ? kwargs : Py_None);
     Py_XDECREF(kwargs);
     return r;
 }

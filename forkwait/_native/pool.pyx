@@ -264,8 +264,11 @@ cdef class FutureCore:
     cdef object _exc
     cdef fw_node node
     cdef object _fn
-    cdef tuple _args
+    cdef tuple _args        # None: the call's positional arguments are _a0, _a1
     cdef dict _kwargs
+    cdef object _a0          # up to two positional arguments of a call without
+    cdef object _a1          # keywords, kept here instead of in a tuple
+    cdef int _nargs
     cdef object _ctx        # the context it runs in; a GIL-free call's capsule instead
     cdef object _callbacks   # None, one callable, or a list of them
     cdef list _cf_waiters
@@ -988,6 +991,7 @@ cdef inline void _release_call(FutureCore fut):
     fut._fn = None
     fut._args = None
     fut._kwargs = None
+    fut._a0 = fut._a1 = None
     if fut.node.native != NULL:
         fut.node.native = NULL  # before its capsule goes (a flag to waiters only now)
         if FW_LOAD(&fut.node.state) == FW_CANCELLED:
@@ -1149,11 +1153,27 @@ cdef extern from *:
      * traceback, in *exc (a new reference). No Cython try block around the
      * call: that would save and restore the thread's handled-exception
      * state on every task. */
+    static PyObject *fw_caught(PyObject **exc);
+
     static PyObject *fw_call_caught(PyObject *fn, PyObject *args, PyObject *kwargs,
                                     PyObject **exc) {
         PyObject *r = PyObject_Call(fn, args, kwargs == Py_None ? NULL : kwargs);
+        return r != NULL ? r : fw_caught(exc);
+    }
+
+    /* The same for fn(a0, a1) with `nargs` (0-2) of them (the inline form). */
+    static PyObject *fw_call2_caught(PyObject *fn, PyObject *a0, PyObject *a1, int nargs,
+                                     PyObject **exc) {
+        PyObject *argv[2];
+        PyObject *r;
+        argv[0] = a0;
+        argv[1] = a1;
+        r = PyObject_Vectorcall(fn, argv, (size_t)nargs, NULL);
+        return r != NULL ? r : fw_caught(exc);
+    }
+
+    static PyObject *fw_caught(PyObject **exc) {
         PyObject *v;
-        if (r != NULL) return r;
     #if PY_VERSION_HEX >= 0x030C0000
         v = PyErr_GetRaisedException();   /* normalized, with its traceback */
     #else
@@ -1175,6 +1195,8 @@ cdef extern from *:
     }
     """
     PyObject *fw_call_caught(PyObject *fn, PyObject *args, PyObject *kwargs, PyObject **exc)
+    PyObject *fw_call2_caught(PyObject *fn, PyObject *a0, PyObject *a1, int nargs,
+                              PyObject **exc)
 
 
 cdef int _run_task(FutureCore fut) except -1:
@@ -1215,8 +1237,12 @@ cdef int _run_task(FutureCore fut) except -1:
     if fw_task_depth == 1:
         blas_tasks(1)   # the BLAS budget counts threads running task code
     PyContext_Enter(ctx)
-    raw = fw_call_caught(<PyObject *>fut._fn, <PyObject *>fut._args, <PyObject *>fut._kwargs,
-                         &raw_exc)
+    if fut._args is None:
+        raw = fw_call2_caught(<PyObject *>fut._fn, <PyObject *>fut._a0, <PyObject *>fut._a1,
+                              fut._nargs, &raw_exc)
+    else:
+        raw = fw_call_caught(<PyObject *>fut._fn, <PyObject *>fut._args,
+                             <PyObject *>fut._kwargs, &raw_exc)
     PyContext_Exit(ctx)
     fw_task_depth -= 1
     if fw_task_depth == 0:
@@ -1889,19 +1915,22 @@ def _set_fork_hook(hook):
 
 
 cdef extern from "_fw_fastcall.h":
-    ctypedef object (*fw_fork_impl_t)(object fn, object args, object kwargs)
+    ctypedef object (*fw_fork_impl_t)(object fn, PyObject **argv, Py_ssize_t nargs,
+                                      object kwargs)
     object fw_make_fork(fw_fork_impl_t impl, object module_name, const char *doc)
+    tuple fw_args_tuple(PyObject **argv, Py_ssize_t nargs)
 
 
-cdef object _fork_impl(object fn, object args, object kwargs):
-    """The body of fork(); `kwargs` is None when the call had no keywords."""
+cdef object _fork_impl(object fn, PyObject **argv, Py_ssize_t nargs, object kwargs):
+    """The body of fork(): `fn` and its `nargs` positional arguments `argv`
+    (borrowed); `kwargs` is None when the call had no keywords."""
     if not callable(fn):
         raise TypeError(
             f"fork() needs a callable as its first argument, got {type(fn).__name__}: "
             f"{_short_repr(fn)}"
         )
     if _fork_hook is not None and fw_task_depth == 0:
-        hooked = _fork_hook(fn, args, {} if kwargs is None else kwargs)
+        hooked = _fork_hook(fn, fw_args_tuple(argv, nargs), {} if kwargs is None else kwargs)
         if hooked is not None:
             return hooked
     if FW_LOAD(&fw_P.state) == FW_POOL_IDLE:
@@ -1913,8 +1942,15 @@ cdef object _fork_impl(object fn, object args, object kwargs):
     cdef PyObject *cur = fw_get_cur()
     cdef FutureCore parent
     fut._fn = fn
-    fut._args = args
-    fut._kwargs = kwargs
+    if prepare != NULL or kwargs is not None or nargs > 2:
+        fut._args = fw_args_tuple(argv, nargs)
+        fut._kwargs = kwargs
+    else:  # the common call: no tuple (see FutureCore._a0)
+        fut._nargs = <int>nargs
+        if nargs >= 1:
+            fut._a0 = <object>argv[0]
+            if nargs == 2:
+                fut._a1 = <object>argv[1]
     fut._intra = get_local_threads()
     if prepare == NULL or not _make_gil_free(fut, <object>prepare):
         fut._ctx = PyContext_CopyCurrent()
@@ -1943,6 +1979,7 @@ cdef object _fork_impl(object fn, object args, object kwargs):
     if cur != NULL:
         _atomic_dec(&parent.node.live_children)
     fut._fn = fut._args = fut._kwargs = fut._ctx = fut._parent = None
+    fut._a0 = fut._a1 = None
     fut.node.parent = NULL
     fut.node.native = NULL
     fut._result = None
