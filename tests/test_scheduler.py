@@ -735,6 +735,7 @@ def test_futures_made_from_reused_memory_start_clean():
                 assert isinstance(fut.exception(), ValueError)
             sub = Sub()
             sub.extra = Box()
+            boxes.append(weakref.ref(sub.extra))
             sub.set_result(i)
             assert sub.result() == i
             del fut, box, sub
@@ -755,6 +756,33 @@ def test_futures_made_from_reused_memory_start_clean():
             f.set_result(i)
         assert [f.result() for f in manual] == list(range(100))
         del manual, forked
+
+
+def test_a_long_chain_of_futures_dies_without_deep_recursion():
+    """Future's own dealloc keeps CPython's trashcan: a chain of 300k futures,
+    each holding the next (as attributes, or as forked tasks' results), is
+    freed at the last reference without a C stack overflow."""
+    proc = run_python(
+        """
+        import forkwait as fw
+        for sub in (False, True):
+            cls = type("Sub", (fw.Future,), {}) if sub else fw.Future
+            head = cur = cls()
+            for _ in range(300_000):
+                cur.next = cls()
+                cur = cur.next
+            del head, cur
+        prev = None
+        for _ in range(300_000):
+            f = fw.fork(lambda p: p, prev)   # its result: the future before it
+            assert f.wait() is prev
+            prev = f
+        del prev, f
+        print("freed")
+        """,
+        timeout=120,
+    )
+    assert proc.stdout.split() == ["freed"]
 
 
 def test_task_counts_add_up_across_threads_that_come_and_go():

@@ -61,4 +61,53 @@ static PyObject *fw_make_fork(fw_fork_impl_t impl, PyObject *module_name, const 
     fw_fork_def.ml_doc = doc;
     return PyCFunction_NewEx(&fw_fork_def, NULL, module_name);
 }
+/* wait() the same way: Cython's `def wait(fut, timeout=None)` parses its
+ * arguments through a generic keyword parser on every call; the common
+ * call, wait(fut), goes straight to the body here. */
+typedef PyObject *(*fw_wait_impl_t)(PyObject *fut, PyObject *timeout);
+static fw_wait_impl_t fw_wait_impl = NULL;
+
+static PyObject *fw_wait_vectorcall(PyObject *self, PyObject *const *argv, Py_ssize_t nargsf,
+                                    PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), i, nk;
+    PyObject *fut = NULL, *timeout = NULL, *k, **slot;
+    (void)self;
+    if (kwnames == NULL && nargs == 1) return fw_wait_impl(argv[0], Py_None);
+    if (nargs > 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "wait() takes from 1 to 2 positional arguments but %zd were given", nargs);
+        return NULL;
+    }
+    if (nargs >= 1) fut = argv[0];
+    if (nargs == 2) timeout = argv[1];
+    nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (i = 0; i < nk; i++) {
+        k = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_CompareWithASCIIString(k, "fut") == 0) slot = &fut;
+        else if (PyUnicode_CompareWithASCIIString(k, "timeout") == 0) slot = &timeout;
+        else {
+            PyErr_Format(PyExc_TypeError, "wait() got an unexpected keyword argument '%U'", k);
+            return NULL;
+        }
+        if (*slot != NULL) {
+            PyErr_Format(PyExc_TypeError, "wait() got multiple values for argument '%U'", k);
+            return NULL;
+        }
+        *slot = argv[nargs + i];
+    }
+    if (fut == NULL) {
+        PyErr_SetString(PyExc_TypeError, "wait() missing required argument 'fut' (pos 1)");
+        return NULL;
+    }
+    return fw_wait_impl(fut, timeout ? timeout : Py_None);
+}
+
+static PyMethodDef fw_wait_def = {
+    "wait", (PyCFunction)(void (*)(void))fw_wait_vectorcall, METH_FASTCALL | METH_KEYWORDS, NULL};
+
+static PyObject *fw_make_wait(fw_wait_impl_t impl, PyObject *module_name, const char *doc) {
+    fw_wait_impl = impl;
+    fw_wait_def.ml_doc = doc;
+    return PyCFunction_NewEx(&fw_wait_def, NULL, module_name);
+}
 #endif

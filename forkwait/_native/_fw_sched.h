@@ -43,6 +43,8 @@
 
 /* Future states; the first two are "not done". */
 enum { FW_PENDING = 0, FW_RUNNING = 1, FW_FINISHED = 2, FW_FAILED = 3, FW_CANCELLED = 4 };
+/* a new (zeroed) Future is pending: FutureCore has no __cinit__ to set it */
+_Static_assert(FW_PENDING == 0, "FW_PENDING must be 0");
 /* Pool states. */
 enum { FW_POOL_IDLE = 0, FW_POOL_RUNNING = 1, FW_POOL_DRAINING = 2, FW_POOL_CLOSED = 3 };
 
@@ -59,7 +61,6 @@ typedef struct fw_node {
      * the object header and the Future's result (see FutureCore) */
     int state;                  /* atomic */
     int is_task;
-    PyObject *fut;              /* the Future that embeds this node (borrowed) */
     struct fw_node *prev, *next;
     struct fw_node *parent;     /* the task that forked it (the Future holds a reference) */
     struct fw_queue *queue;     /* the queue it is linked in, or NULL */
@@ -144,6 +145,11 @@ typedef struct fw_pool {
     char slot_used[FW_MAX_SLOTS];
     fw_queue deques[FW_MAX_SLOTS];
 } fw_pool;
+
+/* The Future that embeds a node: the node's address less its offset in
+ * the object (set once at import), so no field is set per Future for it. */
+static Py_ssize_t fw_node_offset = 0;
+#define FW_FUT_OF(n) ((PyObject *)((char *)(n) - fw_node_offset))
 
 static fw_pool fw_P;
 

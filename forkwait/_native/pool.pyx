@@ -95,7 +95,6 @@ cdef extern from "_fw_sched.h" nogil:
     ctypedef struct fw_thread:
         pass
     ctypedef struct fw_node:
-        PyObject *fut
         fw_node *parent
         fw_thread *runner
         int state
@@ -155,6 +154,8 @@ cdef extern from "_fw_sched.h" nogil:
     PyObject *fw_get_cur()
     void fw_set_cur(PyObject *f)
     int fw_task_depth
+    Py_ssize_t fw_node_offset
+    PyObject *FW_FUT_OF(fw_node *n)
     int fw_push(fw_node *n)
     int fw_claim_node(fw_node *n, int to_state)
     fw_node *fw_find_work(int slot)
@@ -283,9 +284,8 @@ cdef class FutureCore:
     cdef unsigned long _fork_thread
     cdef object __weakref__
 
-    def __cinit__(self):
-        self.node.fut = <PyObject *>self
-        self.node.state = FW_PENDING
+    # No __cinit__: a new object is zeroed (node.state is FW_PENDING, 0), and
+    # the node finds its Future by its offset (FW_FUT_OF).
 
     def __init__(self):
         pass
@@ -736,6 +736,16 @@ class Future(FutureCore, _cf.Future):
 cdef object _FutureType = Future
 
 
+cdef _set_node_offset():
+    global fw_node_offset
+    cdef FutureCore probe = FutureCore.__new__(FutureCore)
+    fw_node_offset = <char *>&probe.node - <char *><PyObject *>probe
+    assert <PyObject *>FW_FUT_OF(&probe.node) == <PyObject *>probe
+
+
+_set_node_offset()
+
+
 cdef extern from *:
     """
     /* A free list of Future objects' memory (CPython keeps such lists for
@@ -778,14 +788,51 @@ cdef extern from *:
         PyObject_GC_Del(o);
     }
 
+    /* Future's dealloc. The class statement gives it CPython's generic
+     * subtype_dealloc, which looks for finalizers, slots and weak references
+     * that Future does not have, then calls FutureCore's; this does only
+     * what Future needs: the trashcan (long chains of futures die without
+     * deep recursion), the instance dict, FutureCore's dealloc, the type's
+     * reference. A subclass keeps subtype_dealloc, which calls this one as
+     * its base's (then only FutureCore's part and the reference are left). */
+    static destructor fw_core_dealloc = NULL;
+
+    static void fw_future_dealloc(PyObject *self) {
+        PyTypeObject *type = Py_TYPE(self);
+        PyObject **dp;
+        if (type != fw_fl_type) {
+            fw_core_dealloc(self);
+            Py_DECREF(type);   /* subtype_dealloc leaves it to a heap base */
+            return;
+        }
+        PyObject_GC_UnTrack(self);
+        Py_TRASHCAN_BEGIN(self, fw_future_dealloc)
+        dp = _PyObject_GetDictPtr(self);
+        if (dp != NULL && *dp != NULL) Py_CLEAR(*dp);
+        fw_core_dealloc(self);
+        Py_DECREF(type);
+        Py_TRASHCAN_END
+    }
+
     static void fw_future_install(PyObject *type) {
         PyTypeObject *t = (PyTypeObject *)type;
-        if (t->tp_finalize != NULL || t->tp_free != PyObject_GC_Del ||
-            t->tp_alloc != PyType_GenericAlloc || t->tp_itemsize != 0)
+        if (t->tp_finalize != NULL || t->tp_del != NULL || t->tp_free != PyObject_GC_Del ||
+            t->tp_alloc != PyType_GenericAlloc || t->tp_itemsize != 0 ||
+            !(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || t->tp_base == NULL)
             return;
         fw_fl_type = t;
         t->tp_alloc = fw_future_alloc;
         t->tp_free = fw_future_free;
+    #if PY_VERSION_HEX < 0x030E0000
+        /* only where the dict pointer call is known (3.11-3.13), and only
+         * over the dealloc this was written against: weak references and
+         * everything else in FutureCore's own */
+        if (t->tp_base->tp_weaklistoffset != 0 && t->tp_weaklistoffset == t->tp_base->tp_weaklistoffset
+                && t->tp_base->tp_dealloc != NULL && !(t->tp_base->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+            fw_core_dealloc = t->tp_base->tp_dealloc;
+            t->tp_dealloc = fw_future_dealloc;
+        }
+    #endif
     }
     """
     void fw_future_install(object type)
@@ -1391,7 +1438,7 @@ cdef void _run_gil_free_nogil(fw_node *n) noexcept nogil:
 
 
 cdef void _finish_gil_free(fw_node *n) noexcept with gil:
-    cdef FutureCore fut = <FutureCore>n.fut
+    cdef FutureCore fut = <FutureCore>FW_FUT_OF(n)
     Py_DECREF(fut)  # the queue's reference; `fut` holds one
     try:
         _after_wake(fut)
@@ -1412,7 +1459,7 @@ cdef void _drain_deferred() noexcept:
     cdef FutureCore fut
     while n != NULL:
         nx = n.next
-        fut = <FutureCore>n.fut
+        fut = <FutureCore>FW_FUT_OF(n)
         Py_DECREF(fut)  # the queue's reference; `fut` holds one
         _release_call(fut)
         _track_if_needed(fut)
@@ -1575,7 +1622,7 @@ cdef void _end_blocking() noexcept nogil:
 cdef inline int _run_claimed(fw_node *n) except -1:
     """Run a task this thread claimed from a queue (the queue's reference
     passes to us). Raises KeyboardInterrupt if the task took Ctrl-C here."""
-    cdef FutureCore task = <FutureCore>n.fut
+    cdef FutureCore task = <FutureCore>FW_FUT_OF(n)
     Py_DECREF(task)
     if _run_task(task):
         raise KeyboardInterrupt
@@ -1826,7 +1873,7 @@ cdef void _pool_thread_loop(int slot, int worker_index, int spare):
                 n = fw_find_work(slot)
                 continue
             fw_tickle()
-            task = <FutureCore>n.fut
+            task = <FutureCore>FW_FUT_OF(n)
             Py_DECREF(task)  # the queue's reference; `task` holds one
             _run_guarded(task)
             task = None
@@ -1919,6 +1966,8 @@ cdef extern from "_fw_fastcall.h":
                                       object kwargs)
     object fw_make_fork(fw_fork_impl_t impl, object module_name, const char *doc)
     tuple fw_args_tuple(PyObject **argv, Py_ssize_t nargs)
+    ctypedef object (*fw_wait_impl_t)(object fut, object timeout)
+    object fw_make_wait(fw_wait_impl_t impl, object module_name, const char *doc)
 
 
 cdef object _fork_impl(object fn, PyObject **argv, Py_ssize_t nargs, object kwargs):
@@ -2042,8 +2091,17 @@ cdef bytes _FORK_DOC = ("fork(fn, /, *args, **kwargs)\n--\n\n" + """Run ``fn(*ar
 fork = fw_make_fork(<fw_fork_impl_t>_fork_impl, __name__, _FORK_DOC)
 
 
-def wait(fut, timeout=None):
-    """Wait for a future and return its value, as ``torch.jit.wait``.
+cdef object _wait_impl(object fut, object timeout):
+    """The body of wait() (see _fw_fastcall.h)."""
+    if not isinstance(fut, FutureCore):
+        raise TypeError(f"wait() needs a forkwait.Future, got {type(fut).__name__}")
+    cdef FutureCore f = <FutureCore>fut
+    _wait_done(f, _check_timeout(timeout))
+    return f._outcome()
+
+
+# wait(): a vectorcall builtin over _wait_impl, with this doc
+cdef bytes _WAIT_DOC = ("wait(fut, timeout=None)\n--\n\n" + """Wait for a future and return its value, as ``torch.jit.wait``.
 
     If the forked call has not started yet, the waiting thread runs it. If it
     is running elsewhere, the waiting thread runs queued tasks of that call's
@@ -2081,12 +2139,8 @@ def wait(fut, timeout=None):
     >>> import forkwait as fw
     >>> fw.wait(fw.fork(divmod, 17, 5))
     (3, 2)
-    """
-    if not isinstance(fut, FutureCore):
-        raise TypeError(f"wait() needs a forkwait.Future, got {type(fut).__name__}")
-    cdef FutureCore f = <FutureCore>fut
-    _wait_done(f, _check_timeout(timeout))
-    return f._outcome()
+    """).encode()
+wait = fw_make_wait(<fw_wait_impl_t>_wait_impl, __name__, _WAIT_DOC)
 
 
 def wait_all(futures, timeout=None):
@@ -2447,7 +2501,7 @@ def _after_fork_child():
     _report_scheduled = False
     n = fw_child_reset(&orphans)
     for i in range(n):
-        futs.append(<FutureCore>orphans[i].fut)
+        futs.append(<FutureCore>FW_FUT_OF(orphans[i]))
     if orphans != NULL:
         free(orphans)
     cdef FutureCore f
