@@ -816,6 +816,9 @@ cdef extern from *:
 
     static void fw_future_install(PyObject *type) {
         PyTypeObject *t = (PyTypeObject *)type;
+    #ifdef Py_GIL_DISABLED
+        return;  /* the list and the flag below lean on the GIL */
+    #endif
         if (t->tp_finalize != NULL || t->tp_del != NULL || t->tp_free != PyObject_GC_Del ||
             t->tp_alloc != PyType_GenericAlloc || t->tp_itemsize != 0 ||
             !(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || t->tp_base == NULL)
@@ -851,6 +854,11 @@ cdef extern from *:
     /* fw_new_of(Future), the object not tracked by the GC (fork's) */
     static inline PyObject *fw_new_untracked(PyObject *type) {
         PyObject *o;
+        if (fw_fl_type == NULL) {  /* not installed (see fw_future_install) */
+            o = fw_new_of(type);
+            if (o != NULL) PyObject_GC_UnTrack(o);
+            return o;
+        }
         fw_fl_untracked = 1;
         o = fw_new_of(type);
         fw_fl_untracked = 0;
