@@ -719,7 +719,7 @@ def test_futures_made_from_reused_memory_start_clean():
     class Sub(fw.Future):
         pass
 
-    for round_ in range(3):
+    for _round in range(3):
         # futures die with an attribute, a weak reference and an outcome each
         boxes, refs = [], []
         for i in range(300):
