@@ -719,6 +719,7 @@ def test_futures_made_from_reused_memory_start_clean():
     class Sub(fw.Future):
         pass
 
+    type_refs = sys.getrefcount(fw.Future), sys.getrefcount(Sub)
     for _round in range(3):
         # futures die with an attribute, a weak reference and an outcome each
         boxes, refs = [], []
@@ -755,7 +756,10 @@ def test_futures_made_from_reused_memory_start_clean():
         for i, f in enumerate(manual):
             f.set_result(i)
         assert [f.result() for f in manual] == list(range(100))
-        del manual, forked
+        del manual, forked, f
+    gc.collect()
+    # each object holds one reference to its (heap) type, given back when it dies
+    assert (sys.getrefcount(fw.Future), sys.getrefcount(Sub)) == type_refs
 
 
 def test_a_long_chain_of_futures_dies_without_deep_recursion():
