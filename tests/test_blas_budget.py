@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -110,20 +111,32 @@ def test_a_task_blocked_in_a_wait_does_not_count(user_blas):
 
     # and a parent asleep on a child that another task is running
     gate = threading.Event()
+    started = threading.Event()
 
     def child():
         gate.wait(10)
         return blas_counts()
 
     def sleeper(fut):
+        started.set()
         return fw.wait(fut, timeout=20)
+
+    def open_gate():
+        # once the sleeper is in its wait and has stopped counting (the budget
+        # then counts the child alone); a wait that kept counting leaves the
+        # count at 2, and the child sees the budget's split after 10 s
+        started.wait(10)
+        deadline = time.monotonic() + 10
+        while _blas.state()["running"] != 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        gate.set()
 
     c = fw.fork(child)
     while not c.running():  # a worker has it: the parent cannot run it inline
         pass
     p = fw.fork(sleeper, c)
-    threading.Timer(0.2, gate.set).start()
-    assert p.wait(timeout=20) == [USER] * len(blas_counts())
+    threading.Thread(target=open_gate).start()
+    assert p.wait(timeout=30) == [USER] * len(blas_counts())
 
 
 def test_the_users_change_during_tasks_is_what_comes_back(user_blas):
