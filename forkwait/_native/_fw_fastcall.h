@@ -54,12 +54,16 @@ static PyObject *fw_fork_vectorcall(PyObject *self, PyObject *const *argv, Py_ss
 static PyMethodDef fw_fork_def = {
     "fork", (PyCFunction)(void (*)(void))fw_fork_vectorcall, METH_FASTCALL | METH_KEYWORDS, NULL};
 
-/* The builtin, with `doc` (kept alive by the caller) as its __doc__ (it
- * starts with the text signature, for inspect.signature). */
+/* A builtin of `def`, with `doc` (kept alive by the caller) as its __doc__
+ * (it starts with the text signature, for inspect.signature). */
+static PyObject *fw_builtin(PyMethodDef *def, PyObject *module_name, const char *doc) {
+    def->ml_doc = doc;
+    return PyCFunction_NewEx(def, NULL, module_name);
+}
+
 static PyObject *fw_make_fork(fw_fork_impl_t impl, PyObject *module_name, const char *doc) {
     fw_fork_impl = impl;
-    fw_fork_def.ml_doc = doc;
-    return PyCFunction_NewEx(&fw_fork_def, NULL, module_name);
+    return fw_builtin(&fw_fork_def, module_name, doc);
 }
 /* wait() the same way: Cython's `def wait(fut, timeout=None)` parses its
  * arguments through a generic keyword parser on every call; the common
@@ -107,7 +111,6 @@ static PyMethodDef fw_wait_def = {
 
 static PyObject *fw_make_wait(fw_wait_impl_t impl, PyObject *module_name, const char *doc) {
     fw_wait_impl = impl;
-    fw_wait_def.ml_doc = doc;
-    return PyCFunction_NewEx(&fw_wait_def, NULL, module_name);
+    return fw_builtin(&fw_wait_def, module_name, doc);
 }
 #endif
