@@ -34,6 +34,52 @@ def test_fork_passes_args_and_kwargs():
     assert fw.wait(fw.fork(f, 1, 2, c=3)) == (1, 2, 3)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [(), (None,), (None, None), (1, None), (1, 2), (1, 2, 3), (None, None, None, None)],
+)
+def test_fork_passes_any_number_of_positional_arguments(args):
+    # up to two without keywords are kept in the future itself, more in a tuple:
+    # the call gets them the same way, None included
+    assert fw.wait(fw.fork(lambda *a: a, *args)) == args
+    assert fw.wait(fw.fork(lambda *a, **k: (a, k), *args, k=1)) == (args, {"k": 1})
+
+
+@pytest.mark.parametrize("nargs", [1, 2, 3])
+def test_a_finished_task_lets_go_of_its_arguments(nargs):
+    class Arg:
+        pass
+
+    arg = Arg()
+    ref = weakref.ref(arg)
+    fut = fw.fork(lambda *a: len(a), *([arg] * nargs))
+    assert fut.wait() == nargs
+    del arg
+    gc.collect()
+    assert ref() is None  # the future lives on; the call's arguments do not
+    assert fut.result() == nargs
+
+
+def test_wait_takes_its_arguments_by_position_or_keyword():
+    assert fw.wait(fw.fork(abs, -1), 10) == 1
+    assert fw.wait(fw.fork(abs, -2), timeout=10) == 2
+    assert fw.wait(fut=fw.fork(abs, -3)) == 3
+    assert fw.wait(timeout=None, fut=fw.fork(abs, -4)) == 4
+    f = fw.fork(abs, -5)
+    for call, message in [
+        (lambda: fw.wait(), "missing required argument 'fut'"),
+        (lambda: fw.wait(f, 1, 2), "from 1 to 2 positional arguments but 3"),
+        (lambda: fw.wait(f, tmo=1), "unexpected keyword argument 'tmo'"),
+        (lambda: fw.wait(f, fut=f), "multiple values for argument 'fut'"),
+        (lambda: fw.wait(f, 1, timeout=1), "multiple values for argument 'timeout'"),
+        (lambda: fw.wait(42), "needs a forkwait.Future, got int"),
+        (lambda: fw.wait(f, "soon"), "timeout must be a number of seconds or None, got str"),
+    ]:
+        with pytest.raises(TypeError, match=message):
+            call()
+    assert fw.wait(f) == 5
+
+
 @pytest.mark.parametrize("bad", [None, 42, "fn", [len]])
 def test_fork_rejects_non_callable(bad):
     with pytest.raises(TypeError, match="callable"):

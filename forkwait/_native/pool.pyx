@@ -767,11 +767,8 @@ cdef extern from *:
 
     static PyObject *fw_future_alloc(PyTypeObject *t, Py_ssize_t nitems) {
         PyObject *o;
-        if (t != fw_fl_type || fw_fl_n == 0 || nitems != 0) {
-            o = PyType_GenericAlloc(t, nitems);
-            if (o != NULL && fw_fl_untracked) PyObject_GC_UnTrack(o);
-            return o;
-        }
+        if (t != fw_fl_type || fw_fl_n == 0 || nitems != 0)
+            return PyType_GenericAlloc(t, nitems);  /* tracked: fw_new_untracked sees to it */
         o = (PyObject *)fw_fl[--fw_fl_n];
         memset(o, 0, (size_t)t->tp_basicsize);
         PyObject_Init(o, t);   /* the type (a heap type: a reference) and refcount 1 */
@@ -851,17 +848,15 @@ cdef extern from *:
         if (fw_empty_tuple == NULL && (fw_empty_tuple = PyTuple_New(0)) == NULL) return NULL;
         return ((PyTypeObject *)type)->tp_new((PyTypeObject *)type, fw_empty_tuple, NULL);
     }
-    /* fw_new_of(Future), the object not tracked by the GC (fork's) */
+    /* fw_new_of(Future), the object not tracked by the GC (fork's): memory
+     * from the free list is never tracked; fresh memory (or no list) is
+     * untracked after */
     static inline PyObject *fw_new_untracked(PyObject *type) {
         PyObject *o;
-        if (fw_fl_type == NULL) {  /* not installed (see fw_future_install) */
-            o = fw_new_of(type);
-            if (o != NULL) PyObject_GC_UnTrack(o);
-            return o;
-        }
         fw_fl_untracked = 1;
         o = fw_new_of(type);
         fw_fl_untracked = 0;
+        if (o != NULL && PyObject_GC_IsTracked(o)) PyObject_GC_UnTrack(o);
         return o;
     }
     """
@@ -2021,8 +2016,8 @@ cdef object _fork_impl(object fn, PyObject **argv, Py_ssize_t nargs, object kwar
     if fw_prof_on:
         _prof_fork(fut)
     # While queued, the future (made untracked) and its context are alive
-    # through the queue: out of the cyclic GC's lists until claimed (10^6 queued futures would
-    # otherwise make every full collection scan them all).
+    # through the queue: out of the cyclic GC's lists until claimed (10^6
+    # queued futures would otherwise make every full collection scan them all).
     if fut.node.native == NULL:
         PyObject_GC_UnTrack(fut._ctx)
     Py_INCREF(fut)  # owned by the queue while linked
