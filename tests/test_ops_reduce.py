@@ -208,6 +208,45 @@ def test_layer_norm_constant_rows_and_large_offsets(dtype, d):
     np.testing.assert_allclose(ops.layer_norm(x), ref, **tol)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_rows_of_every_length_around_the_vector_widths(dtype, name):
+    # the row kernels work on 4 vectors of 16 float32 / 8 float64 lanes at a
+    # time, then whole vectors, then an overlapping last vector; runs of 256
+    lengths = list(range(1, 70)) + [127, 128, 129, 255, 256, 257, 511, 513, 1000]
+    ref_fn = softmax_ref if name == "softmax" else log_softmax_ref
+    # exp(x - max) inherits the rounding of x - max: up to |x - max| = 70 here
+    tol = dict(rtol=1e-5, atol=1e-30) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-300)
+    if name == "log_softmax":
+        tol["atol"] = 2e-6 if dtype == np.float32 else 1e-13
+    rng = np.random.default_rng(len(lengths))
+    for d in lengths:
+        x = (rng.standard_normal((3, d)) * 4).astype(dtype)
+        x[1, d // 2] = 60  # a far larger element somewhere in the middle
+        x[2, d - 1] = 30  # the largest element in the tail
+        got = getattr(ops, name)(x)
+        np.testing.assert_allclose(got, ref_fn(x), **tol, err_msg=f"d={d}")
+        y = x.copy()
+        getattr(ops, name)(y, out=y)
+        np.testing.assert_array_equal(y, got, err_msg=f"d={d} in place")
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_softmax_rows_with_nan_and_infinities(dtype):
+    for d in (1, 5, 17, 64, 300):
+        x = np.zeros((4, d), dtype)
+        x[0, d - 1] = np.nan  # NaN anywhere: the whole row is NaN
+        x[1, :] = -np.inf  # no finite element: NaN (as NumPy's formula and torch)
+        x[2, 0] = np.inf
+        x[3, : d - 1] = -np.inf  # -inf elements: probability 0
+        for name in ("softmax", "log_softmax"):
+            with np.errstate(all="ignore"):
+                got = getattr(ops, name)(x)
+            assert np.isnan(got[:3]).all(), (name, d)
+            assert got[3, d - 1] == (1 if name == "softmax" else 0)
+            assert (got[3, : d - 1] == (0 if name == "softmax" else -np.inf)).all()
+
+
 def test_row_ops_large_in_place_and_promotion():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1000, 1001))

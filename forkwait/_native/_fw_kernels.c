@@ -109,40 +109,47 @@ static void unary_d(int op, const double *x, double *y, ptrdiff_t n) {
 FW_SUM_CONTIG(sum_contig_f, float, fw_sum_f)
 FW_SUM_CONTIG(sum_contig_d, double, fw_sum_d)
 
-/* softmax / log_softmax of one row; y may be x (in place). Passes over the
-   row (in cache): max, min (whether every x - max is in the fast exp's range),
-   exp, sum, scale (log_softmax: shift, exp and sum a chunk at a time, shift). */
-#define FW_SOFTMAX_ROW(name, T, FAST, FULL, LIM, LOG, MAX, SUM, PSUM)              \
-    static void name(int op, const T *x, T *y, ptrdiff_t d) {                      \
-        T m = MAX(x, d, 1), s = 0;                                                 \
-        int fast = MAX(x, d, 0) - m > -(LIM); /* false for NaN */                  \
-        T buf[FW_CHUNK];                                                           \
-        ptrdiff_t i, j, k;                                                         \
-        if (op == FW_SOFTMAX) {                                                    \
-            if (fast)                                                              \
-                for (i = 0; i < d; i++) y[i] = FAST(x[i] - m);                     \
-            else                                                                   \
-                for (i = 0; i < d; i++) y[i] = FULL(x[i] - m);                     \
-            s = 1 / SUM(y, d);                                                     \
-            for (i = 0; i < d; i++) y[i] = y[i] * s;                               \
-            return;                                                                \
-        }                                                                          \
-        for (j = 0; j < d; j += k) {                                               \
-            k = j + FW_CHUNK <= d ? FW_CHUNK : d - j;                              \
-            for (i = 0; i < k; i++) y[j + i] = x[j + i] - m;                       \
-            if (fast)                                                              \
-                for (i = 0; i < k; i++) buf[i] = FAST(y[j + i]);                   \
-            else                                                                   \
-                for (i = 0; i < k; i++) buf[i] = FULL(y[j + i]);                   \
-            s = s + PSUM(buf, k);                                                  \
-        }                                                                          \
-        s = LOG(s);                                                                \
-        for (i = 0; i < d; i++) y[i] = y[i] - s;                                   \
+/* softmax / log_softmax of one row; y may be x (in place). Three passes over
+   the row (in cache): the max; exp(x - max) a run of FW_RUN at a time (the
+   fast exp where every x - max of the run is in its range, which the same
+   loop checks, else the run again with the full one), summed into vector
+   lanes as it goes; the scale by 1 / sum (log_softmax: (x - max) - log(sum)).
+   A NaN anywhere makes the sum, and so the whole row, NaN. */
+#define FW_SOFTMAX_ROW(name, T, U, V, FAST, FULL, LIM, LOG, ROWMAX, ACC, END)    \
+    static void name(int op, const T *x, T *y, ptrdiff_t d) {                  \
+        T m = ROWMAX(x, d), s, t;                                              \
+        T buf[FW_RUN];                                                         \
+        V a[4] = {{0}, {0}, {0}, {0}};                                                   \
+        ptrdiff_t i, j, k;                                                     \
+        for (j = 0; j < d; j += k) {                                           \
+            const T *xj = x + j;                                               \
+            /* softmax out of place: straight into y (log_softmax needs x) */  \
+            T *e = op == FW_SOFTMAX && x != y ? y + j : buf;                   \
+            U ok = 1;                                                          \
+            k = d - j < FW_RUN ? d - j : FW_RUN;                               \
+            for (i = 0; i < k; i++) {                                          \
+                t = xj[i] - m;                                                 \
+                e[i] = FAST(t);                                                \
+                ok &= (U)(t > -(LIM)); /* false for NaN */                     \
+            }                                                                  \
+            if (!ok)                                                           \
+                for (i = 0; i < k; i++) e[i] = FULL(xj[i] - m);                \
+            ACC(a, e, k);                                                      \
+            if (op == FW_SOFTMAX && e == buf) memcpy(y + j, buf, (size_t)k * sizeof(T)); \
+        }                                                                      \
+        s = END(a);                                                            \
+        if (op == FW_SOFTMAX) {                                                \
+            s = 1 / s;                                                         \
+            for (i = 0; i < d; i++) y[i] = y[i] * s;                           \
+        } else {                                                               \
+            s = LOG(s);                                                        \
+            for (i = 0; i < d; i++) y[i] = (x[i] - m) - s;                     \
+        }                                                                      \
     }
-FW_SOFTMAX_ROW(softmax_row_f, float, fw_expf_fast, fw_expf, FW_EXPF_FAST, logf, fw_max_f,
-               sum_contig_f, fw_sum_f)
-FW_SOFTMAX_ROW(softmax_row_d, double, fw_exp_fast, fw_exp, FW_EXP_FAST, log, fw_max_d,
-               sum_contig_d, fw_sum_d)
+FW_SOFTMAX_ROW(softmax_row_f, float, uint32_t, fw_v16f, fw_expf_fast, fw_expf, FW_EXPF_FAST,
+               logf, fw_rowmax_f, fw_rowacc_f, fw_rowsum_end_f)
+FW_SOFTMAX_ROW(softmax_row_d, double, uint64_t, fw_v8d, fw_exp_fast, fw_exp, FW_EXP_FAST, log,
+               fw_rowmax_d, fw_rowacc_d, fw_rowsum_end_d)
 
 static void softmax_f(int op, const float *x, float *y, ptrdiff_t r0, ptrdiff_t r1,
                       ptrdiff_t d) {

@@ -383,4 +383,128 @@ static inline void fw_max2_f(const float *x, const float *y, ptrdiff_t n, int is
     *ry = fw_max_end_f(bcc, nbn, y, m, n, is_max);
 }
 
+/* ------------------------------------------------------ row-op helpers */
+
+/* The row ops (softmax, log_softmax, layer_norm) work on rows of a few hundred
+   to a few thousand elements, where the lanes' combination and a scalar tail
+   cost as much as the loop: these helpers use 64-byte vectors (16 float32 / 8
+   float64 lanes: one register under AVX-512, two under AVX2, four under SSE,
+   the same lane-wise arithmetic in each) and pad the last partial vectors
+   with +0.0 instead of adding a tail one element at a time. */
+typedef float fw_v16f __attribute__((vector_size(64)));
+typedef double fw_v8d __attribute__((vector_size(64)));
+typedef int32_t fw_v16i __attribute__((vector_size(64)));
+typedef int64_t fw_v8l __attribute__((vector_size(64)));
+
+/* FW_ROWACC(name, T, V, M, W): x[:k] added into the lanes of a[0..3]: each
+   4W elements in turn lane for lane, then each remaining W into a[0], then the
+   last k mod W (when k >= W) as the vector x[k-W:k] with its first lanes (the
+   elements already added) zeroed. Every call but the last one of a row gives
+   a multiple of 4W elements, so where an element lands depends only on its
+   index and the row's length: the same bits in every variant and for any
+   split of the rows between threads. Adding +0.0 changes no sum but that of
+   a -0.0 lane. Four accumulators: an add's latency is several cycles. */
+#define FW_ROWACC(name, T, V, M, W)                                            \
+    static inline void name(V a[4], const T *x, ptrdiff_t k) {                 \
+        ptrdiff_t i = 0;                                                       \
+        V a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], v0, v1, v2, v3;          \
+        for (; i + 4 * W <= k; i += 4 * W) {                                   \
+            memcpy(&v0, x + i, sizeof(V));                                     \
+            memcpy(&v1, x + i + W, sizeof(V));                                 \
+            memcpy(&v2, x + i + 2 * W, sizeof(V));                             \
+            memcpy(&v3, x + i + 3 * W, sizeof(V));                             \
+            a0 += v0;                                                          \
+            a1 += v1;                                                          \
+            a2 += v2;                                                          \
+            a3 += v3;                                                          \
+        }                                                                      \
+        for (; i + W <= k; i += W) {                                           \
+            memcpy(&v0, x + i, sizeof(V));                                     \
+            a0 += v0;                                                          \
+        }                                                                      \
+        if (i < k && k >= W) {                                                 \
+            M lane = FW_LANES_##W, keep = lane >= (int)(W - (k - i));         \
+            memcpy(&v0, x + k - W, sizeof(V));                                 \
+            a0 += (V)((M)v0 & keep);                                          \
+        } else if (i < k) {                                                    \
+            T pad[W] = {0};                                                    \
+            for (; i < k; i++) pad[i] = x[i];                                  \
+            memcpy(&v0, pad, sizeof(V));                                       \
+            a0 += v0;                                                          \
+        }                                                                      \
+        a[0] = a0;                                                             \
+        a[1] = a1;                                                             \
+        a[2] = a2;                                                             \
+        a[3] = a3;                                                             \
+    }
+#define FW_LANES_16 {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+#define FW_LANES_8 {0, 1, 2, 3, 4, 5, 6, 7}
+FW_ROWACC(fw_rowacc_f, float, fw_v16f, fw_v16i, 16)
+FW_ROWACC(fw_rowacc_d, double, fw_v8d, fw_v8l, 8)
+
+/* The 4W lanes of a[0..3] summed in a fixed tree. */
+static inline float fw_rowsum_end_f(const fw_v16f a[4]) {
+    fw_v16f v = (a[0] + a[2]) + (a[1] + a[3]);
+    float h[8];
+    for (int j = 0; j < 8; j++) h[j] = v[j] + v[j + 8];
+    return ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
+}
+static inline double fw_rowsum_end_d(const fw_v8d a[4]) {
+    fw_v8d v = (a[0] + a[2]) + (a[1] + a[3]);
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+
+/* FW_ROWMAX(name, T, V, M, W): the largest of x[:n] (n >= 1) by `v > acc ?
+   v : acc` in four vector accumulators (the last partial vector is x[n-W:n],
+   which takes some elements twice: harmless for a max), combined, then the
+   lanes in a fixed tree. A NaN may or may not win (a row op that meets one
+   makes the whole row NaN anyway, through its sum); the order is fixed, so
+   the result is too. */
+#define FW_VMAXSEL(V, M, a, v)                                                 \
+    do {                                                                       \
+        M c_ = (v) > (a);                                                      \
+        (a) = (V)(((M)(v) & c_) | ((M)(a) & ~c_));                             \
+    } while (0)
+#define FW_ROWMAX(name, T, V, M, W)                                            \
+    static inline T name(const T *x, ptrdiff_t n) {                            \
+        ptrdiff_t i = 0;                                                       \
+        V a0, a1, a2, a3, v0, v1, v2, v3;                                      \
+        T h[W];                                                                \
+        int j, w;                                                              \
+        if (n < W) {                                                           \
+            T r = x[0];                                                        \
+            for (i = 1; i < n; i++) r = x[i] > r ? x[i] : r;                   \
+            return r;                                                          \
+        }                                                                      \
+        memcpy(&a0, x, sizeof(V));                                             \
+        a1 = a2 = a3 = a0;                                                     \
+        for (; i + 4 * W <= n; i += 4 * W) {                                   \
+            memcpy(&v0, x + i, sizeof(V));                                     \
+            memcpy(&v1, x + i + W, sizeof(V));                                 \
+            memcpy(&v2, x + i + 2 * W, sizeof(V));                             \
+            memcpy(&v3, x + i + 3 * W, sizeof(V));                             \
+            FW_VMAXSEL(V, M, a0, v0);                                          \
+            FW_VMAXSEL(V, M, a1, v1);                                          \
+            FW_VMAXSEL(V, M, a2, v2);                                          \
+            FW_VMAXSEL(V, M, a3, v3);                                          \
+        }                                                                      \
+        for (; i + W <= n; i += W) {                                           \
+            memcpy(&v0, x + i, sizeof(V));                                     \
+            FW_VMAXSEL(V, M, a0, v0);                                          \
+        }                                                                      \
+        if (i < n) {                                                           \
+            memcpy(&v0, x + n - W, sizeof(V));                                 \
+            FW_VMAXSEL(V, M, a1, v0);                                          \
+        }                                                                      \
+        FW_VMAXSEL(V, M, a0, a2);                                              \
+        FW_VMAXSEL(V, M, a1, a3);                                              \
+        FW_VMAXSEL(V, M, a0, a1);                                              \
+        memcpy(h, &a0, sizeof(V));                                             \
+        for (w = W / 2; w >= 1; w /= 2)                                        \
+            for (j = 0; j < w; j++) h[j] = h[j + w] > h[j] ? h[j + w] : h[j];  \
+        return h[0];                                                           \
+    }
+FW_ROWMAX(fw_rowmax_f, float, fw_v16f, fw_v16i, 16)
+FW_ROWMAX(fw_rowmax_d, double, fw_v8d, fw_v8l, 8)
+
 #endif
