@@ -19,7 +19,7 @@
 
 /* ------------------------------------------------------------ unary ops */
 
-#define FW_RUN 256 /* elements per range check of the fast/full loops */
+#define FW_RUN 1024 /* elements per range check of the fast/full loops */
 
 /* y[i] = F(x[i]) with F = FAST on every run of FW_RUN elements whose |x| are
    all below LIM (NaN is not), FULL on the others; FAST and FULL agree where
@@ -94,21 +94,6 @@ static void unary_d(int op, const double *x, double *y, ptrdiff_t n) {
 
 /* ------------------------------------------------------------- row ops */
 
-#define FW_BLOCK 4096 /* the reductions' block (_reduce.pyx BLOCK): same tree */
-#define FW_CHUNK 256  /* stack buffer of the row ops */
-
-/* The canonical sum of _reduce.pyx: blocks of FW_BLOCK, combined pairwise. */
-#define FW_SUM_CONTIG(name, T, SUM)                                                \
-    static T name(const T *x, ptrdiff_t n) {                                       \
-        ptrdiff_t nb, left;                                                        \
-        if (n <= FW_BLOCK) return SUM(x, n);                                       \
-        nb = (n + FW_BLOCK - 1) / FW_BLOCK;                                        \
-        left = ((nb + 1) / 2) * FW_BLOCK;                                          \
-        return name(x, left) + name(x + left, n - left);                          \
-    }
-FW_SUM_CONTIG(sum_contig_f, float, fw_sum_f)
-FW_SUM_CONTIG(sum_contig_d, double, fw_sum_d)
-
 /* softmax / log_softmax of one row; y may be x (in place). Three passes over
    the row (in cache): the max; exp(x - max) a run of FW_RUN at a time (the
    fast exp where every x - max of the run is in its range, which the same
@@ -174,39 +159,14 @@ static void softmax_d(int op, const double *x, double *y, ptrdiff_t r0, ptrdiff_
             for (i_ = 0; i_ < d; i_++) y[i_] = (T)((x[i_] - mean) * rstd);         \
     } while (0)
 
-/* Sums of t = x[i] - c and of t^2 over a float32 row, in float64: 4 + 4
-   vector accumulators, lanes combined in a fixed order, then the tail. */
-static void shifted_sums_fd(const float *x, ptrdiff_t n, double c, double *s1, double *s2) {
-    fw_v4d a0 = {0, 0, 0, 0}, a1 = a0, b0 = a0, b1 = a0, t0, t1;
-    ptrdiff_t i = 0;
-    double t, u, v;
-    for (; i + 8 <= n; i += 8) {
-        t0 = fw_ld4f_d(x + i) - c;
-        t1 = fw_ld4f_d(x + i + 4) - c;
-        a0 += t0;
-        a1 += t1;
-        b0 += t0 * t0;
-        b1 += t1 * t1;
-    }
-    a0 += a1;
-    b0 += b1;
-    u = (a0[0] + a0[2]) + (a0[1] + a0[3]);
-    v = (b0[0] + b0[2]) + (b0[1] + b0[3]);
-    for (; i < n; i++) {
-        t = (double)x[i] - c;
-        u += t;
-        v += t * t;
-    }
-    *s1 = u;
-    *s2 = v;
-}
-
 /* layer_norm of float32 rows: one pass for the statistics, in float64 and
    shifted by the row's first element c (var = E[t^2] - E[t]^2 with t = x - c:
    no cancellation unless c is far out in the tails, and then only in float64's
    precision, far below float32's), so a constant row has mean exactly c and
    variance exactly 0 (its result is exactly bias); then one pass
-   y = (x - mean) * rstd * w + b in float32 with (x - mean) taken in float64. */
+   y = (x - mean) * rstd * w + b in float32, with the mean split into two
+   floats (mh + ml): x - mh is exact where x is near the mean (Sterbenz), so
+   (x - mh) - ml keeps the float64 mean's precision at float32 speed. */
 static void layer_norm_f(const float *x, float *y, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t d,
                          const float *w, const float *b, double eps) {
     for (ptrdiff_t r = r0; r < r1; r++) {
@@ -214,21 +174,23 @@ static void layer_norm_f(const float *x, float *y, ptrdiff_t r0, ptrdiff_t r1, p
         float *yr = y + r * d;
         double c = xr[0], s1, s2, mean, var;
         ptrdiff_t i;
-        float rs;
-        shifted_sums_fd(xr, d, c, &s1, &s2);
+        float rs, mh, ml;
+        fw_rowdev_fd(xr, d, c, &s1, &s2);
         mean = s1 / d;
         var = s2 / d - mean * mean;
         if (var < 0) var = 0;
         mean = c + mean;
+        mh = (float)mean;
+        ml = (float)(mean - mh);
         rs = (float)(1 / sqrt(var + eps));
         if (w != NULL && b != NULL)
-            for (i = 0; i < d; i++) yr[i] = fmaf((float)(xr[i] - mean) * rs, w[i], b[i]);
+            for (i = 0; i < d; i++) yr[i] = fmaf(((xr[i] - mh) - ml) * rs, w[i], b[i]);
         else if (w != NULL)
-            for (i = 0; i < d; i++) yr[i] = (float)(xr[i] - mean) * rs * w[i];
+            for (i = 0; i < d; i++) yr[i] = ((xr[i] - mh) - ml) * rs * w[i];
         else if (b != NULL)
-            for (i = 0; i < d; i++) yr[i] = fmaf((float)(xr[i] - mean), rs, b[i]);
+            for (i = 0; i < d; i++) yr[i] = fmaf((xr[i] - mh) - ml, rs, b[i]);
         else
-            for (i = 0; i < d; i++) yr[i] = (float)(xr[i] - mean) * rs;
+            for (i = 0; i < d; i++) yr[i] = ((xr[i] - mh) - ml) * rs;
     }
 }
 
@@ -237,23 +199,14 @@ static void layer_norm_f(const float *x, float *y, ptrdiff_t r0, ptrdiff_t r1, p
    mean; a constant row then gives mean == c exactly, as in float32. */
 static void layer_norm_d(const double *x, double *y, ptrdiff_t r0, ptrdiff_t r1,
                          ptrdiff_t d, const double *w, const double *b, double eps) {
-    double dev[FW_CHUNK], sq[FW_CHUNK];
     for (ptrdiff_t r = r0; r < r1; r++) {
         const double *xr = x + r * d;
         double *yr = y + r * d;
-        double mean = sum_contig_d(xr, d) / d, var = 0, sdev = 0, s1, s2, t, rstd;
-        ptrdiff_t i, j, k;
-        for (j = 0; j < d; j += k) {
-            k = j + FW_CHUNK <= d ? FW_CHUNK : d - j;
-            for (i = 0; i < k; i++) {
-                t = xr[j + i] - mean;
-                dev[i] = t;
-                sq[i] = t * t;
-            }
-            fw_sum2_d(dev, sq, k, &s1, &s2);
-            sdev = sdev + s1;
-            var = var + s2;
-        }
+        fw_v8d a[4] = {{0}, {0}, {0}, {0}};
+        double mean, var, sdev, rstd;
+        fw_rowacc_d(a, xr, d);
+        mean = fw_rowsum_end_d(a) / d;
+        fw_rowdev_d(xr, d, mean, &sdev, &var);
         mean = mean + sdev / d;
         var = var - sdev * sdev / d;
         if (var < 0) var = 0;

@@ -210,41 +210,85 @@ static inline double fw_sigmoid(double x) { FW_SIGMOID(double, fw_exp, fabs, fw_
 /* gelu(x) = x Phi(x) = x/2 (1 + erf(x/sqrt 2)), the exact (erf) form that
  * torch uses by default; gelu(-inf) = -0 (the limit), gelu(+inf) = +inf.
  *
- * float32: one formula for every x, with a = |x|/sqrt 2:
- *   E = erfc(a) = exp(-x^2/2) R(t), t = 1/(1 + a/2), R(t) a degree-8
- *   polynomial fit of erfcx(a)/t on [0, 10.5] (relative error 4e-8);
- *   Phi = E/2 for x < 0, 1 - E/2 for x >= 0: no cancellation anywhere.
- * The erfc form keeps the negative tail accurate (1 + erf(x) cancels there:
- * the old kernel returned +6.7e-7 for gelu(-5.6564), true -4.4e-8); x^2 is
- * split exactly (hi + lo, lo = fma(x, x, -hi)) so that its rounding does not
- * show in exp(-x^2/2), and for x < 0 the product is ordered so that only the
- * last multiplication can round into the subnormals. FW_GELUF_FAST: |x| below
- * it, exp(-x^2/2) is in the fast exp's range. */
+ * float32: one formula for every x. With a = |x|/sqrt 2 and
+ *   q = x erfc(a) / 2 = x (t R(t)) exp(-x^2/2),  t = 1/(1 + a/2),
+ * gelu(x) = q for x < 0 and x - q for x >= 0 (Phi = erfc/2 or 1 - erfc/2): no
+ * cancellation anywhere (1 + erf(x) cancels in the negative tail: the 0.1
+ * kernel returned +6.7e-7 for gelu(-5.6564), true -4.4e-8). t R(t) is
+ * erfcx(a)/2 (R: a degree-8 fit of erfcx(a)/(2t) on a in [0, 10.5], relative
+ * error 4e-8, Horner's rule: better rounded here than Estrin's, and as fast).
+ * x^2 is split exactly (hi + lo, lo = fma(x, x, -hi)) and lo goes into the
+ * exp's reduced argument, so that the rounding of x^2 does not show in
+ * exp(-x^2/2) (up to ~100 ulp in the tails otherwise). Every FMA-unit
+ * operation counts here (the loop is bound by them: 24 per vector): exp(-x^2/2)
+ * is reduced in r2 = 2r (the polynomial's coefficients scaled by powers of
+ * two, which is exact), its 2^n scaling is an integer add to (r2 p + r2) + 2
+ * with n - 1 in the low bits of tt, and the factor 1/2 of Phi is in R.
+ * FW_GELUF_FAST: |x| below it, exp(-x^2/2) is a normal number (the fast
+ * scaling applies); fw_geluf computes the same operations where it applies
+ * (the same bits) and handles every x. */
 #define FW_GELUF_FAST 13.0f
 
-#define FW_GELUF_BODY(EXP, LO)                                                 \
-    float a = fabsf(x * 0.70710678118654752f);                                 \
-    float hi = x * x;                                                          \
-    float lo = LO;                                                             \
-    float t = 1.0f / fmaf(0.5f, a, 1.0f);                                      \
-    float t2 = t * t, t4 = t2 * t2; /* Estrin's scheme */                      \
-    float c0 = fmaf(0.2823900863852401f, t, 0.2820855746929372f);              \
-    float c1 = fmaf(0.20311169606146828f, t, 0.24299632783000558f);            \
-    float c2 = fmaf(0.27952350542182947f, t, -0.027629245713846923f);          \
-    float c3 = fmaf(0.2851896288231649f, t, -0.4884726594300862f);             \
-    float r = fmaf(fmaf(fmaf(-0.05919495761119239f, t2, c3), t2, c2), t4,      \
-                   fmaf(c1, t2, c0));                                          \
-    float k = fmaf(-0.5f, lo, 1.0f) * (r * t); /* erfc(a) = k exp(-x^2/2) */   \
-    float ex = EXP(-0.5f * hi);                                                \
-    float y = fw_self(x < 0.0f, (0.5f * x * k) * ex, x * fmaf(-0.5f * k, ex, 1.0f));
+/* erfcx(a)/2 = t R(t), t = 1/(1 + a/2); R's coefficients halved (exact) */
+static inline float fw_gelu_rt(float ax) {
+    float t = 1.0f / fmaf(ax, 0.35355339059327376f, 1.0f); /* a/2 = |x| / (2 sqrt 2) */
+    float r = -0.029597478805596195f;
+    r = fmaf(r, t, 0.14259481441158245f);
+    r = fmaf(r, t, -0.2442363297150431f);
+    r = fmaf(r, t, 0.13976175271091474f);
+    r = fmaf(r, t, -0.013814622856923462f);
+    r = fmaf(r, t, 0.10155584803073414f);
+    r = fmaf(r, t, 0.12149816391500279f);
+    r = fmaf(r, t, 0.14119504319262005f);
+    r = fmaf(r, t, 0.1410427873464686f);
+    return r * t;
+}
+
+/* exp(-(hi + lo)/2) = ((r2 p(r2) + r2) + 2) 2^(n-1), with r2 = -(hi + lo) -
+   2n ln 2 (Cody-Waite, in two steps; the first is exact), p a degree-4 fit
+   (1e-8 relative) scaled for r2: returns (r2 p + r2) + 2, and tt, whose low
+   bits hold n - 1 */
+static inline float fw_gelu_exp_poly(float hi, float lo, float *tt) {
+    const float magic = 12582911.0f; /* 0x1.8p23 - 1 */
+    float t = fmaf(hi, -0.72134752044448170f, magic); /* -log2(e)/2 */
+    float n = t - magic;
+    float r = fmaf(n, -1.38671875f, -hi); /* 2 C1, C1 = 0.693359375 */
+    r = r - lo;
+    r = fmaf(n, 4.2438888e-4f, r); /* -2 C2 */
+    float p = 4.3566143698232975e-05f;
+    p = fmaf(p, r, 5.227003222124842e-04f);
+    p = fmaf(p, r, 5.208296833160536e-03f);
+    p = fmaf(p, r, 4.166644206575954e-02f);
+    p = fmaf(p, r, 0.2500000013507623f);
+    *tt = t;
+    return fmaf(p * r, r, r) + 2.0f;
+}
 
 static inline float fw_geluf_fast(float x) {
-    FW_GELUF_BODY(fw_expf_fast, fmaf(x, x, -hi))
-    return y;
+    float hi = x * x, tt;
+    float v = fw_gelu_exp_poly(hi, fmaf(x, x, -hi), &tt);
+    /* the low bits of tt are n - 1; shifted, they are (n - 1) << 23 */
+    float ex = fw_f32_bits(fw_f32_asuint(v) + (fw_f32_asuint(tt) << 23));
+    float q = (x * fw_gelu_rt(fabsf(x))) * ex;
+    return fw_self(x <= 0.0f, q, x - q); /* (x = -0: q = -0) */
 }
 
 static inline float fw_geluf(float x) {
-    FW_GELUF_BODY(fw_expf, fw_self(hi < 1e30f, fmaf(x, x, -hi), 0.0f)) /* (inf - inf) */
+    /* clamped to [-15, 13]: gelu rounds to -0 below -14.3 and to x above 13 */
+    float xc = fw_self(x < -15.0f, -15.0f, x); /* (a NaN stays NaN) */
+    xc = fw_self(xc > 13.0f, 13.0f, xc);
+    float hi = xc * xc, tt;
+    float v = fw_gelu_exp_poly(hi, fmaf(xc, xc, -hi), &tt);
+    /* 2^(n-1) as two normal factors: n - 1 in [-163, 0] */
+    int32_t ni = (int32_t)(fw_f32_asuint(tt) - fw_f32_asuint(12582912.0f));
+    int32_t n1 = ni >> 1;
+    int32_t n2 = ni - n1;
+    float s1 = fw_f32_bits((uint32_t)(n1 + 127) << 23);
+    float s2 = fw_f32_bits((uint32_t)(n2 + 127) << 23);
+    /* x rt < 1 here, so only the last product can round into the subnormals */
+    float q = (xc * fw_gelu_rt(fabsf(xc))) * ((v * s1) * s2);
+    float y = fw_self(xc <= 0.0f, q, xc - q);
+    y = fw_self(x >= 13.0f, x, y);
     return fw_self(x < -15.0f, -0.0f, y);
 }
 

@@ -186,64 +186,6 @@ static inline void fw_sum2_f(const float *x, const float *y, ptrdiff_t n, float 
     *sy = fw_sum_end_f(bcc, y, m, n);
 }
 
-/* ------------------------------------------------- float32 row moments */
-
-/* For layer_norm of float32 rows: the sum of x[i] and the sum of (x[i] - m)^2
-   over n float32 elements, in float64: 4 vector accumulators (16 lanes), the
-   lanes in a fixed order, then the tail. The error is ~n * 2^-53 relative, far
-   below float32's 2^-24, so no pairwise tree is needed; a row of n < 2^29
-   equal values sums exactly (each partial sum is k * c, exact in float64), so
-   its mean is exactly c and its variance exactly 0. */
-typedef float fw_v4f __attribute__((vector_size(16)));
-
-static inline fw_v4d fw_ld4f_d(const float *p) {
-    fw_v4f v;
-    memcpy(&v, p, 16);
-    return __builtin_convertvector(v, fw_v4d);
-}
-
-static inline double fw_lanes4_d(fw_v4d a0, fw_v4d a1, fw_v4d a2, fw_v4d a3) {
-    fw_v4d a = (a0 + a2) + (a1 + a3);
-    return (a[0] + a[2]) + (a[1] + a[3]);
-}
-
-static inline double fw_sum_fd(const float *x, ptrdiff_t n) {
-    fw_v4d a0 = {0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0;
-    ptrdiff_t i = 0;
-    double s;
-    for (; i + 16 <= n; i += 16) {
-        a0 += fw_ld4f_d(x + i);
-        a1 += fw_ld4f_d(x + i + 4);
-        a2 += fw_ld4f_d(x + i + 8);
-        a3 += fw_ld4f_d(x + i + 12);
-    }
-    s = fw_lanes4_d(a0, a1, a2, a3);
-    for (; i < n; i++) s += (double)x[i];
-    return s;
-}
-
-static inline double fw_sqdev_fd(const float *x, ptrdiff_t n, double m) {
-    fw_v4d a0 = {0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0, t0, t1, t2, t3;
-    ptrdiff_t i = 0;
-    double s, t;
-    for (; i + 16 <= n; i += 16) {
-        t0 = fw_ld4f_d(x + i) - m;
-        t1 = fw_ld4f_d(x + i + 4) - m;
-        t2 = fw_ld4f_d(x + i + 8) - m;
-        t3 = fw_ld4f_d(x + i + 12) - m;
-        a0 += t0 * t0;
-        a1 += t1 * t1;
-        a2 += t2 * t2;
-        a3 += t3 * t3;
-    }
-    s = fw_lanes4_d(a0, a1, a2, a3);
-    for (; i < n; i++) {
-        t = (double)x[i] - m;
-        s += t * t;
-    }
-    return s;
-}
-
 /* -------------------------------------------------------------- max/min */
 
 /* The max (is_max) or min of n >= 1 elements; NaN if any element is NaN
@@ -506,5 +448,54 @@ static inline double fw_rowsum_end_d(const fw_v8d a[4]) {
     }
 FW_ROWMAX(fw_rowmax_f, float, fw_v16f, fw_v16i, 16)
 FW_ROWMAX(fw_rowmax_d, double, fw_v8d, fw_v8l, 8)
+
+/* FW_ROWDEV(name, T, LD): the sums of t = x[i] - c and of t^2 over x[:n], in
+   float64 (T = float: each element widened first), for layer_norm: two pairs
+   of 8-lane accumulators, then whole vectors into the first, then the last
+   partial vector (x[n-8:n] with the lanes already added masked out; or, for
+   n < 8, the lanes built one by one), each sum's lanes in a fixed tree. */
+static inline fw_v8d fw_ld8d(const double *p) { fw_v8d v; memcpy(&v, p, 64); return v; }
+static inline fw_v8d fw_ld8f_d(const float *p) {
+    fw_v8f v;
+    memcpy(&v, p, 32);
+    return __builtin_convertvector(v, fw_v8d);
+}
+static inline double fw_lanes8_d(fw_v8d v) {
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+#define FW_ROWDEV(name, T, LD)                                                 \
+    static inline void name(const T *x, ptrdiff_t n, double c, double *s1, double *s2) { \
+        fw_v8d a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, t0, t1;                 \
+        ptrdiff_t i = 0;                                                       \
+        for (; i + 16 <= n; i += 16) {                                         \
+            t0 = LD(x + i) - c;                                                \
+            t1 = LD(x + i + 8) - c;                                            \
+            a0 += t0;                                                          \
+            a1 += t1;                                                          \
+            b0 += t0 * t0;                                                     \
+            b1 += t1 * t1;                                                     \
+        }                                                                      \
+        for (; i + 8 <= n; i += 8) {                                           \
+            t0 = LD(x + i) - c;                                                \
+            a0 += t0;                                                          \
+            b0 += t0 * t0;                                                     \
+        }                                                                      \
+        if (i < n && n >= 8) {                                                 \
+            fw_v8l lane = FW_LANES_8, keep = lane >= (int64_t)(8 - (n - i));   \
+            t0 = LD(x + n - 8) - c;                                            \
+            t0 = (fw_v8d)((fw_v8l)t0 & keep);                                  \
+            a0 += t0;                                                          \
+            b0 += t0 * t0;                                                     \
+        } else if (i < n) {                                                    \
+            t0 = (fw_v8d){0};                                                  \
+            for (int j = 0; i + j < n; j++) t0[j] = (double)x[i + j] - c;      \
+            a0 += t0;                                                          \
+            b0 += t0 * t0;                                                     \
+        }                                                                      \
+        *s1 = fw_lanes8_d(a0 + a1);                                            \
+        *s2 = fw_lanes8_d(b0 + b1);                                            \
+    }
+FW_ROWDEV(fw_rowdev_d, double, fw_ld8d)
+FW_ROWDEV(fw_rowdev_fd, float, fw_ld8f_d)
 
 #endif
