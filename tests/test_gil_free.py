@@ -311,3 +311,65 @@ def test_forked_unary_ops_outside_the_fast_case_stay_ordinary_and_right():
         fw.wait(fw.fork(ops.exp, x, out=np.empty(3)))
     with pytest.raises(TypeError):
         fw.wait(fw.fork(ops.exp, np.array(["a"])))
+
+
+def test_a_worker_runs_one_gil_free_task_after_another_without_the_gil():
+    # The forking thread keeps the GIL (a 30 s switch interval, a busy loop
+    # that never blocks) and forks the next kernel when the last is done: a
+    # worker that took the GIL between two GIL-free tasks (as the 0.2 pool
+    # did) would wait for it for good after the first.
+    code = """
+    import sys, time
+    import numpy as np
+    import forkwait as fw
+    from forkwait import ops
+    fw.set_num_interop_threads(1)
+    fw.set_num_threads(1)
+    x = np.ones((32, 32))
+    fw.wait(fw.fork(ops.matmul, x, x))
+    sys.setswitchinterval(30.0)
+    done = 0
+    end = time.monotonic() + 10
+    for _ in range(20):
+        f = fw.fork(ops.matmul, x, x)
+        while not f.done() and time.monotonic() < end:
+            pass
+        if not f.done():
+            break
+        done += 1
+    sys.setswitchinterval(0.005)
+    print("done", done)
+    """
+    proc = run_python(code, timeout=120)
+    assert "done 20" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_a_blocking_wait_hands_its_cpu_to_work_that_no_fork_woke_a_thread_for():
+    # While GIL-free kernels on workers fill every CPU but the forking
+    # thread's, a fork wakes no sleeping worker (it could only take a CPU
+    # from a kernel); when the forking thread then blocks in a wait, its CPU
+    # is free, and the wait wakes a worker for the queued task: the task runs
+    # while the kernel it waits on still runs.
+    code = """
+    import os, time
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    os.sched_setaffinity(0, cpus)
+    import numpy as np
+    import forkwait as fw
+    from forkwait import ops
+    n = len(cpus)
+    fw.set_num_interop_threads(n + 1)
+    fw.set_num_threads(1)
+    big = np.ones((1500, 1500))
+    busy = [fw.fork(ops.matmul, big, big) for _ in range(max(1, n - 1))]
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not all(f.running() for f in busy):
+        time.sleep(0.0005)
+    assert all(f.running() for f in busy)
+    t = fw.fork(lambda: busy[0].done())
+    fw.wait(busy[0])
+    print("the kernel was done when the task ran:", fw.wait(t))
+    """
+    proc = run_python(code, timeout=120)
+    assert "the kernel was done when the task ran: False" in proc.stdout, (
+        proc.stdout + proc.stderr)

@@ -499,6 +499,20 @@ static inline void fw_notify_work(void) {
     fw_notify_pushed();
 }
 
+/* GIL-free kernels that pool threads run fill every CPU but the calling
+ * thread's: a woken sleeper could only take a CPU from one of them. Each of
+ * those threads looks for work when its kernel ends, and a thread that
+ * blocks in a wait hands on a wake-up for queued work (fw_wake_for_queued),
+ * so the work waits at most for the end of a kernel while the CPUs are busy.
+ * Measured (Zen 4, 2 CPUs): the futile wake at the second of two forked 128
+ * x 128 matmuls cost the forking thread 9-12 us of a 58-67 us pair. Kernels
+ * that threads outside the pool run inline do not count: such a thread may
+ * go back to Python without looking for work. */
+static inline int fw_cpus_taken_by_kernels(void) {
+    int k = FW_LOAD(&fw_P.n_kernels) - FW_LOAD(&fw_P.n_kernels_out);
+    return k >= 1 && k >= fw_P.n_cpus - 1;
+}
+
 /* fw_notify_work after a push: the push's sequentially consistent add to
  * the queue's `len` orders it before the loads of `sleepers` below, as the
  * fence does (an idle thread adds itself to `sleepers`, then reads `len`). */
@@ -507,7 +521,7 @@ static inline void fw_notify_pushed(void) {
      * it is awake and hands on a wake-up itself if more is queued): waking a
      * sleeper for nothing costs this thread a system call and, where the
      * kernel puts the wakee on this CPU, a preemption. */
-    if (FW_LOAD(&fw_P.sleepers) > FW_LOAD(&fw_P.wake_tokens) &&
+    if (FW_LOAD(&fw_P.sleepers) > FW_LOAD(&fw_P.wake_tokens) && !fw_cpus_taken_by_kernels() &&
         FW_LOAD(&fw_P.searching) == 0 && FW_LOAD(&fw_P.wake_tokens) == 0 && fw_any_work()) {
         pthread_mutex_lock(&fw_P.sleep_lock);
         if (fw_P.sleepers > fw_P.wake_tokens && FW_LOAD(&fw_P.searching) == 0 &&
@@ -516,6 +530,17 @@ static inline void fw_notify_pushed(void) {
             pthread_cond_signal(&fw_P.work_cond);
         }
         pthread_mutex_unlock(&fw_P.sleep_lock);
+    }
+}
+
+/* A thread about to block in a wait, sleep lock held: queued work that no
+ * thread looks for gets a sleeper woken, to use the CPU this thread leaves
+ * (a fork may have woken nobody while kernels filled the CPUs). */
+static inline void fw_wake_for_queued(void) {
+    if (fw_P.sleepers > fw_P.wake_tokens && fw_P.wake_tokens == 0 &&
+        FW_LOAD(&fw_P.searching) == 0 && fw_any_work()) {
+        FW_ADD(&fw_P.wake_tokens, 1);
+        pthread_cond_signal(&fw_P.work_cond);
     }
 }
 
@@ -544,7 +569,10 @@ static inline int fw_must_stop(int worker_index, int spare) {
     return 0;
 }
 
+static inline int fw_any_deferred(void);
+
 #define FW_SPIN_S 30e-6  /* an idle pool thread looks for work this long before it sleeps */
+#define FW_DEFER_S 20e-3 /* ... and sleeps this long before it takes the GIL to release GIL-free tasks */
 
 /* An idle pool thread, counted in `searching` on entry. Returns 1 when work
  * is visible (still counted in `searching`: the caller claims, then calls
@@ -574,13 +602,15 @@ static inline int fw_idle(int worker_index, int spare) {
         else __builtin_ia32_pause();
 #endif
     }
-    if (__atomic_load_n(&fw_P.deferred, __ATOMIC_ACQUIRE) != NULL) {
-        /* Finished GIL-free tasks whose references nobody has released yet
-         * (no forkwait call since): the caller takes the GIL for them once,
-         * now that this thread is idle, then comes back. */
-        FW_ADD(&fw_P.searching, -1);
-        return 2;
-    }
+    /* Finished GIL-free tasks whose references nobody has released yet: the
+     * caller takes the GIL for them (returns 2) once this thread has slept
+     * FW_DEFER_S without work and they are still there. Not at once: every
+     * wait releases them too, and a worker that queues for the GIL while the
+     * forking thread runs Python is neither searching nor asleep (a fork then
+     * wakes another thread for its work), and when it gets the GIL it may
+     * preempt that thread on its CPU (seen: a 30 us stall of a 58 us pair). */
+    double defer_until = fw_any_deferred() ? fw_now() + FW_DEFER_S : -1.0;
+    struct timespec defer_ts;
     pthread_mutex_lock(&fw_P.sleep_lock);
     FW_ADD(&fw_P.sleepers, 1);
     FW_ADD(&fw_P.searching, -1);
@@ -603,6 +633,16 @@ static inline int fw_idle(int worker_index, int spare) {
             }
             pthread_mutex_unlock(&fw_P.sleep_lock);
             return 0;
+        }
+        if (defer_until >= 0.0 && fw_any_deferred()) {
+            if (fw_now() >= defer_until) {
+                FW_ADD(&fw_P.sleepers, -1);
+                pthread_mutex_unlock(&fw_P.sleep_lock);
+                return 2;
+            }
+            fw_deadline_ts(defer_until, &defer_ts);
+            pthread_cond_timedwait(&fw_P.work_cond, &fw_P.sleep_lock, &defer_ts);
+            continue;
         }
         pthread_cond_wait(&fw_P.work_cond, &fw_P.sleep_lock);
     }
@@ -696,6 +736,7 @@ static inline int fw_sleep_wait(fw_node *target, double deadline, double poll_s,
         until = deadline;
         if (poll_s > 0.0 && (until < 0.0 || until > now + poll_s)) until = now + poll_s;
         t0 = now;
+        fw_wake_for_queued();
         if (until < 0.0) {
             pthread_cond_wait(&fw_P.done_cond, &fw_P.sleep_lock);
             timed_out = 0;

@@ -1841,27 +1841,30 @@ cdef void _pool_thread_loop(int slot, int worker_index, int spare):
     cdef int r
     cdef FutureCore task
     while True:
-        FW_ADD(&fw_P.searching, 1)
         with nogil:
-            r = fw_idle(worker_index, spare)
-            if r == 1:
-                if not spare and worker_index >= FW_LOAD(&fw_P.target_workers):
-                    fw_searching_done()
-                    r = 0  # the pool shrank meanwhile: leave the work to the others
-                else:
-                    # GIL-free tasks run here, without the GIL; the GIL is
-                    # taken only for other work
-                    n = fw_find_gil_free_work(slot)
-                    if n != NULL:
+            # GIL-free tasks run here, one after the other, without the GIL;
+            # the GIL is taken only for other work (taking it between two
+            # GIL-free tasks made the forking thread wait for this one at its
+            # next release of the GIL)
+            while True:
+                FW_ADD(&fw_P.searching, 1)
+                r = fw_idle(worker_index, spare)
+                if r == 1:
+                    if not spare and worker_index >= FW_LOAD(&fw_P.target_workers):
                         fw_searching_done()
-                        r = 3 if not _run_gil_free_run(n, slot, worker_index, spare) else 4
+                        r = 0  # the pool shrank meanwhile: leave the work to the others
+                    else:
+                        n = fw_find_gil_free_work(slot)
+                        if n != NULL:
+                            fw_searching_done()
+                            r = 3 if not _run_gil_free_run(n, slot, worker_index, spare) else 4
+                if r != 3:
+                    break  # r == 3: nothing for the GIL, idle again
         if r == 0:
             return
         if r == 2:
             _drain_deferred()  # idle now: release what GIL-free tasks left
             continue
-        if r == 3:
-            continue  # nothing for the GIL: idle again
         n = fw_find_work(slot)
         if r == 1:
             # still counted as searching from fw_idle until this claim, so
