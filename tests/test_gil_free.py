@@ -346,10 +346,10 @@ def test_a_worker_runs_one_gil_free_task_after_another_without_the_gil():
 
 def test_a_blocking_wait_hands_its_cpu_to_work_that_no_fork_woke_a_thread_for():
     # While GIL-free kernels on workers fill every CPU but the forking
-    # thread's, a fork wakes no sleeping worker (it could only take a CPU
-    # from a kernel); when the forking thread then blocks in a wait, its CPU
-    # is free, and the wait wakes a worker for the queued task: the task runs
-    # while the kernel it waits on still runs.
+    # thread's, the fork of another GIL-free task wakes no sleeping worker (it
+    # could only take a CPU from a kernel); when the forking thread then
+    # blocks in a wait, its CPU is free, and the wait wakes a worker for the
+    # queued task: it runs while the kernel waited on still runs.
     code = """
     import os, time
     cpus = sorted(os.sched_getaffinity(0))[:2]
@@ -366,10 +366,13 @@ def test_a_blocking_wait_hands_its_cpu_to_work_that_no_fork_woke_a_thread_for():
     while time.monotonic() < end and not all(f.running() for f in busy):
         time.sleep(0.0005)
     assert all(f.running() for f in busy)
-    t = fw.fork(lambda: busy[0].done())
+    seen = []
+    t = fw.fork(ops.exp, np.ones(8))
+    t.add_done_callback(lambda f: seen.append(busy[0].done()))
     fw.wait(busy[0])
-    print("the kernel was done when the task ran:", fw.wait(t))
+    fw.wait(t)
+    print("the kernel was done when the task ran:", seen)
     """
     proc = run_python(code, timeout=120)
-    assert "the kernel was done when the task ran: False" in proc.stdout, (
+    assert "the kernel was done when the task ran: [False]" in proc.stdout, (
         proc.stdout + proc.stderr)

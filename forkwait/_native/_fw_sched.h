@@ -499,20 +499,6 @@ static inline void fw_notify_work(void) {
     fw_notify_pushed();
 }
 
-/* GIL-free kernels that pool threads run fill every CPU but the calling
- * thread's: a woken sleeper could only take a CPU from one of them. Each of
- * those threads looks for work when its kernel ends, and a thread that
- * blocks in a wait hands on a wake-up for queued work (fw_wake_for_queued),
- * so the work waits at most for the end of a kernel while the CPUs are busy.
- * Measured (Zen 4, 2 CPUs): the futile wake at the second of two forked 128
- * x 128 matmuls cost the forking thread 9-12 us of a 58-67 us pair. Kernels
- * that threads outside the pool run inline do not count: such a thread may
- * go back to Python without looking for work. */
-static inline int fw_cpus_taken_by_kernels(void) {
-    int k = FW_LOAD(&fw_P.n_kernels) - FW_LOAD(&fw_P.n_kernels_out);
-    return k >= 1 && k >= fw_P.n_cpus - 1;
-}
-
 /* fw_notify_work after a push: the push's sequentially consistent add to
  * the queue's `len` orders it before the loads of `sleepers` below, as the
  * fence does (an idle thread adds itself to `sleepers`, then reads `len`). */
@@ -521,7 +507,7 @@ static inline void fw_notify_pushed(void) {
      * it is awake and hands on a wake-up itself if more is queued): waking a
      * sleeper for nothing costs this thread a system call and, where the
      * kernel puts the wakee on this CPU, a preemption. */
-    if (FW_LOAD(&fw_P.sleepers) > FW_LOAD(&fw_P.wake_tokens) && !fw_cpus_taken_by_kernels() &&
+    if (FW_LOAD(&fw_P.sleepers) > FW_LOAD(&fw_P.wake_tokens) &&
         FW_LOAD(&fw_P.searching) == 0 && FW_LOAD(&fw_P.wake_tokens) == 0 && fw_any_work()) {
         pthread_mutex_lock(&fw_P.sleep_lock);
         if (fw_P.sleepers > fw_P.wake_tokens && FW_LOAD(&fw_P.searching) == 0 &&
@@ -533,9 +519,27 @@ static inline void fw_notify_pushed(void) {
     }
 }
 
+/* fw_notify_pushed for a GIL-free task: no sleeper is woken while GIL-free
+ * kernels that pool threads run fill every CPU but the calling thread's (a
+ * woken sleeper could only take a CPU from one of them). Each of those
+ * threads looks for work when its kernel ends, and a thread that blocks in a
+ * wait wakes a sleeper for queued work first (fw_wake_for_queued), so the
+ * task waits at most for the end of a kernel while the CPUs are busy.
+ * Measured (Zen 4, 2 CPUs): the futile wake at the second of two forked 128
+ * x 128 matmuls cost the forking thread 9-12 us of a 58-67 us pair. Kernels
+ * that threads outside the pool run inline do not count: such a thread may
+ * go back to Python without looking for work. Python tasks still wake a
+ * sleeper as before: a thread that forks one may block outside forkwait. */
+static inline void fw_notify_pushed_gil_free(void) {
+    int k = FW_LOAD(&fw_P.n_kernels) - FW_LOAD(&fw_P.n_kernels_out);
+    if (k >= 1 && k >= fw_P.n_cpus - 1) return;
+    fw_notify_pushed();
+}
+
 /* A thread about to block in a wait, sleep lock held: queued work that no
  * thread looks for gets a sleeper woken, to use the CPU this thread leaves
- * (a fork may have woken nobody while kernels filled the CPUs). */
+ * (a fork of a GIL-free task may have woken nobody while kernels filled the
+ * CPUs: fw_notify_pushed_gil_free). */
 static inline void fw_wake_for_queued(void) {
     if (fw_P.sleepers > fw_P.wake_tokens && fw_P.wake_tokens == 0 &&
         FW_LOAD(&fw_P.searching) == 0 && fw_any_work()) {

@@ -164,6 +164,7 @@ cdef extern from "_fw_sched.h" nogil:
     void fw_notify_helpers(const fw_node *parent)
     void fw_notify_work()
     void fw_notify_pushed()
+    void fw_notify_pushed_gil_free()
     long long fw_stats_running()
     long long fw_stats_completed()
     void fw_tickle()
@@ -2025,7 +2026,10 @@ cdef object _fork_impl(object fn, PyObject **argv, Py_ssize_t nargs, object kwar
         PyObject_GC_UnTrack(fut._ctx)
     Py_INCREF(fut)  # owned by the queue while linked
     if fw_push(&fut.node):
-        fw_notify_pushed()
+        if fut.node.native != NULL:
+            fw_notify_pushed_gil_free()
+        else:
+            fw_notify_pushed()
         if cur != NULL:
             fw_notify_helpers(fut.node.parent)
         return fut
