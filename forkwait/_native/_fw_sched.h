@@ -502,6 +502,16 @@ static inline void fw_notify_work(void) {
 /* fw_notify_work after a push: the push's sequentially consistent add to
  * the queue's `len` orders it before the loads of `sleepers` below, as the
  * fence does (an idle thread adds itself to `sleepers`, then reads `len`). */
+/* Sleep lock held: hand a sleeper a wake token, unless a thread is awake
+ * looking for work or a wake-up is on its way already. */
+static inline void fw_wake_one_locked(void) {
+    if (fw_P.sleepers > fw_P.wake_tokens && FW_LOAD(&fw_P.searching) == 0 &&
+        fw_P.wake_tokens == 0) {
+        FW_ADD(&fw_P.wake_tokens, 1);
+        pthread_cond_signal(&fw_P.work_cond);
+    }
+}
+
 static inline void fw_notify_pushed(void) {
     /* fw_any_work: a spinning thread may have taken the task already (then
      * it is awake and hands on a wake-up itself if more is queued): waking a
@@ -510,11 +520,7 @@ static inline void fw_notify_pushed(void) {
     if (FW_LOAD(&fw_P.sleepers) > FW_LOAD(&fw_P.wake_tokens) &&
         FW_LOAD(&fw_P.searching) == 0 && FW_LOAD(&fw_P.wake_tokens) == 0 && fw_any_work()) {
         pthread_mutex_lock(&fw_P.sleep_lock);
-        if (fw_P.sleepers > fw_P.wake_tokens && FW_LOAD(&fw_P.searching) == 0 &&
-            fw_P.wake_tokens == 0) {
-            FW_ADD(&fw_P.wake_tokens, 1);
-            pthread_cond_signal(&fw_P.work_cond);
-        }
+        fw_wake_one_locked();
         pthread_mutex_unlock(&fw_P.sleep_lock);
     }
 }
@@ -541,11 +547,7 @@ static inline void fw_notify_pushed_gil_free(void) {
  * (a fork of a GIL-free task may have woken nobody while kernels filled the
  * CPUs: fw_notify_pushed_gil_free). */
 static inline void fw_wake_for_queued(void) {
-    if (fw_P.sleepers > fw_P.wake_tokens && fw_P.wake_tokens == 0 &&
-        FW_LOAD(&fw_P.searching) == 0 && fw_any_work()) {
-        FW_ADD(&fw_P.wake_tokens, 1);
-        pthread_cond_signal(&fw_P.work_cond);
-    }
+    if (fw_P.sleepers > fw_P.wake_tokens && fw_any_work()) fw_wake_one_locked();
 }
 
 /* A pool thread found work while more is queued: hand on a wake-up. */
