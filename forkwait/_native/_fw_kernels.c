@@ -104,7 +104,7 @@ static void unary_d(int op, const double *x, double *y, ptrdiff_t n) {
     static void name(int op, const T *x, T *y, ptrdiff_t d) {                  \
         T m = ROWMAX(x, d), s, t;                                              \
         T buf[FW_RUN];                                                         \
-        V a[4] = {{0}, {0}, {0}, {0}};                                                   \
+        V a[4] = {{0}, {0}, {0}, {0}};                                         \
         ptrdiff_t i, j, k;                                                     \
         for (j = 0; j < d; j += k) {                                           \
             const T *xj = x + j;                                               \

@@ -331,8 +331,9 @@ static inline void fw_max2_f(const float *x, const float *y, ptrdiff_t n, int is
    to a few thousand elements, where the lanes' combination and a scalar tail
    cost as much as the loop: these helpers use 64-byte vectors (16 float32 / 8
    float64 lanes: one register under AVX-512, two under AVX2, four under SSE,
-   the same lane-wise arithmetic in each) and pad the last partial vectors
-   with +0.0 instead of adding a tail one element at a time. */
+   the same lane-wise arithmetic in each) and take the last partial vector as
+   one vector (overlapping the one before it, the repeated lanes masked out
+   where they would count twice) instead of a tail one element at a time. */
 typedef float fw_v16f __attribute__((vector_size(64)));
 typedef double fw_v8d __attribute__((vector_size(64)));
 typedef int32_t fw_v16i __attribute__((vector_size(64)));
@@ -391,9 +392,12 @@ static inline float fw_rowsum_end_f(const fw_v16f a[4]) {
     for (int j = 0; j < 8; j++) h[j] = v[j] + v[j + 8];
     return ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
 }
-static inline double fw_rowsum_end_d(const fw_v8d a[4]) {
-    fw_v8d v = (a[0] + a[2]) + (a[1] + a[3]);
+/* the 8 lanes of v summed in a fixed tree */
+static inline double fw_lanes8_d(fw_v8d v) {
     return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+static inline double fw_rowsum_end_d(const fw_v8d a[4]) {
+    return fw_lanes8_d((a[0] + a[2]) + (a[1] + a[3]));
 }
 
 /* FW_ROWMAX(name, T, V, M, W): the largest of x[:n] (n >= 1) by `v > acc ?
@@ -459,9 +463,6 @@ static inline fw_v8d fw_ld8f_d(const float *p) {
     fw_v8f v;
     memcpy(&v, p, 32);
     return __builtin_convertvector(v, fw_v8d);
-}
-static inline double fw_lanes8_d(fw_v8d v) {
-    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
 #define FW_ROWDEV(name, T, LD)                                                 \
     static inline void name(const T *x, ptrdiff_t n, double c, double *s1, double *s2) { \
