@@ -445,7 +445,7 @@ from forkwait import ops
 from forkwait._native import _matmul
 import ops_ratios as b
 if {blas!r}:
-    _matmul.select_blas({blas!r})
+    _matmul.select_blas(*{blas!r}.split(","))
 fw.set_num_threads(1)
 rng = np.random.default_rng(3)
 for size in {sizes!r}:
@@ -558,7 +558,7 @@ def _sizes(args):
 
 def _matmul_switches(args):
     if args.matmul_blas:
-        native_matmul.select_blas(args.matmul_blas)
+        native_matmul.select_blas(*args.matmul_blas.split(","))
     if args.matmul_wide is not None:
         native_matmul.set_wide(args.matmul_wide)
 
@@ -794,8 +794,10 @@ def main(argv=None):
     p.add_argument("sections", nargs="*", default=list(SECTIONS))
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--matmul-blas", default=None, choices=("numpy", "scipy"),
-                   help="matmul: the OpenBLAS ops.matmul calls (default: forkwait's choice)")
+    p.add_argument("--matmul-blas", default=None,
+                   help="matmul: the OpenBLAS copies ops.matmul calls, comma-separated, of "
+                        "numpy, openblas64, scipy (numpy: NumPy's only; numpy,scipy: the "
+                        "second copy SciPy's; default: forkwait's choice)")
     p.add_argument("--matmul-wide", type=int, default=None,
                    help="matmul: dtypes that may take a wide call (bit 0 float32, bit 1 "
                         "float64; 0: always split over the team; default: forkwait's)")

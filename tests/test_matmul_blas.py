@@ -46,8 +46,15 @@ def lib_record():
 
 
 def needs_openblas():
-    if _matmul.blas_info()[0] not in ("numpy-openblas", "scipy-openblas"):
+    if _matmul.blas_info()[0] not in _matmul.BLAS_NAMES.values():
         pytest.skip("needs an OpenBLAS")
+
+
+def select(lib):
+    """Load `lib` alone (skip where it is not installed)."""
+    if lib == "openblas64" and _matmul._openblas64_path() is None:
+        pytest.skip("scipy-openblas64 is not installed")
+    assert _matmul.select_blas(lib) == _matmul.BLAS_NAMES[lib]
 
 
 def test_default_is_the_openblas_numpy_calls():
@@ -64,11 +71,11 @@ def test_default_is_the_openblas_numpy_calls():
     assert numpy_libs and os.path.realpath(path) == os.path.realpath(numpy_libs[0])
 
 
-@pytest.mark.parametrize("lib", ["numpy", "scipy"])
+@pytest.mark.parametrize("lib", ["numpy", "openblas64", "scipy"])
 @pytest.mark.parametrize("wide", [0, 3])
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
-def test_both_libraries_and_both_team_paths_match_numpy(restore_blas, lib, wide, dt):
-    assert _matmul.select_blas(lib) == f"{lib}-openblas"
+def test_each_library_and_both_team_paths_match_numpy(restore_blas, lib, wide, dt):
+    select(lib)
     _matmul.set_wide(wide)
     rng = np.random.default_rng(5)
     shapes = [(1, 1, 1), (7, 5, 3), (130, 70, 300), (257, 301, 263)]
@@ -107,10 +114,23 @@ def test_fallback_to_scipy_when_numpys_blas_is_not_found(restore_blas):
         _matmul.select_blas("mkl")
 
 
-@pytest.mark.parametrize("lib", ["numpy", "scipy"])
+def test_second_library_is_scipys_where_scipy_openblas64_is_missing(restore_blas):
+    """The default order with no scipy-openblas64 (not installed, or a path
+    that is no library): NumPy's copy and SciPy's, both used."""
+    for missing in (None, "/nonexistent/libscipy_openblas64_.so", _team.__file__):
+        assert _matmul.select_blas(openblas64_path=missing) == "numpy-openblas"
+        assert [n for n, _, _ in _matmul.blas_libraries()] == ["numpy-openblas", "scipy-openblas"]
+        a = np.random.default_rng(3).standard_normal((300, 300)).astype(np.float32)
+        with fw.num_threads(2):
+            futs = [fw.fork(ops.matmul, a, a.T) for _ in range(4)]
+            for r in fw.wait_all(futs):
+                np.testing.assert_allclose(r, a.astype(np.float64) @ a.T, **tol(np.float32, 300))
+
+
+@pytest.mark.parametrize("lib", ["numpy", "openblas64", "scipy"])
 def test_wide_and_split_calls_leave_the_users_count(restore_blas, lib):
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    _matmul.select_blas(lib)
+    select(lib)
     needs_openblas()
     a = np.ones((300, 300), np.float32)
     with threadpoolctl.threadpool_limits(USER, user_api="blas"):
@@ -193,15 +213,15 @@ def test_fork_child_drops_a_wide_pin():
 
 
 def test_both_libraries_are_used_and_left_as_found():
-    """NumPy's and SciPy's OpenBLAS where both are loaded; each 1-thread GEMM
-    pins the one least used now; both counts come back."""
+    """NumPy's OpenBLAS and a second copy (scipy-openblas64's, else SciPy's);
+    each 1-thread GEMM pins the one least used now; both counts come back."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     libs = _matmul.blas_libraries()
     names = [name for name, _, _ in libs]
     assert names[0] == "numpy-openblas"
     if len(libs) < 2:
         pytest.skip("one OpenBLAS only")
-    assert names == ["numpy-openblas", "scipy-openblas"] and libs[0][1] != libs[1][1]
+    assert names[1] in ("scipy-openblas64", "scipy-openblas") and libs[0][1] != libs[1][1]
     idx = _matmul.blas_indices()
     with threadpoolctl.threadpool_limits(USER, user_api="blas"):
         assert _blas._test_pin_least(idx) == 0  # both free: the first

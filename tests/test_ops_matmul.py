@@ -122,7 +122,7 @@ def _blas_threads():
 @pytest.mark.parametrize("n", [8, 300])
 def test_matmul_leaves_the_blas_thread_count_as_it_found_it(n):
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    if _matmul.blas_info()[0] not in ("numpy-openblas", "scipy-openblas"):
+    if _matmul.blas_info()[0] not in _matmul.BLAS_NAMES.values():
         pytest.skip("needs an OpenBLAS")
     a = np.ones((n, n))
     with threadpoolctl.threadpool_limits(3, user_api="blas"):
@@ -136,16 +136,21 @@ def test_matmul_leaves_the_blas_thread_count_as_it_found_it(n):
 
 
 def test_blas_is_loaded_with_forkwait_ops():
-    """NumPy's OpenBLAS (the one np.matmul calls) where found; SciPy's, the
-    fallback, is loaded with forkwait.ops too."""
+    """NumPy's OpenBLAS (the one np.matmul calls) and the second copy are
+    loaded with forkwait.ops: scipy-openblas64's, without importing SciPy;
+    SciPy's (through scipy.linalg.cython_blas) where that one is missing."""
     from conftest import run_python
 
     code = (
         "import sys, forkwait.ops; from forkwait._native import _matmul;"
-        "print('scipy.linalg.cython_blas' in sys.modules, _matmul.blas_info()[0])"
+        "print('scipy.linalg.cython_blas' in sys.modules,"
+        " *[n for n, _, _ in _matmul.blas_libraries()])"
     )
     out = run_python(code).stdout.split()
-    assert out == ["True", "numpy-openblas"]
+    if _matmul._openblas64_path() is not None:
+        assert out == ["False", "numpy-openblas", "scipy-openblas64"]
+    else:
+        assert out == ["True", "numpy-openblas", "scipy-openblas"]
 
 
 def test_parallel_info_names_the_blas_behind_matmul():

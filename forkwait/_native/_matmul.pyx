@@ -2,10 +2,12 @@
 
 The GEMM is NumPy's OpenBLAS where it can be found (the library NumPy's own
 ``np.matmul`` calls: ``load_blas`` resolves its Fortran GEMM with dlsym
-through NumPy's ``_multiarray_umath`` module, already loaded), else SciPy's
-(SciPy is a dependency, found through ``scipy.linalg.cython_blas``); no build
-dependency either way. Without a usable BLAS, a plain blocked loop of our own
-(correct, slower).
+through NumPy's ``_multiarray_umath`` module, already loaded). The second
+library, for GEMMs that run at the same time as another, is the OpenBLAS of
+the ``scipy-openblas64`` package (a dependency: the build NumPy's wheels
+bundle, as a file of its own, so a copy of its own), else SciPy's (found
+through ``scipy.linalg.cython_blas``); no build dependency either way.
+Without a usable BLAS, a plain blocked loop of our own (correct, slower).
 
 A team of one thread makes one single-threaded GEMM. A larger team splits
 the product in blocks of columns (rows for batches), one single-threaded GEMM
@@ -22,6 +24,8 @@ record per library under one lock, so the two can overlap without leaving
 OpenBLAS pinned, and a caller's own BLAS calls afterwards run with their
 threads (DESIGN.md rule 4: never a process-wide setting changed for good).
 """
+
+import os
 
 cimport numpy as cnp
 from forkwait._native._fw_plain cimport (
@@ -47,6 +51,7 @@ cdef extern from "<dlfcn.h>" nogil:
     void* dlsym(void* handle, const char* symbol)
     int RTLD_NOW
     int RTLD_NOLOAD
+    int RTLD_LOCAL
 
 ctypedef void (*sgemm_t)(char* ta, char* tb, int* m, int* n, int* k,
                          float* alpha, float* a, int* lda, float* b, int* ldb,
@@ -84,8 +89,11 @@ _slot_names = []
 _backend = None
 cdef bint _use_blas = False     # _nslots > 0 and not forced to our own kernel
 
-# the libraries ops.matmul may call, in the order load_blas tries them
-BLAS_ORDER = ("numpy", "scipy")
+# the libraries ops.matmul may call, in the order load_blas tries them (the
+# first two found are used)
+BLAS_ORDER = ("numpy", "openblas64", "scipy")
+BLAS_NAMES = {"numpy": "numpy-openblas", "openblas64": "scipy-openblas64",
+              "scipy": "scipy-openblas"}
 _order = BLAS_ORDER
 
 cdef enum:
@@ -223,22 +231,14 @@ def _numpy_module_path():
     return mod.__file__
 
 
-cdef bint _load_numpy(int slot, object module_path):
-    """NumPy's OpenBLAS into `slot`: dlsym through NumPy's already-loaded C
-    core (which searches its dependencies, so the symbol found is the
-    library NumPy calls); the GEMM and the thread functions must come from
-    one file."""
-    cdef void* handle
+cdef bint _load_symbols(int slot, void* handle):
+    """The first of _NUMPY_SYMBOLS found through `handle` into `slot`; the GEMM
+    and the thread functions must come from one file."""
     cdef void* ps
     cdef void* pd
     cdef void* fset
     cdef void* fget
     cdef Dl_info info
-    if module_path is None:
-        return False
-    handle = dlopen(module_path.encode(), RTLD_NOW | RTLD_NOLOAD)
-    if handle == NULL:
-        return False
     for ilp64, sname, dname, setname, getname in _NUMPY_SYMBOLS:
         ps = dlsym(handle, sname)
         if ps == NULL or dladdr(ps, &info) == 0 or info.dli_fname == NULL:
@@ -260,6 +260,43 @@ cdef bint _load_numpy(int slot, object module_path):
         _get[slot] = <get_threads_t>fget
         return True
     return False
+
+
+cdef bint _load_numpy(int slot, object module_path):
+    """NumPy's OpenBLAS into `slot`: dlsym through NumPy's already-loaded C
+    core (which searches its dependencies, so the symbol found is the
+    library NumPy calls)."""
+    cdef void* handle
+    if module_path is None:
+        return False
+    handle = dlopen(module_path.encode(), RTLD_NOW | RTLD_NOLOAD)
+    if handle == NULL:
+        return False
+    return _load_symbols(slot, handle)
+
+
+def _openblas64_path():
+    """The library file of the scipy-openblas64 package, or None."""
+    try:
+        import scipy_openblas64
+        path = os.path.join(scipy_openblas64.get_lib_dir(),
+                            scipy_openblas64.get_library(fullname=True))
+    except Exception:           # not installed, or no library file in it
+        return None
+    return path if os.path.isfile(path) else None
+
+
+cdef bint _load_openblas64(int slot, object path):
+    """The scipy-openblas64 package's OpenBLAS into `slot`: loaded with
+    RTLD_LOCAL, so its symbols (the same names as NumPy's copy) never
+    stand in for another library's."""
+    cdef void* handle
+    if path is None:
+        return False
+    handle = dlopen(os.fsencode(path), RTLD_NOW | RTLD_LOCAL)
+    if handle == NULL:
+        return False
+    return _load_symbols(slot, handle)
 
 
 cdef bint _load_scipy(int slot):
@@ -297,15 +334,18 @@ cdef bint _load_scipy(int slot):
     return True
 
 
-def load_blas(order=None, numpy_module=None):
+def load_blas(order=None, numpy_module=None, openblas64_path=False):
     """Find the GEMMs; returns the first one's backend name
-    ("numpy-openblas", "scipy-openblas", or "own" where none is found).
+    ("numpy-openblas", "scipy-openblas64", "scipy-openblas", or "own" where
+    none is found).
 
-    `order`: the libraries to try ("numpy", "scipy"; default BLAS_ORDER, or
-    the last order given); every one found is used, up to two, the first
-    first. `numpy_module`: the file through which NumPy's BLAS is looked up
-    (default NumPy's ``_multiarray_umath``; tests give another to see the
-    fallback). Loaded once; ``use_own_kernel`` and ``select_blas`` load again.
+    `order`: the libraries to try ("numpy", "openblas64", "scipy"; default
+    BLAS_ORDER, or the last order given); the first two found are used, the
+    first first. `numpy_module`: the file through which NumPy's BLAS is
+    looked up (default NumPy's ``_multiarray_umath``; tests give another to
+    see the fallback); `openblas64_path`: the scipy-openblas64 library file
+    (default: the package's; None: as if not installed). Loaded once;
+    ``use_own_kernel`` and ``select_blas`` load again.
     """
     global _backend, _order, _use_blas, _nslots, _slot_names
     cdef Dl_info info
@@ -313,8 +353,9 @@ def load_blas(order=None, numpy_module=None):
     cdef bint ok
     if order is not None:
         for name in order:
-            if name not in ("numpy", "scipy"):
-                raise ValueError(f"unknown BLAS {name!r}: use 'numpy' or 'scipy'")
+            if name not in BLAS_NAMES:
+                raise ValueError(
+                    f"unknown BLAS {name!r}: use one of {', '.join(map(repr, BLAS_NAMES))}")
         _order = tuple(order)
         _backend = None
     if _backend is not None:
@@ -335,6 +376,9 @@ def load_blas(order=None, numpy_module=None):
                 except Exception:
                     path = None
             ok = _load_numpy(slot, path)
+        elif name == "openblas64":
+            ok = _load_openblas64(
+                slot, _openblas64_path() if openblas64_path is False else openblas64_path)
         else:
             ok = _load_scipy(slot)
         if not ok:
@@ -350,7 +394,7 @@ def load_blas(order=None, numpy_module=None):
         if _lib[slot] < 0:
             continue
         _warm_up(slot)
-        names.append(name + "-openblas")
+        names.append(BLAS_NAMES[name])
     if not names:
         return _backend
     _slot_names = names
@@ -360,12 +404,12 @@ def load_blas(order=None, numpy_module=None):
     return _backend
 
 
-def select_blas(*order, numpy_module=None):
+def select_blas(*order, numpy_module=None, openblas64_path=False):
     """Testing and benchmark switch: load the GEMMs again, trying the named
     libraries in turn (``select_blas("scipy")``: SciPy's only; no names: the
     default order). Returns the first one's backend name. Not while matmuls
     run."""
-    return load_blas(order or BLAS_ORDER, numpy_module)
+    return load_blas(order or BLAS_ORDER, numpy_module, openblas64_path)
 
 
 def set_wide(int dtypes):

@@ -6,11 +6,6 @@ from typing import Any
 
 import numpy as np
 
-# SciPy is a dependency: its cython_blas is matmul's second library (the only
-# one where NumPy's BLAS is not found). Imported and looked up here, when
-# forkwait.ops is imported, so that no task finds them half-loaded (concurrent
-# first matmuls would otherwise race for them).
-import scipy.linalg.cython_blas  # noqa: F401
 from numpy.typing import ArrayLike, NDArray
 
 from forkwait._native import _matmul, pool
@@ -35,6 +30,9 @@ MATMUL_FN = {dt: _matmul.matmul[s] for dt, s in SPEC.items()}
 _fast = _matmul.fast_matmul
 _KEY = next(iter(MATMUL_FN))
 _PLAIN_FIRST = MATMUL_FN[_KEY]
+# The libraries are looked up (and loaded: scipy-openblas64's, or SciPy's
+# where that one is missing) here, when forkwait.ops is imported, so that no
+# task finds them half-loaded (concurrent first matmuls would race for them).
 _matmul.load_blas()
 
 
@@ -46,7 +44,7 @@ def matmul(a: ArrayLike, b: ArrayLike, out: NDArray[Any] | None = None) -> NDArr
     broadcasts too). The product is split over the threads (blocks of
     columns; of rows for batches), each block a single-threaded GEMM of
     NumPy's OpenBLAS or, where that one is busy with another block or matmul,
-    SciPy's (the only one where NumPy's is not found). While forkwait matmuls
+    a second copy (the scipy-openblas64 package's, else SciPy's). While forkwait matmuls
     run, the library's own thread count is 1; the user's count is restored
     when the last one ends.
 
