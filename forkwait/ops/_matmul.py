@@ -1,11 +1,10 @@
-"""matmul: NumPy's OpenBLAS (SciPy's the second library), over the team."""
+"""matmul: NumPy's OpenBLAS (a second copy beside it), over the team."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-
 from numpy.typing import ArrayLike, NDArray
 
 from forkwait._native import _matmul, pool
