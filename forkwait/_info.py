@@ -58,10 +58,15 @@ def _blas_line() -> str:
     backend, path, threads = _matmul.blas_info()
     if path is None:
         return f"BLAS behind ops.matmul: {backend} (forkwait's own kernel: no OpenBLAS found)"
-    return (
+    line = (
         f"BLAS behind ops.matmul: {backend} ({os.path.basename(path)}), {threads} thread(s) "
         "now (1 inside ops.matmul)"
     )
+    second = _matmul.blas_libraries()[1:]
+    if second:
+        name, spath, _ = second[0]
+        line += f"; second copy, for concurrent GEMMs: {name} ({os.path.basename(spath)})"
+    return line
 
 
 def parallel_info() -> str:

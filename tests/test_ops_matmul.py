@@ -154,7 +154,11 @@ def test_blas_is_loaded_with_forkwait_ops():
 
 
 def test_parallel_info_names_the_blas_behind_matmul():
-    assert f"BLAS behind ops.matmul: {_matmul.blas_info()[0]}" in fw.parallel_info()
+    info = fw.parallel_info()
+    assert f"BLAS behind ops.matmul: {_matmul.blas_info()[0]}" in info
+    libs = _matmul.blas_libraries()
+    if len(libs) > 1:
+        assert f"second copy, for concurrent GEMMs: {libs[1][0]}" in info
 
 
 # ------------------------------------------------ the fast path (plain 2-D arrays)
