@@ -232,8 +232,8 @@ def set_blas_budget(enabled: bool) -> None:
     benchmark says so on your machine (``python bench/blas_budget.py``), or
     with ``FORKWAIT_BLAS_BUDGET=1``.
 
-    The budget and ``ops.matmul``'s own pinning of its BLAS (NumPy's, SciPy's) to 1 thread
-    share one record per library, so neither leaves a library pinned.
+    The budget and ``ops.matmul``'s own pinning of its BLAS (NumPy's and its second
+    copy) to 1 thread share one record per library, so neither leaves a library pinned.
     A count the user sets while tasks run (``threadpoolctl``) becomes the
     count restored afterwards.
 

@@ -254,7 +254,7 @@ static inline void fw_blas_unpin_wide(int lib) {
  * wide pin's thread count; the first on a tie). Returns its position in
  * `libs` (release with fw_blas_pin(libs[i], -1)), or -1 if none. So two
  * matmuls running at once call two different OpenBLAS libraries where two
- * are loaded (NumPy's and SciPy's): measured here, two threads calling one
+ * are loaded (NumPy's and a second copy): measured on Zen 1, two threads calling one
  * OpenBLAS's single-threaded sgemm at once run 1.4-4x slower each, two
  * threads calling two copies do not (docs/performance.md). */
 static inline int fw_blas_pin_least(const int *libs, int n) {

@@ -71,9 +71,10 @@ ctypedef void (*set_threads_t)(int n) noexcept nogil
 ctypedef int (*get_threads_t)() noexcept nogil
 
 # The libraries ops.matmul calls ("slots"): slot 0 is the first found in the
-# order (NumPy's by default), slot 1 the second (SciPy's) when it is another
-# file. A single-threaded GEMM takes the slot least used by matmuls now, so
-# two matmuls at once call two different libraries (see fw_blas_pin_least).
+# order (NumPy's by default), slot 1 the second (scipy-openblas64's, else
+# SciPy's) when it is another file. A single-threaded GEMM takes the slot
+# least used by matmuls now, so two matmuls at once call two different
+# libraries (see fw_blas_pin_least).
 cdef enum:
     MAX_SLOTS = 2
 cdef sgemm_t _s32[MAX_SLOTS]
