@@ -39,7 +39,7 @@ from cython.parallel cimport prange
 from forkwait._native._blas cimport (
     blas_pin, blas_pin_least, blas_pin_wide, blas_register, blas_unpin_wide,
 )
-from forkwait._native._team cimport team_begin, team_end
+from forkwait._native._team cimport omp_team_ok, team_begin, team_end
 
 cnp.import_array()
 
@@ -52,6 +52,23 @@ cdef extern from "<dlfcn.h>" nogil:
     int RTLD_NOW
     int RTLD_NOLOAD
     int RTLD_LOCAL
+
+cdef extern from "_fw_blas_team.h" nogil:
+    ctypedef void (*fw_ob_dojob_t)(int thread_num, void* jobdata, int dojob_data)
+    void fw_ob_run_jobs(int sync, fw_ob_dojob_t dojob, int numjobs, size_t elsize,
+                        void* jobdata, int dojob_data)
+    long fw_ob_calls
+    long fw_ob_team_calls
+    int (*fw_ob_team_ok)()
+    int fw_ob_force_threads
+    void fw_ob_atfork_child()
+    int fw_ob_test(int n, int nested)
+
+cdef extern from "<pthread.h>" nogil:
+    int pthread_atfork(void (*prepare)(), void (*parent)(), void (*child)())
+
+ctypedef void (*ob_callback_t)(int, fw_ob_dojob_t, int, size_t, void*, int) noexcept nogil
+ctypedef void (*ob_set_callback_t)(ob_callback_t cb) noexcept nogil
 
 ctypedef void (*sgemm_t)(char* ta, char* tb, int* m, int* n, int* k,
                          float* alpha, float* a, int* lda, float* b, int* ldb,
@@ -156,6 +173,57 @@ def set_ksplit(int dtypes):
     if dtypes < 0 or dtypes > 3:
         raise ValueError(f"set_ksplit takes 0-3 (bit 0 float32, bit 1 float64), got {dtypes}")
     _ksplit = dtypes
+
+# Wide calls on the team (see _fw_blas_team.h): the copy of OpenBLAS that
+# forkwait loads itself runs its threaded calls' jobs on the calling thread's
+# OpenMP team, so a product of a team of T >= 2 can be one GEMM at T threads
+# whose packed panels both threads share (the column split packs the shared
+# operand once per thread), with no OpenBLAS thread spinning beside the next
+# kernel. For which dtypes (bit 0 float32, bit 1 float64; set_wide_team) and
+# from how many multiply-adds: measured on Zen 4 (docs/performance.md), 512
+# and 1024 at 2 threads ran 1-20% faster that way than the column split
+# (float64 1.07 / 0.98 and 1.01 / 1.01 of NumPy's time against 0.87 / 0.97
+# and 0.97 / 0.98), and a matmul / gelu / matmul / exp sequence 3-4% faster
+# (with OpenBLAS's own threads instead: 0.51-0.77 of the split's speed); at
+# 256 the two were even.
+cdef int _team_slot = -1        # the slot whose library runs on the team, or -1
+cdef int _wide_team = 3
+cdef Py_ssize_t WIDE_TEAM_MIN = 1 << 26
+# library files forkwait loaded itself and gave the callback
+_private_libs = set()
+
+pthread_atfork(NULL, NULL, fw_ob_atfork_child)
+fw_ob_team_ok = omp_team_ok
+
+
+def set_wide_team(int dtypes):
+    """(Benchmarks, tests) Which dtypes a team's product may hand whole to the
+    OpenBLAS copy that runs on the team: bit 0 float32, bit 1 float64 (the
+    default: 3). Returns the old value."""
+    global _wide_team
+    if dtypes < 0 or dtypes > 3:
+        raise ValueError(f"set_wide_team takes 0-3 (bit 0 float32, bit 1 float64), got {dtypes}")
+    old = _wide_team
+    _wide_team = dtypes
+    return old
+
+
+def team_blas():
+    """(Tests) The library file whose threaded calls run on the team (None:
+    none), and the counts of its threaded calls: all, and those that ran on
+    the OpenMP team (the rest ran on threads started for them)."""
+    path = _slot_path(_team_slot) if _use_blas and _team_slot >= 0 else None
+    return path, fw_ob_calls, fw_ob_team_calls
+
+
+def _test_team_callback(int n, bint nested):
+    """(Tests) n jobs that each wait for all n, through the callback; how
+    many ran (n unless it hangs)."""
+    cdef int ran
+    with nogil:
+        ran = fw_ob_test(n, nested)
+    return ran
+
 
 # GEMM dimensions are C ints
 cdef Py_ssize_t INT_LIMIT = 2147483648
@@ -277,27 +345,64 @@ cdef bint _load_numpy(int slot, object module_path):
 
 
 def _openblas64_path():
-    """The library file of the scipy-openblas64 package, or None."""
+    """The library file of the scipy-openblas64 package, or None. Found
+    without importing the package: its __init__ loads the library with
+    RTLD_GLOBAL, and forkwait loads it itself (_load_openblas64)."""
+    import importlib.util
     try:
-        import scipy_openblas64
-        path = os.path.join(scipy_openblas64.get_lib_dir(),
-                            scipy_openblas64.get_library(fullname=True))
+        spec = importlib.util.find_spec("scipy_openblas64")
+        lib_dir = os.path.join(list(spec.submodule_search_locations)[0], "lib")
+        names = sorted(f for f in os.listdir(lib_dir)
+                       if f.startswith("libscipy_openblas64_") and
+                       (f.endswith(".so") or ".so." in f or f.endswith(".dylib")))
     except Exception:           # not installed, or no library file in it
         return None
-    return path if os.path.isfile(path) else None
+    return os.path.join(lib_dir, names[0]) if names else None
 
 
 cdef bint _load_openblas64(int slot, object path):
     """The scipy-openblas64 package's OpenBLAS into `slot`: loaded with
     RTLD_LOCAL, so its symbols (the same names as NumPy's copy) never
-    stand in for another library's."""
+    stand in for another library's. Where this loads it (nobody had),
+    its server threads are told to sleep at once when idle
+    (OPENBLAS_THREAD_TIMEOUT, read when it loads) and its threaded calls
+    are given to forkwait's team (fw_ob_run_jobs): it is forkwait's own."""
     cdef void* handle
+    cdef void* fn = NULL
     if path is None:
         return False
-    handle = dlopen(os.fsencode(path), RTLD_NOW | RTLD_LOCAL)
-    if handle == NULL:
+    bpath = os.fsencode(path)
+    handle = dlopen(bpath, RTLD_NOW | RTLD_NOLOAD)
+    fresh = handle == NULL
+    if fresh:
+        old = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+        os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"   # 2**4 cycles
+        try:
+            handle = dlopen(bpath, RTLD_NOW | RTLD_LOCAL)
+        finally:
+            if old is None:
+                del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+            else:
+                os.environ["OPENBLAS_THREAD_TIMEOUT"] = old
+    if handle == NULL or not _load_symbols(slot, handle):
         return False
-    return _load_symbols(slot, handle)
+    if fresh:
+        for name in (b"scipy_openblas_set_threads_callback_function64_",
+                     b"openblas_set_threads_callback_function64_",
+                     b"openblas_set_threads_callback_function"):
+            fn = dlsym(handle, name)
+            if fn != NULL and _same_file(fn, info_path(<void*>_set[slot])):
+                (<ob_set_callback_t>fn)(<ob_callback_t>fw_ob_run_jobs)
+                _private_libs.add(info_path(<void*>_set[slot]))
+                break
+    return True
+
+
+cdef bytes info_path(void* p):
+    cdef Dl_info info
+    if p == NULL or dladdr(p, &info) == 0 or info.dli_fname == NULL:
+        return b""
+    return bytes(info.dli_fname)
 
 
 cdef bint _load_scipy(int slot):
@@ -348,7 +453,7 @@ def load_blas(order=None, numpy_module=None, openblas64_path=False):
     (default: the package's; None: as if not installed). Loaded once;
     ``use_own_kernel`` and ``select_blas`` load again.
     """
-    global _backend, _order, _use_blas, _nslots, _slot_names
+    global _backend, _order, _use_blas, _nslots, _slot_names, _team_slot, fw_ob_force_threads
     cdef Dl_info info
     cdef int slot, i
     cdef bint ok
@@ -364,6 +469,7 @@ def load_blas(order=None, numpy_module=None, openblas64_path=False):
     _backend = "own"
     _use_blas = False
     _nslots = 0
+    _team_slot = -1
     names = []
     for name in _order:
         slot = len(names)
@@ -394,7 +500,13 @@ def load_blas(order=None, numpy_module=None, openblas64_path=False):
         _lib[slot] = blas_register(<void*>_set[slot], <void*>_get[slot], info.dli_fname)
         if _lib[slot] < 0:
             continue
-        _warm_up(slot)
+        if info_path(<void*>_set[slot]) in _private_libs:
+            _team_slot = slot
+            fw_ob_force_threads = 1     # loading starts no OpenMP team here
+            _warm_up(slot)
+            fw_ob_force_threads = 0
+        else:
+            _warm_up(slot)
         names.append(BLAS_NAMES[name])
     if not names:
         return _backend
@@ -572,6 +684,16 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
                 for j in range(n):
                     pc[i * n + j] = pc[i * n + j] + tmp[i * n + j]
             fw_kbuf_put(tmp)
+            team_end(team)
+            return
+    if (blas and batch == 1 and _team_slot >= 0 and _wide_team & (1 if floating is float else 2)
+            and m * n * k >= WIDE_TEAM_MIN):
+        # the whole product as one GEMM at the team's threads, its jobs on
+        # this thread's OpenMP team (_fw_blas_team.h); alone on that copy
+        # only (else the limiter refuses and the split below runs)
+        if blas_pin_wide(_lib[_team_slot], team):
+            _gemm(pa, pb, pc, m, n, k, blas, _team_slot)
+            blas_unpin_wide(_lib[_team_slot])
             team_end(team)
             return
     if blas and batch == 1 and _wide & (1 if floating is float else 2):

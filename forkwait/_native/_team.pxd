@@ -6,3 +6,4 @@ cdef void set_local_threads(int n) noexcept nogil
 cdef int requested_threads() noexcept nogil
 cdef int team_begin(Py_ssize_t n_items, Py_ssize_t grain) noexcept nogil
 cdef void team_end(int team) noexcept nogil
+cdef int omp_team_ok() noexcept nogil

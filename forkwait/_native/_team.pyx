@@ -120,6 +120,19 @@ cdef void team_end(int team) noexcept nogil:
         fw_team_release(&fw_busy_threads, held)
 
 
+cdef int omp_team_ok() noexcept nogil:
+    """May this thread start an OpenMP team of more than one thread (for
+    code other than team_begin's kernels: OpenBLAS's jobs on the team,
+    _fw_blas_team.h)? Not the forking thread of an os.fork() child once it
+    had (GCC bug 60035); otherwise yes, and the thread is noted as one that
+    did, as team_begin notes it."""
+    global fw_ran_team
+    if fw_team_serial:
+        return 0
+    fw_ran_team = 1
+    return 1
+
+
 cdef void _atfork_child() noexcept nogil:
     global fw_kernel_depth, fw_team_serial
     if fw_ran_team:
