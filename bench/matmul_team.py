@@ -1,11 +1,11 @@
 """ops.matmul at 2 threads: the whole product as one GEMM on forkwait's team
-(the default from 2**26 multiply-adds) against the column split over two
-OpenBLAS copies (``set_wide_team(0)``) and against NumPy's own 2-thread GEMM,
-as per-call medians; and a matmul / gelu / matmul / exp sequence, where
-OpenBLAS threads that spin beside forkwait's would show.
+(the default from 2**26 multiply-adds for float32, 2**24 for float64) against
+the column split over two OpenBLAS copies (``set_wide_team(0)``) and against
+NumPy's own 2-thread GEMM, as per-call medians; and a matmul / gelu / matmul /
+exp sequence, where OpenBLAS threads that spin beside forkwait's would show.
 
     python bench/matmul_team.py [--sizes 256,512,1024] [--dtypes float64,float32]
-        [--rounds 5] [--processes 2] [--threads 2]
+        [--rounds 5] [--processes 2] [--threads 2] [--team-min N]
 
 Per process and size: `--rounds` rounds, each a block of calls of every
 candidate in turn (NumPy, split, team), 0.3 s apart (OpenBLAS's own threads,
@@ -37,6 +37,8 @@ a = rng.standard_normal((size, size)).astype(dt)
 b = rng.standard_normal((size, size)).astype(dt)
 out = np.empty((size, size), dt)
 fw.set_num_threads(threads)
+if int(sys.argv[6]) >= 0:
+    _matmul.set_wide_team_min(int(sys.argv[6]), int(sys.argv[6]))
 pc = time.perf_counter_ns
 calls0 = _matmul.team_blas()[2]
 if part == "calls":
@@ -93,6 +95,9 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--parts", default="calls,sequence")
+    ap.add_argument("--team-min", type=int, default=-1,
+                    help="fewest multiply-adds handed whole to the team, both dtypes "
+                         "(default: forkwait's, 2**26 float32 and 2**24 float64)")
     args = ap.parse_args()
     print("load before:", loadavg())
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +109,7 @@ def main() -> None:
                 for _ in range(args.processes):
                     out = subprocess.run(
                         [sys.executable, "-c", CHILD, part, str(size), dt, str(args.rounds),
-                         str(args.threads)],
+                         str(args.threads), str(args.team_min)],
                         env=env, capture_output=True, text=True, check=True, cwd="/",
                     )
                     rs.append(json.loads(out.stdout))

@@ -14,7 +14,7 @@ from forkwait import ops
 from forkwait._native import _blas, _matmul
 from forkwait._threads import available_cpus
 
-N = 600  # 600**3 multiply-adds: above the wide-on-the-team threshold (2**26)
+N = 600  # 600**3 multiply-adds: above the wide-on-the-team thresholds (2**26, 2**24)
 
 
 def team_calls():
@@ -62,7 +62,7 @@ def test_a_team_product_is_one_gemm_on_the_team(team_copy, dt):
     # below the threshold, and at one thread: no threaded call either
     _matmul.set_wide_team(3)
     with fw.num_threads(2):
-        ops.matmul(a[:200, :200], b[:200, :200])
+        ops.matmul(a[:150, :150], b[:150, :150])
     with fw.num_threads(1):
         np.testing.assert_allclose(ops.matmul(a, b), ref, **tol)
     assert team_calls() == (calls1, team1)

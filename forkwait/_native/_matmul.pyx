@@ -180,15 +180,16 @@ def set_ksplit(int dtypes):
 # whose packed panels both threads share (the column split packs the shared
 # operand once per thread), with no OpenBLAS thread spinning beside the next
 # kernel. For which dtypes (bit 0 float32, bit 1 float64; set_wide_team) and
-# from how many multiply-adds: measured on Zen 4 (docs/performance.md), 512
-# and 1024 at 2 threads ran 1-20% faster that way than the column split
-# (float64 1.07 / 0.98 and 1.01 / 1.01 of NumPy's time against 0.87 / 0.97
-# and 0.97 / 0.98), and a matmul / gelu / matmul / exp sequence 3-4% faster
-# (with OpenBLAS's own threads instead: 0.51-0.77 of the split's speed); at
-# 256 the two were even.
+# from how many multiply-adds (per dtype): measured on Zen 4 at 2 threads
+# (bench/matmul_team.py, docs/performance.md), float64 from 256 x 256 x 256
+# and float32 from 512 x 512 x 512 ran as fast or faster that way than with
+# the column split, alone and in a matmul / gelu / matmul / exp sequence
+# (with OpenBLAS's own threads instead: 0.51-0.77 of the split's speed);
+# float32 at 384 was 6-9% slower in the sequence.
 cdef int _team_slot = -1        # the slot whose library runs on the team, or -1
 cdef int _wide_team = 3
-cdef Py_ssize_t WIDE_TEAM_MIN = 1 << 26
+cdef Py_ssize_t _team_min_f32 = 1 << 26
+cdef Py_ssize_t _team_min_f64 = 1 << 24
 # library files forkwait loaded itself and gave the callback
 _private_libs = set()
 
@@ -205,6 +206,18 @@ def set_wide_team(int dtypes):
         raise ValueError(f"set_wide_team takes 0-3 (bit 0 float32, bit 1 float64), got {dtypes}")
     old = _wide_team
     _wide_team = dtypes
+    return old
+
+
+def set_wide_team_min(Py_ssize_t float32_madds, Py_ssize_t float64_madds):
+    """(Benchmarks) The fewest multiply-adds a team's product hands whole to
+    the copy on the team, per dtype (defaults 2**26 and 2**24). Returns the
+    old pair."""
+    global _team_min_f32, _team_min_f64
+    if float32_madds < 0 or float64_madds < 0:
+        raise ValueError("set_wide_team_min takes counts >= 0")
+    old = (_team_min_f32, _team_min_f64)
+    _team_min_f32, _team_min_f64 = float32_madds, float64_madds
     return old
 
 
@@ -686,8 +699,11 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
             fw_kbuf_put(tmp)
             team_end(team)
             return
+    cdef Py_ssize_t team_min = _team_min_f64
+    if floating is float:
+        team_min = _team_min_f32
     if (blas and batch == 1 and _team_slot >= 0 and _wide_team & (1 if floating is float else 2)
-            and m * n * k >= WIDE_TEAM_MIN):
+            and m * n * k >= team_min):
         # the whole product as one GEMM at the team's threads, its jobs on
         # this thread's OpenMP team (_fw_blas_team.h); alone on that copy
         # only (else the limiter refuses and the split below runs)
