@@ -78,16 +78,24 @@ def test_the_copy_is_left_with_the_users_count(team_copy):
         assert all(r["pinned"] == 0 and r["wide"] == 0 for r in _blas.libraries())
 
 
-def test_forked_team_products_at_once_are_right(team_copy):
-    """Several forked matmuls at 2 threads each: one at a time takes the wide
-    call (the limiter grants it only to a matmul alone on the copy), the
-    others split; every result right."""
+def test_forked_products_split_and_are_right(team_copy):
+    """Matmuls in forked tasks never take the one-GEMM path (its threads wait
+    on each other, and other tasks' threads would stall them): they split,
+    and every result is right, several at once."""
+    if available_cpus() < 2:
+        pytest.skip("one CPU: no team of 2")
     rng = np.random.default_rng(8)
     xs = [rng.standard_normal((N, N)) for _ in range(6)]
+    calls0 = team_calls()
     with fw.num_threads(2):
         futs = [fw.fork(ops.matmul, xs[i], xs[i - 1]) for i in range(6)]
         for i, r in enumerate(fw.wait_all(futs)):
             np.testing.assert_allclose(r, xs[i] @ xs[i - 1], rtol=1e-10, atol=1e-9)
+        assert team_calls() == calls0
+        # the same product outside any task takes it
+        np.testing.assert_allclose(ops.matmul(xs[0], xs[5]), xs[0] @ xs[5], rtol=1e-10,
+                                   atol=1e-9)
+    assert team_calls()[1] == calls0[1] + 1
     assert all(r["pinned"] == 0 and r["wide"] == 0 for r in _blas.libraries())
 
 

@@ -38,6 +38,7 @@ cdef extern from "_fw_blas.h" nogil:
     int fw_blas_pin_wide(int lib, int n)
     int fw_blas_pin_least(const int* libs, int n)
     void fw_blas_unpin_wide(int lib)
+    int fw_blas_running_now()
     int fw_blas_add(void* set_fn, void* get_fn, const char* name, const char* path)
     void fw_blas_scan()
     void fw_blas_set_budget(int on, int cpus)
@@ -68,6 +69,12 @@ cdef int blas_pin_wide(int lib, int n) noexcept nogil:
 
 cdef void blas_unpin_wide(int lib) noexcept nogil:
     fw_blas_unpin_wide(lib)
+
+
+cdef int blas_tasks_running() noexcept nogil:
+    """Threads running forked task code now (a task blocked in a wait does
+    not count; the pool keeps the count always)."""
+    return fw_blas_running_now()
 
 
 cdef int blas_register(void* set_fn, void* get_fn, const char* path) noexcept nogil:

@@ -207,6 +207,11 @@ static inline void fw_blas_tasks(int delta) {
     pthread_mutex_unlock(&fw_blas_lock);
 }
 
+/* Threads running task code now. */
+static inline int fw_blas_running_now(void) {
+    return __atomic_load_n(&fw_blas_running, __ATOMIC_SEQ_CST);
+}
+
 /* ops.matmul: pin library `lib` to 1 thread (+1) or release the pin (-1). */
 static inline void fw_blas_pin(int lib, int delta) {
     if (lib < 0) return;

@@ -37,7 +37,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from forkwait._native._blas cimport (
-    blas_pin, blas_pin_least, blas_pin_wide, blas_register, blas_unpin_wide,
+    blas_pin, blas_pin_least, blas_pin_wide, blas_register, blas_tasks_running,
+    blas_unpin_wide,
 )
 from forkwait._native._team cimport omp_team_ok, team_begin, team_end
 
@@ -703,10 +704,15 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
     if floating is float:
         team_min = _team_min_f32
     if (blas and batch == 1 and _team_slot >= 0 and _wide_team & (1 if floating is float else 2)
-            and m * n * k >= team_min):
+            and m * n * k >= team_min and blas_tasks_running() == 0):
         # the whole product as one GEMM at the team's threads, its jobs on
         # this thread's OpenMP team (_fw_blas_team.h); alone on that copy
-        # only (else the limiter refuses and the split below runs)
+        # only (else the limiter refuses and the split below runs), and
+        # only while no thread runs a forked task (this one included): the
+        # GEMM's threads wait on each other, so a thread that takes one of
+        # their cores stalls them all (two forked 512 float64 matmuls at 2
+        # threads each ran at 0.66-0.79x the two in turn that way, where
+        # the split's independent GEMMs ran at 0.99-1.07x)
         if blas_pin_wide(_lib[_team_slot], team):
             _gemm(pa, pb, pc, m, n, k, blas, _team_slot)
             blas_unpin_wide(_lib[_team_slot])
