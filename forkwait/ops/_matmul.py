@@ -42,10 +42,13 @@ def matmul(a: ArrayLike, b: ArrayLike, out: NDArray[Any] | None = None) -> NDArr
     with a 3-D one (the matrix is used for every batch entry; a batch of 1
     broadcasts too). The product is split over the threads (blocks of
     columns; of rows for batches), each block a single-threaded GEMM of
-    NumPy's OpenBLAS or, where that one is busy with another block or matmul,
-    a second copy (the scipy-openblas64 package's, else SciPy's). While forkwait matmuls
-    run, the library's own thread count is 1; the user's count is restored
-    when the last one ends.
+    NumPy's OpenBLAS or, where that one is busy with another block or
+    matmul, a second copy (the scipy-openblas64 package's, else SciPy's).
+    A large product of one matrix on a team, outside forked tasks, is one
+    GEMM of that second copy instead, its jobs run on forkwait's own OpenMP
+    team (docs/ops.md). While forkwait matmuls run, the libraries' own
+    thread counts are set for them; the user's counts are restored when the
+    last one ends.
 
     Parameters
     ----------
