@@ -24,6 +24,9 @@ import statistics
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import loadavg  # noqa: E402
+
 CHILD = r"""
 import json, statistics, sys, time
 import numpy as np
@@ -63,11 +66,6 @@ print(json.dumps({"libs": libs, "ratio": statistics.median(S) / statistics.media
                   "pair_us": statistics.median(F) / 1e3, "seq_us": statistics.median(S) / 1e3,
                   "ok": bool(ok)}))
 """
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def main() -> None:

@@ -23,6 +23,9 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import loadavg  # noqa: E402
+
 CHILD = r"""
 import json, statistics, sys, time
 import numpy as np
@@ -80,11 +83,6 @@ res["ok"] = bool(ok)
 res["team_calls"] = _matmul.team_blas()[2] - calls0
 print(json.dumps(res))
 """
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def main() -> None:
