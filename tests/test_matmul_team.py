@@ -100,7 +100,7 @@ def test_forked_products_split_and_are_right(team_copy):
 
 
 @pytest.mark.parametrize("nested", [False, True], ids=["team", "inside-a-parallel-region"])
-@pytest.mark.parametrize("n", [1, 2, 3, 8])
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 70])
 def test_jobs_that_wait_for_each_other_all_run(team_copy, n, nested):
     """The callback's contract: every job runs at the same time as the
     others (each waits here until all n have started, as OpenBLAS's level-3

@@ -29,6 +29,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <time.h>
 #include "_openmp_helpers.h"
 
@@ -51,6 +52,8 @@ typedef struct {
     char *job;
     int thread_num;
     int dojob_data;
+    int started;
+    pthread_t tid;
 } fw_ob_job_t;
 
 static void *fw_ob_job_main(void *p) {
@@ -59,38 +62,45 @@ static void *fw_ob_job_main(void *p) {
     return NULL;
 }
 
+static void fw_ob_pause_ms(void) {
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+}
+
 /* Jobs 1..n-1 on threads started for them, job 0 on the caller. A thread
- * that cannot be started is tried again (1 ms apart, up to a second): the
- * jobs wait for each other, so none may run before all have a thread. Only
- * when threads cannot be made for a whole second does a job run on the
- * caller after job 0 (OpenBLAS's level-3 jobs would then wait for ever). */
+ * (or the memory for the list) that cannot be had is tried again, 1 ms
+ * apart, up to a second: the jobs wait for each other, so none may run
+ * before all have a thread. Only when threads cannot be made for a whole
+ * second does a job run on the caller after job 0 (OpenBLAS's level-3 jobs
+ * would then wait for ever: there is no other way left). */
 static void fw_ob_run_on_threads(fw_ob_dojob_t dojob, int numjobs, size_t elsize,
                                  char *jobs, int dojob_data) {
-    enum { FW_OB_MAX = 64 };
-    pthread_t tid[FW_OB_MAX];
-    fw_ob_job_t job[FW_OB_MAX];
-    int started[FW_OB_MAX];
-    int i;
-    if (numjobs > FW_OB_MAX) numjobs = FW_OB_MAX; /* OpenBLAS here: at most 64 (MAX_CPU_NUMBER) */
+    fw_ob_job_t *job = NULL;
+    int i, tries;
+    for (tries = 0; tries < 1000 && job == NULL; tries++) {
+        job = (fw_ob_job_t *)calloc((size_t)numjobs, sizeof *job);
+        if (job == NULL) fw_ob_pause_ms();
+    }
+    if (job == NULL) {      /* no memory for a second: in turn, the last resort */
+        for (i = 0; i < numjobs; i++) dojob(i, jobs + elsize * (size_t)i, dojob_data);
+        return;
+    }
     for (i = 1; i < numjobs; i++) {
         job[i].dojob = dojob;
         job[i].job = jobs + elsize * (size_t)i;
         job[i].thread_num = i;
         job[i].dojob_data = dojob_data;
-        started[i] = 0;
-        for (int tries = 0; tries < 1000 && !started[i]; tries++) {
-            started[i] = pthread_create(&tid[i], NULL, fw_ob_job_main, &job[i]) == 0;
-            if (!started[i]) {
-                struct timespec ms = {0, 1000000};
-                nanosleep(&ms, NULL);
-            }
+        for (tries = 0; tries < 1000 && !job[i].started; tries++) {
+            job[i].started = pthread_create(&job[i].tid, NULL, fw_ob_job_main, &job[i]) == 0;
+            if (!job[i].started) fw_ob_pause_ms();
         }
     }
     dojob(0, jobs, dojob_data);
     for (i = 1; i < numjobs; i++) {
-        if (started[i]) pthread_join(tid[i], NULL);
+        if (job[i].started) pthread_join(job[i].tid, NULL);
         else dojob(i, jobs + elsize * (size_t)i, dojob_data);
     }
+    free(job);
 }
 
 /* The callback (OpenBLAS's openblas_threads_callback type). */
@@ -146,8 +156,8 @@ static void fw_ob_test_job(int thread_num, void *job, int n) {
 }
 
 static int fw_ob_test(int n, int nested) {
-    char jobs[64];
-    if (n < 1 || n > 64) return -1;
+    char jobs[128];
+    if (n < 1 || n > 128) return -1;
     fw_ob_test_arrived = 0;
     fw_ob_test_ran = 0;
     if (nested) {
