@@ -5,6 +5,8 @@ caller's OpenMP team (forkwait/_native/_fw_blas_team.h)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -35,9 +37,19 @@ def team_copy():
 
 
 def test_the_team_copy_is_the_second_library_and_not_a_global_one(team_copy):
+    """Loaded RTLD_LOCAL: its symbols (NumPy's copy's names too) are not in
+    the process's global namespace, so they stand in for no other library's
+    (importing the scipy_openblas64 package would put them there)."""
     libs = _matmul.blas_libraries()
     assert [n for n, _, _ in libs] == ["numpy-openblas", "scipy-openblas64"]
     assert os.path.realpath(libs[1][1]) == os.path.realpath(team_copy)
+    code = (
+        "import ctypes, sys, forkwait.ops;"
+        "print(hasattr(ctypes.CDLL(None), 'scipy_sgemm_64_'), 'scipy_openblas64' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()
+    assert out == ["False", "False"]
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
@@ -101,7 +113,7 @@ def test_forked_products_split_and_are_right(team_copy):
 
 @pytest.mark.parametrize("nested", [False, True], ids=["team", "inside-a-parallel-region"])
 @pytest.mark.parametrize("n", [1, 2, 3, 8, 70])
-def test_jobs_that_wait_for_each_other_all_run(team_copy, n, nested):
+def test_jobs_that_wait_for_each_other_all_run(n, nested):
     """The callback's contract: every job runs at the same time as the
     others (each waits here until all n have started, as OpenBLAS's level-3
     jobs wait for each other's panels), on the team or, where the team cannot

@@ -265,11 +265,16 @@ cdef inline void _release(int slot) noexcept nogil:
     blas_pin(_lib[slot], -1)
 
 
-cdef object _slot_path(int slot):
+cdef bytes _file_of(const void* p):
+    """The file of the loaded library `p` points into (b"": not found)."""
     cdef Dl_info info
-    if dladdr(<void*>_set[slot], &info) != 0 and info.dli_fname != NULL:
-        return info.dli_fname.decode()
-    return None
+    if p == NULL or dladdr(p, &info) == 0 or info.dli_fname == NULL:
+        return b""
+    return bytes(info.dli_fname)
+
+
+cdef object _slot_path(int slot):
+    return _file_of(<void*>_set[slot]).decode() or None
 
 
 def blas_info():
@@ -300,9 +305,7 @@ def blas_indices():
 
 
 cdef bint _same_file(void* p, bytes path):
-    cdef Dl_info info
-    return (p != NULL and dladdr(p, &info) != 0 and info.dli_fname != NULL
-            and bytes(info.dli_fname) == path)
+    return p != NULL and _file_of(p) == path
 
 
 def _numpy_module_path():
@@ -321,12 +324,11 @@ cdef bint _load_symbols(int slot, void* handle):
     cdef void* pd
     cdef void* fset
     cdef void* fget
-    cdef Dl_info info
     for ilp64, sname, dname, setname, getname in _NUMPY_SYMBOLS:
         ps = dlsym(handle, sname)
-        if ps == NULL or dladdr(ps, &info) == 0 or info.dli_fname == NULL:
+        lib = _file_of(ps)
+        if not lib:
             continue
-        lib = bytes(info.dli_fname)
         pd = dlsym(handle, dname)
         fset = dlsym(handle, setname)
         fget = dlsym(handle, getname)
@@ -405,23 +407,15 @@ cdef bint _load_openblas64(int slot, object path):
                      b"openblas_set_threads_callback_function64_",
                      b"openblas_set_threads_callback_function"):
             fn = dlsym(handle, name)
-            if fn != NULL and _same_file(fn, info_path(<void*>_set[slot])):
+            if fn != NULL and _same_file(fn, _file_of(<void*>_set[slot])):
                 (<ob_set_callback_t>fn)(<ob_callback_t>fw_ob_run_jobs)
-                _private_libs.add(info_path(<void*>_set[slot]))
+                _private_libs.add(_file_of(<void*>_set[slot]))
                 break
     return True
 
 
-cdef bytes info_path(void* p):
-    cdef Dl_info info
-    if p == NULL or dladdr(p, &info) == 0 or info.dli_fname == NULL:
-        return b""
-    return bytes(info.dli_fname)
-
-
 cdef bint _load_scipy(int slot):
     """SciPy's OpenBLAS into `slot`, through scipy.linalg.cython_blas's capsules."""
-    cdef Dl_info info
     cdef void* handle
     cdef void* ps
     cdef void* pd
@@ -434,9 +428,10 @@ cdef bint _load_scipy(int slot):
         pd = PyCapsule_GetPointer(caps["dgemm"], PyCapsule_GetName(caps["dgemm"]))
     except Exception:           # no SciPy, or a SciPy without these capsules
         return False
-    if dladdr(ps, &info) == 0 or info.dli_fname == NULL:
+    lib = _file_of(ps)
+    if not lib:
         return False
-    handle = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD)
+    handle = dlopen(lib, RTLD_NOW | RTLD_NOLOAD)
     if handle == NULL:
         return False
     for prefix in (b"scipy_openblas", b"openblas"):
@@ -468,7 +463,6 @@ def load_blas(order=None, numpy_module=None, openblas64_path=False):
     ``use_own_kernel`` and ``select_blas`` load again.
     """
     global _backend, _order, _use_blas, _nslots, _slot_names, _team_slot, fw_ob_force_threads
-    cdef Dl_info info
     cdef int slot, i
     cdef bint ok
     if order is not None:
@@ -509,12 +503,11 @@ def load_blas(order=None, numpy_module=None, openblas64_path=False):
                 ok = False
         if not ok:
             continue
-        if dladdr(<void*>_set[slot], &info) == 0 or info.dli_fname == NULL:
-            info.dli_fname = b""
-        _lib[slot] = blas_register(<void*>_set[slot], <void*>_get[slot], info.dli_fname)
+        lib_file = _file_of(<void*>_set[slot])
+        _lib[slot] = blas_register(<void*>_set[slot], <void*>_get[slot], lib_file)
         if _lib[slot] < 0:
             continue
-        if info_path(<void*>_set[slot]) in _private_libs:
+        if lib_file in _private_libs:
             _team_slot = slot
             fw_ob_force_threads = 1     # loading starts no OpenMP team here
             _warm_up(slot)
