@@ -16,7 +16,7 @@ loops; anything else returns None and the Python layer's general path runs.
 cimport cython
 cimport numpy as cnp
 from forkwait._native._fw_plain cimport (
-    fw_native_call, native_capsule, native_out, plain_float_type,
+    fw_gil_free_call, gil_free_capsule, gil_free_out, plain_float_type,
 )
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cython cimport floating
@@ -448,14 +448,14 @@ def fast_binary(int op, object a, object b, object out, Py_ssize_t grain):
 # ------------------------------------------ forked element-wise math without the GIL
 
 ctypedef struct _unary_call:
-    fw_native_call base   # first: the pool sees a fw_native_call *
+    fw_gil_free_call base   # first: the pool sees a fw_gil_free_call *
     const void *px
     void *py
     Py_ssize_t n, grain
     int op, type_num
 
 
-cdef void _unary_call_run(fw_native_call *c) noexcept nogil:
+cdef void _unary_call_run(fw_gil_free_call *c) noexcept nogil:
     cdef _unary_call *u = <_unary_call *>c
     if u.n > 0:
         if u.type_num == cnp.NPY_DOUBLE:
@@ -465,9 +465,9 @@ cdef void _unary_call_run(fw_native_call *c) noexcept nogil:
 
 
 @cython.final
-cdef class NativeUnary:
+cdef class GilFreeUnary:
     """The pool's prepare function for ``fork(ops.<op>, x[, out])`` (see
-    ``_fw_native.h``): fast_unary's case as a GIL-free call, ``(capsule,
+    ``_fw_gil_free.h``): fast_unary's case as a GIL-free call, ``(capsule,
     result)``, or None (then the fork is an ordinary task)."""
     cdef int op
     cdef Py_ssize_t grain
@@ -478,16 +478,16 @@ cdef class NativeUnary:
 
     def __call__(self, tuple args, object kwargs):
         cdef int t
-        cdef fw_native_call *c = NULL
+        cdef fw_gil_free_call *c = NULL
         cdef _unary_call *u
-        out = native_out(args, kwargs, 1)
+        out = gil_free_out(args, kwargs, 1)
         if out is False:
             return None
         x = args[0]
         res = _unary_case(x, out, &t)
         if res is None:
             return None
-        capsule = native_capsule(sizeof(_unary_call), _unary_call_run, &c)
+        capsule = gil_free_capsule(sizeof(_unary_call), _unary_call_run, &c)
         if capsule is None:
             return None
         u = <_unary_call *>c

@@ -33,6 +33,8 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "_fw_atomic.h"
+
 #define FW_BLAS_MAX_LIBS 8
 
 typedef void (*fw_blas_set_t)(int);
@@ -66,7 +68,7 @@ static inline void fw_blas_lock_release(void) { pthread_mutex_unlock(&fw_blas_lo
 
 /* the per-library limit of the budget now; 0: none */
 static inline int fw_blas_budget_limit(void) {
-    int r = __atomic_load_n(&fw_blas_running, __ATOMIC_SEQ_CST);
+    int r = FW_LOAD(&fw_blas_running);
     if (!fw_blas_budget_on || r < 2) return 0;
     r = fw_blas_cpus / r;
     return r < 1 ? 1 : r;
@@ -195,8 +197,8 @@ static void fw_blas_scan(void) {
  * while tasks run); the lock is taken only while the budget is on. */
 static inline void fw_blas_tasks(int delta) {
     int limit;
-    __atomic_add_fetch(&fw_blas_running, delta, __ATOMIC_SEQ_CST);
-    if (!__atomic_load_n(&fw_blas_budget_on, __ATOMIC_SEQ_CST)) return;
+    FW_ADD(&fw_blas_running, delta);
+    if (!FW_LOAD(&fw_blas_budget_on)) return;
     pthread_mutex_lock(&fw_blas_lock);
     limit = fw_blas_budget_limit();
     if (limit != fw_blas_cur_limit) {
@@ -209,7 +211,7 @@ static inline void fw_blas_tasks(int delta) {
 
 /* Threads running task code now. */
 static inline int fw_blas_running_now(void) {
-    return __atomic_load_n(&fw_blas_running, __ATOMIC_SEQ_CST);
+    return FW_LOAD(&fw_blas_running);
 }
 
 /* ops.matmul: pin library `lib` to 1 thread (+1) or release the pin (-1). */
@@ -289,7 +291,7 @@ static void fw_blas_set_budget(int on, int cpus) {
     pthread_mutex_lock(&fw_blas_lock);
     if (on) fw_blas_scan();
     fw_blas_cpus = cpus < 1 ? 1 : cpus;
-    __atomic_store_n(&fw_blas_budget_on, on, __ATOMIC_SEQ_CST);
+    FW_STORE(&fw_blas_budget_on, on);
     fw_blas_cur_limit = fw_blas_budget_limit();
     fw_blas_apply_all();
     pthread_mutex_unlock(&fw_blas_lock);

@@ -28,6 +28,8 @@
 #define FW_BLAS_TEAM_H
 
 #include <pthread.h>
+
+#include "_fw_atomic.h"
 #include <stddef.h>
 #include <stdlib.h>
 #include <time.h>
@@ -146,13 +148,13 @@ static int fw_ob_test_ran;
 static void fw_ob_test_job(int thread_num, void *job, int n) {
     (void)thread_num;
     (void)job;
-    __atomic_add_fetch(&fw_ob_test_arrived, 1, __ATOMIC_SEQ_CST);
-    while (__atomic_load_n(&fw_ob_test_arrived, __ATOMIC_SEQ_CST) < n) {
+    FW_ADD(&fw_ob_test_arrived, 1);
+    while (FW_LOAD(&fw_ob_test_arrived) < n) {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
     }
-    __atomic_add_fetch(&fw_ob_test_ran, 1, __ATOMIC_SEQ_CST);
+    FW_ADD(&fw_ob_test_ran, 1);
 }
 
 static int fw_ob_test(int n, int nested) {

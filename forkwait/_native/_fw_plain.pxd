@@ -1,18 +1,18 @@
 # The fast paths' test of a "plain" array and the pieces of a GIL-free call
-# (_fw_native.h), shared by _elementwise and _matmul (cimport only; the
+# (_fw_gil_free.h), shared by _elementwise and _matmul (cimport only; the
 # cimporting module calls cnp.import_array()).
 
 cimport numpy as cnp
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF
 
-cdef extern from "_fw_native.h":
-    ctypedef struct fw_native_call:
-        void (*run)(fw_native_call *c) noexcept nogil
+cdef extern from "_fw_gil_free.h":
+    ctypedef struct fw_gil_free_call:
+        void (*run)(fw_gil_free_call *c) noexcept nogil
         int intra
-    PyObject *fw_native_capsule_new(size_t size,
-                                    void (*run)(fw_native_call *) noexcept nogil,
-                                    fw_native_call **call)
+    PyObject *fw_gil_free_capsule_new(size_t size,
+                                    void (*run)(fw_gil_free_call *) noexcept nogil,
+                                    fw_gil_free_call **call)
 
 
 cdef inline int plain_float_type(object x) noexcept:
@@ -33,7 +33,7 @@ cdef inline int plain_float_type(object x) noexcept:
     return t
 
 
-cdef inline object native_out(tuple args, object kwargs, Py_ssize_t n_in):
+cdef inline object gil_free_out(tuple args, object kwargs, Py_ssize_t n_in):
     """The `out` of a forked ``op(x1..xn[, out])`` for a GIL-free call's
     prepare function: None when there is none, False when the call has any
     other shape (the prepare function declines it, and the ordinary task
@@ -48,12 +48,12 @@ cdef inline object native_out(tuple args, object kwargs, Py_ssize_t n_in):
     return None if na == n_in else False
 
 
-cdef inline object native_capsule(size_t size, void (*run)(fw_native_call *) noexcept nogil,
-                                  fw_native_call **call):
+cdef inline object gil_free_capsule(size_t size, void (*run)(fw_gil_free_call *) noexcept nogil,
+                                  fw_gil_free_call **call):
     """A new capsule owning a zeroed call struct of `size` bytes (`run` set,
     `*call` pointing at it), or None when out of memory (the prepare
     function then declines the call: it becomes an ordinary task)."""
-    cdef PyObject *cp = fw_native_capsule_new(size, run, call)
+    cdef PyObject *cp = fw_gil_free_capsule_new(size, run, call)
     if cp == NULL:
         return None
     capsule = <object>cp

@@ -35,7 +35,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 
-#include "_fw_native.h"
+#include "_fw_atomic.h"
+#include "_fw_gil_free.h"
 
 #define FW_MAX_INTEROP 4096
 #define FW_MAX_SPARES 2048
@@ -48,10 +49,6 @@ _Static_assert(FW_PENDING == 0, "FW_PENDING must be 0");
 /* Pool states. */
 enum { FW_POOL_IDLE = 0, FW_POOL_RUNNING = 1, FW_POOL_DRAINING = 2, FW_POOL_CLOSED = 3 };
 
-#define FW_LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
-#define FW_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
-#define FW_ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
-#define FW_FENCE() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 
 struct fw_queue;
 struct fw_thread;
@@ -76,7 +73,7 @@ typedef struct fw_node {
                                    parent link stays, so helpers see the whole subtree */
     int on_pool;                /* while RUNNING: counted in n_running_pool */
     long long mark;             /* a wait_all's token (help roots) */
-    fw_native_call *native;     /* a GIL-free kernel call (set at fork; the Future's
+    fw_gil_free_call *gil_free;     /* a GIL-free kernel call (set at fork; the Future's
                                    capsule, in its context's slot, owns it), or NULL */
 } fw_node;
 
@@ -85,7 +82,7 @@ typedef struct fw_queue {
     fw_node *head;              /* oldest: thieves take it */
     fw_node *tail;              /* newest: the owner pushes and pops here */
     Py_ssize_t len;             /* atomic: read without the lock */
-    Py_ssize_t n_native;        /* of those, GIL-free calls (atomic, as len): a thread
+    Py_ssize_t n_gil_free_queued;        /* of those, GIL-free calls (atomic, as len): a thread
                                    without the GIL skips a queue without any unlocked */
 } fw_queue;
 
@@ -287,7 +284,7 @@ static inline void fw_q_link_tail(fw_queue *q, fw_node *n) {
     if (q->tail) q->tail->next = n; else q->head = n;
     q->tail = n;
     n->queue = q;
-    if (n->native != NULL) FW_ADD(&q->n_native, 1);
+    if (n->gil_free != NULL) FW_ADD(&q->n_gil_free_queued, 1);
     FW_ADD(&q->len, 1);
 }
 
@@ -296,7 +293,7 @@ static inline void fw_q_unlink(fw_queue *q, fw_node *n) {
     if (n->next) n->next->prev = n->prev; else q->tail = n->prev;
     n->prev = n->next = NULL;
     n->queue = NULL;
-    if (n->native != NULL) FW_ADD(&q->n_native, -1);
+    if (n->gil_free != NULL) FW_ADD(&q->n_gil_free_queued, -1);
     FW_ADD(&q->len, -1);
 }
 
@@ -359,10 +356,10 @@ static inline int fw_claim_node(fw_node *n, int to_state) {
  * wait on that task would find it running instead of running it itself). */
 static inline fw_node *fw_take_tail_if(fw_queue *q, int gil_free_only) {
     fw_node *n = NULL;
-    if (FW_LOAD(gil_free_only ? &q->n_native : &q->len) == 0) return NULL;
+    if (FW_LOAD(gil_free_only ? &q->n_gil_free_queued : &q->len) == 0) return NULL;
     pthread_mutex_lock(&q->lock);
     n = q->tail;
-    if (n && gil_free_only && n->native == NULL) n = NULL;
+    if (n && gil_free_only && n->gil_free == NULL) n = NULL;
     if (n) { fw_q_unlink(q, n); fw_mark_running(n); }
     pthread_mutex_unlock(&q->lock);
     return n;
@@ -370,10 +367,10 @@ static inline fw_node *fw_take_tail_if(fw_queue *q, int gil_free_only) {
 
 static inline fw_node *fw_take_head_if(fw_queue *q, int gil_free_only) {
     fw_node *n = NULL;
-    if (FW_LOAD(gil_free_only ? &q->n_native : &q->len) == 0) return NULL;
+    if (FW_LOAD(gil_free_only ? &q->n_gil_free_queued : &q->len) == 0) return NULL;
     pthread_mutex_lock(&q->lock);
     n = q->head;
-    if (n && gil_free_only && n->native == NULL) n = NULL;
+    if (n && gil_free_only && n->gil_free == NULL) n = NULL;
     if (n) { fw_q_unlink(q, n); fw_mark_running(n); }
     pthread_mutex_unlock(&q->lock);
     return n;

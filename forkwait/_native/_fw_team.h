@@ -15,6 +15,8 @@
 
 #include <pthread.h>
 
+#include "_fw_atomic.h"
+
 static pthread_mutex_t fw_team_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t fw_team_cond = PTHREAD_COND_INITIALIZER;
 static int fw_team_waiting = 0;          /* kernels blocked for a token */
@@ -25,50 +27,46 @@ static __thread int fw_tokens_held = 0;  /* tokens of this thread's kernel */
    kernel until the teams already running finish. 0: wait for a token. */
 static int fw_team_nowait = 1;
 
-static inline int fw_sc_load(const int *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
-
 /* Take between 1 and want tokens out of budget (busy counts those taken). */
 static int fw_team_acquire(int *busy, const int *budget, int want) {
     int b, avail, team, share;
-    if (fw_sc_load(&fw_team_waiting) == 0) {            /* fast path */
-        b = fw_sc_load(busy);
-        avail = fw_sc_load(budget) - b;
-        while (avail >= 1 && fw_sc_load(&fw_team_waiting) == 0) {
+    if (FW_LOAD(&fw_team_waiting) == 0) {            /* fast path */
+        b = FW_LOAD(busy);
+        avail = FW_LOAD(budget) - b;
+        while (avail >= 1 && FW_LOAD(&fw_team_waiting) == 0) {
             team = want < avail ? want : avail;
-            if (__atomic_compare_exchange_n(busy, &b, b + team, 0, __ATOMIC_SEQ_CST,
-                                            __ATOMIC_SEQ_CST))
+            if (FW_CAS(busy, &b, b + team))
                 return team;
-            avail = fw_sc_load(budget) - b;
+            avail = FW_LOAD(budget) - b;
         }
     }
     if (fw_team_nowait) {
-        __atomic_add_fetch(busy, 1, __ATOMIC_SEQ_CST);
+        FW_ADD(busy, 1);
         return 1;
     }
     pthread_mutex_lock(&fw_team_lock);
-    __atomic_add_fetch(&fw_team_waiting, 1, __ATOMIC_SEQ_CST);
+    FW_ADD(&fw_team_waiting, 1);
     for (;;) {
-        b = fw_sc_load(busy);
-        avail = fw_sc_load(budget) - b;
+        b = FW_LOAD(busy);
+        avail = FW_LOAD(budget) - b;
         if (avail >= 1) {
-            share = avail / fw_sc_load(&fw_team_waiting);
+            share = avail / FW_LOAD(&fw_team_waiting);
             team = share < 1 ? 1 : share;
             team = want < team ? want : team;
-            if (__atomic_compare_exchange_n(busy, &b, b + team, 0, __ATOMIC_SEQ_CST,
-                                            __ATOMIC_SEQ_CST))
+            if (FW_CAS(busy, &b, b + team))
                 break;
             continue;
         }
         pthread_cond_wait(&fw_team_cond, &fw_team_lock);
     }
-    __atomic_sub_fetch(&fw_team_waiting, 1, __ATOMIC_SEQ_CST);
+    FW_ADD(&fw_team_waiting, -1);
     pthread_mutex_unlock(&fw_team_lock);
     return team;
 }
 
 static void fw_team_release(int *busy, int tokens) {
-    __atomic_sub_fetch(busy, tokens, __ATOMIC_SEQ_CST);
-    if (fw_sc_load(&fw_team_waiting) > 0) {
+    FW_ADD(busy, -tokens);
+    if (FW_LOAD(&fw_team_waiting) > 0) {
         pthread_mutex_lock(&fw_team_lock);
         pthread_cond_broadcast(&fw_team_cond);
         pthread_mutex_unlock(&fw_team_lock);

@@ -4,6 +4,8 @@
 #ifndef FORKWAIT_FW_TEAM_STATE_H
 #define FORKWAIT_FW_TEAM_STATE_H
 
+#include "_fw_atomic.h"
+
 /* Per-thread intra-op override set by `with forkwait.num_threads(n)`; 0: none. */
 static __thread int fw_local_threads = 0;
 /* Process-wide intra-op team size (set_num_threads). */
@@ -27,12 +29,5 @@ static __thread int fw_team_serial = 0;
 /* Team size of the last kernel this thread started (read by the profiler). */
 static __thread int fw_last_team = 0;
 
-static inline int fw_load(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-static inline void fw_store(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-static inline int fw_add(int *p, int v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
-static inline int fw_cas(int *p, int expected, int desired) {
-    return __atomic_compare_exchange_n(p, &expected, desired, 0,
-                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-}
 
 #endif

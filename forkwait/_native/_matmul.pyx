@@ -29,7 +29,7 @@ import os
 
 cimport numpy as cnp
 from forkwait._native._fw_plain cimport (
-    fw_native_call, native_capsule, native_out, plain_float_type,
+    fw_gil_free_call, gil_free_capsule, gil_free_out, plain_float_type,
 )
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from libc.stdlib cimport calloc, free
@@ -862,7 +862,7 @@ def fast_matmul(object a, object b, object out, Py_ssize_t grain):
 # ------------------------------------------------- forked matmuls without the GIL
 
 ctypedef struct _mm_call:
-    fw_native_call base   # first: the pool sees a fw_native_call *
+    fw_gil_free_call base   # first: the pool sees a fw_gil_free_call *
     const void *pa
     const void *pb
     void *pc
@@ -870,10 +870,10 @@ ctypedef struct _mm_call:
     int type_num
     bint blas
 
-cdef Py_ssize_t _native_grain = 1 << 20
+cdef Py_ssize_t _gil_free_grain = 1 << 20
 
 
-cdef void _mm_call_run(fw_native_call *c) noexcept nogil:
+cdef void _mm_call_run(fw_gil_free_call *c) noexcept nogil:
     cdef _mm_call *mc = <_mm_call *>c
     if mc.type_num == cnp.NPY_DOUBLE:
         _run(<const double*>mc.pa, <const double*>mc.pb, <double*>mc.pc,
@@ -883,13 +883,13 @@ cdef void _mm_call_run(fw_native_call *c) noexcept nogil:
              1, mc.m, mc.n, mc.k, False, False, mc.grain, mc.blas)
 
 
-def set_native_grain(Py_ssize_t grain):
+def set_gil_free_grain(Py_ssize_t grain):
     """The grain of forked (GIL-free) matmuls: ``ops.matmul``'s."""
-    global _native_grain
-    _native_grain = grain
+    global _gil_free_grain
+    _gil_free_grain = grain
 
 
-def native_call(tuple args, object kwargs):
+def gil_free_call(tuple args, object kwargs):
     """The pool's prepare function for ``fork(ops.matmul, a, b[, out])``: the
     common case of fast_matmul as a GIL-free call, ``(capsule, result)``, or
     None (then the fork is an ordinary task and reports any error through
@@ -897,9 +897,9 @@ def native_call(tuple args, object kwargs):
     the result (new, or ``out``) is the future's value once it has run."""
     cdef Py_ssize_t mnk[3]
     cdef int t
-    cdef fw_native_call *c = NULL
+    cdef fw_gil_free_call *c = NULL
     cdef _mm_call *mc
-    out = native_out(args, kwargs, 2)
+    out = gil_free_out(args, kwargs, 2)
     if out is False:
         return None
     a = args[0]
@@ -907,7 +907,7 @@ def native_call(tuple args, object kwargs):
     res = _plain_case(a, b, out, mnk, &t)
     if res is None:
         return None
-    capsule = native_capsule(sizeof(_mm_call), _mm_call_run, &c)
+    capsule = gil_free_capsule(sizeof(_mm_call), _mm_call_run, &c)
     if capsule is None:
         return None
     mc = <_mm_call *>c
@@ -917,7 +917,7 @@ def native_call(tuple args, object kwargs):
     mc.m = mnk[0]
     mc.n = mnk[1]
     mc.k = mnk[2]
-    mc.grain = _native_grain
+    mc.grain = _gil_free_grain
     mc.type_num = t
     mc.blas = _use_blas
     return (capsule, res)

@@ -9,6 +9,9 @@ DESIGN.md rule 3).
 
 from cython.parallel cimport prange
 
+from forkwait._native._atomic cimport (
+    FW_ADD_ACQREL, FW_CAS_ACQREL, FW_LOAD, FW_LOAD_ACQ, FW_STORE_REL,
+)
 from forkwait._native._openmp cimport (
     FW_HAVE_OPENMP, FW_OPENMP_VERSION, omp_get_num_threads, omp_in_parallel,
     omp_get_max_threads,
@@ -24,14 +27,9 @@ cdef extern from "_fw_team_state.h" nogil:
     int fw_last_team
     int fw_ran_team
     int fw_team_serial
-    int fw_load(const int *p)
-    void fw_store(int *p, int v)
-    int fw_add(int *p, int v)
-    int fw_cas(int *p, int expected, int desired)
 
 cdef extern from "_fw_team.h" nogil:
     int fw_team_waiting
-    int fw_sc_load(const int *p)
     int fw_tokens_held
     int fw_team_nowait
     int fw_team_acquire(int *busy, const int *budget, int want)
@@ -53,11 +51,10 @@ cdef int _busy_peak = 0
 
 cdef inline void _note_busy(int busy) noexcept nogil:
     global _busy_peak
-    cdef int peak = fw_load(&_busy_peak)
-    while busy > peak:
-        if fw_cas(&_busy_peak, peak, busy):
+    cdef int peak = FW_LOAD_ACQ(&_busy_peak)
+    while busy > peak:  # a failed CAS leaves the value it saw in `peak`
+        if FW_CAS_ACQREL(&_busy_peak, &peak, busy):
             return
-        peak = fw_load(&_busy_peak)
 
 
 cdef int get_local_threads() noexcept nogil:
@@ -74,7 +71,7 @@ cdef int requested_threads() noexcept nogil:
     cdef int n = fw_local_threads
     if n > 0:
         return n
-    return fw_load(&fw_global_threads)
+    return FW_LOAD_ACQ(&fw_global_threads)
 
 
 cdef int team_begin(Py_ssize_t n_items, Py_ssize_t grain) noexcept nogil:
@@ -97,12 +94,12 @@ cdef int team_begin(Py_ssize_t n_items, Py_ssize_t grain) noexcept nogil:
             or omp_in_parallel()):
         fw_last_team = 1
         return 1
-    if fw_load(&fw_mode) == MODE_FIXED:
+    if FW_LOAD_ACQ(&fw_mode) == MODE_FIXED:
         team = want
-        _note_busy(fw_add(&fw_busy_threads, team))
+        _note_busy(FW_ADD_ACQREL(&fw_busy_threads, team))
     else:
         team = fw_team_acquire(&fw_busy_threads, &fw_cpu_budget, want)
-        _note_busy(fw_load(&fw_busy_threads))
+        _note_busy(FW_LOAD_ACQ(&fw_busy_threads))
     fw_tokens_held = team
     fw_last_team = team
     if team > 1:
@@ -137,7 +134,7 @@ cdef void _atfork_child() noexcept nogil:
     global fw_kernel_depth, fw_team_serial
     if fw_ran_team:
         fw_team_serial = 1  # GCC bug 60035: see _fw_team_state.h
-    fw_store(&fw_busy_threads, 0)
+    FW_STORE_REL(&fw_busy_threads, 0)
     fw_kernel_depth = 0
     fw_team_atfork_child()
 
@@ -148,11 +145,11 @@ pthread_atfork(NULL, NULL, _atfork_child)
 # ---------------------------------------------------------------- Python side
 
 def _set_global_threads(int n):
-    fw_store(&fw_global_threads, n)
+    FW_STORE_REL(&fw_global_threads, n)
 
 
 def _get_global_threads():
-    return fw_load(&fw_global_threads)
+    return FW_LOAD_ACQ(&fw_global_threads)
 
 
 def _set_local_threads(int n):
@@ -171,19 +168,19 @@ def _get_requested_threads():
 
 
 def _set_cpu_budget(int n):
-    fw_store(&fw_cpu_budget, n)
+    FW_STORE_REL(&fw_cpu_budget, n)
 
 
 def _get_cpu_budget():
-    return fw_load(&fw_cpu_budget)
+    return FW_LOAD_ACQ(&fw_cpu_budget)
 
 
 def _set_mode(int mode):
-    fw_store(&fw_mode, mode)
+    FW_STORE_REL(&fw_mode, mode)
 
 
 def _get_mode():
-    return fw_load(&fw_mode)
+    return FW_LOAD_ACQ(&fw_mode)
 
 
 def _last_team():
@@ -192,7 +189,7 @@ def _last_team():
 
 
 def _busy_threads():
-    return fw_load(&fw_busy_threads)
+    return FW_LOAD_ACQ(&fw_busy_threads)
 
 
 def _set_shared_wait(bint wait):
@@ -203,19 +200,19 @@ def _set_shared_wait(bint wait):
 
 def _team_waiting():
     """Kernels blocked now, waiting for a CPU token (shared mode, waiting on)."""
-    return fw_sc_load(&fw_team_waiting)
+    return FW_LOAD(&fw_team_waiting)
 
 
 def _busy_peak_reset():
     """Reset and return the high-water mark of OpenMP threads held by kernels."""
     global _busy_peak
-    cdef int old = fw_load(&_busy_peak)
-    fw_store(&_busy_peak, 0)
+    cdef int old = FW_LOAD_ACQ(&_busy_peak)
+    FW_STORE_REL(&_busy_peak, 0)
     return old
 
 
 def _get_busy_peak():
-    return fw_load(&_busy_peak)
+    return FW_LOAD_ACQ(&_busy_peak)
 
 
 def _hold(Py_ssize_t n_items=1 << 30, Py_ssize_t grain=1):

@@ -42,6 +42,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.pythread cimport PyThread_get_thread_ident
 
+from forkwait._native._atomic cimport FW_ADD as _fw_add_int, FW_ADDLL as _fw_add_ll, fw_cas_int
 from forkwait._native._blas cimport blas_tasks
 from forkwait._native._team cimport get_local_threads, set_local_threads
 
@@ -85,10 +86,10 @@ cdef extern from "_fw_sched.h" nogil:
         FW_W_TIMEOUT
         FW_W_CYCLE
 
-    ctypedef struct fw_native_call:
-        void (*run)(fw_native_call *c) noexcept nogil
+    ctypedef struct fw_gil_free_call:
+        void (*run)(fw_gil_free_call *c) noexcept nogil
         int intra
-    const char *FW_NATIVE_CAPSULE
+    const char *FW_GIL_FREE_CAPSULE
 
     ctypedef struct fw_queue:
         Py_ssize_t len
@@ -106,7 +107,7 @@ cdef extern from "_fw_sched.h" nogil:
         int is_task
         int live_children
         long long mark
-        fw_native_call *native
+        fw_gil_free_call *gil_free
         fw_node *next
 
     ctypedef struct pthread_mutex_t:
@@ -195,22 +196,6 @@ cdef extern from "_fw_sched.h" nogil:
 
 cdef extern from "_fw_sched.h":
     int fw_recursion_low(int py_margin)
-
-cdef extern from *:
-    """
-    static inline int _atomic_dec(int *p) { return __atomic_sub_fetch(p, 1, __ATOMIC_SEQ_CST); }
-    static inline long long _atomic_inc_ll(long long *p) {
-        return __atomic_add_fetch(p, 1, __ATOMIC_SEQ_CST);
-    }
-    static inline int fw_cas_int(int *flag) {
-        int expected = 0;
-        return __atomic_compare_exchange_n(flag, &expected, 1, 0,
-                                           __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-    }
-    """
-    int _atomic_dec(int *p) nogil
-    int fw_cas_int(int *flag) nogil
-    long long _atomic_inc_ll(long long *p) nogil
 
 _logger = logging.getLogger("forkwait")
 
@@ -1043,8 +1028,8 @@ cdef inline void _release_call(FutureCore fut):
     fut._args = None
     fut._kwargs = None
     fut._a0 = fut._a1 = None
-    if fut.node.native != NULL:
-        fut.node.native = NULL  # before its capsule goes (a flag to waiters only now)
+    if fut.node.gil_free != NULL:
+        fut.node.gil_free = NULL  # before its capsule goes (a flag to waiters only now)
         if FW_LOAD(&fut.node.state) == FW_CANCELLED:
             fut._result = None  # the result array made at fork
     fut._ctx = None
@@ -1059,7 +1044,7 @@ cdef inline void _unlink_parent(FutureCore fut):
     while it has live children: helpers walk through it to find the subtree."""
     cdef FutureCore p = fut._parent
     if p is not None:
-        if _atomic_dec(&p.node.live_children) == 0 and FW_LOAD(&p.node.state) >= FW_FINISHED:
+        if _fw_add_int(&p.node.live_children, -1) == 0 and FW_LOAD(&p.node.state) >= FW_FINISHED:
             p.node.parent = NULL
             p._parent = None
     if FW_LOAD(&fut.node.live_children) == 0:
@@ -1085,7 +1070,7 @@ cdef _notify_cf_waiters(FutureCore fut):
 
 cdef bint _complete_manual(FutureCore fut, int state, object result, object exc) except -1:
     """Complete a hand-made future once (False if it is done already)."""
-    if not fw_cas_int(&fut._completing):
+    if not fw_cas_int(&fut._completing, 0, 1):
         return False
     fut._result = result
     fut._exc = exc
@@ -1187,7 +1172,7 @@ cdef inline void _gc_retrack(FutureCore fut):
     if not PyObject_GC_IsTracked(fut):
         PyObject_GC_Track(fut)
     ctx = fut._ctx
-    if ctx is not None and fut.node.native == NULL and not PyObject_GC_IsTracked(ctx):
+    if ctx is not None and fut.node.gil_free == NULL and not PyObject_GC_IsTracked(ctx):
         PyObject_GC_Track(ctx)
 
 
@@ -1257,7 +1242,7 @@ cdef int _run_task(FutureCore fut) except -1:
     waiter must then raise it too, so Ctrl-C is never swallowed), else 0.
     """
     global fw_cur_task, fw_wait_acc, fw_task_depth
-    if fut.node.native != NULL:
+    if fut.node.gil_free != NULL:
         return _run_gil_free(fut)
     cdef int saved = get_local_threads()
     cdef int interrupted = 0
@@ -1321,7 +1306,7 @@ cdef int _run_task(FutureCore fut) except -1:
 # ---------------------------------------------------------------- GIL-free tasks
 
 DEF MAX_GIL_FREE = 32
-cdef list _gil_free_fns = []   # [(fn, prepare), ...] (see _register_native); holds them
+cdef list _gil_free_fns = []   # [(fn, prepare), ...] (see _register_gil_free); holds them
 DEF GIL_FREE_SLOTS = 64   # a power of two, at least twice MAX_GIL_FREE
 # fork's identity check: an open-addressed table of their fns (borrowed) and
 # prepare functions, by address, so that a fork of any other function costs
@@ -1335,10 +1320,10 @@ cdef inline size_t _gil_free_slot(PyObject *fn) noexcept:
     return (<size_t>fn >> 4) & (GIL_FREE_SLOTS - 1)
 
 
-def _register_native(fn, prepare):
+def _register_gil_free(fn, prepare):
     """Make ``fork(fn, ...)`` a GIL-free task wherever ``prepare(args,
     kwargs)`` accepts the call (``kwargs`` None without keywords): it
-    returns ``(capsule, result)`` (see ``_fw_native.h``) or None for the
+    returns ``(capsule, result)`` (see ``_fw_gil_free.h``) or None for the
     ordinary path. ``prepare=None`` removes `fn`."""
     global _n_gil_free_fns
     if prepare is not None and not callable(prepare):
@@ -1380,20 +1365,20 @@ cdef bint _make_gil_free(FutureCore fut, object prepare) except -1:
     if prepared is None:
         return False
     capsule = (<tuple>prepared)[0]
-    fut.node.native = <fw_native_call *>PyCapsule_GetPointer(capsule, FW_NATIVE_CAPSULE)
+    fut.node.gil_free = <fw_gil_free_call *>PyCapsule_GetPointer(capsule, FW_GIL_FREE_CAPSULE)
     fut._ctx = capsule  # no Python code runs in it: its context slot holds the call
     fut._result = (<tuple>prepared)[1]
-    fut.node.native.intra = fut._intra
+    fut.node.gil_free.intra = fut._intra
     return True
 
 
-cdef inline void _native_body(fw_node *n) noexcept nogil:
+cdef inline void _gil_free_body(fw_node *n) noexcept nogil:
     """Run claimed GIL-free call `n` in this thread at the forking thread's
     intra-op setting, counted as task code for the BLAS budget."""
     global fw_task_depth
     cdef int saved = get_local_threads()
-    if saved != n.native.intra:
-        set_local_threads(n.native.intra)
+    if saved != n.gil_free.intra:
+        set_local_threads(n.gil_free.intra)
     fw_task_depth += 1
     if fw_task_depth == 1:
         blas_tasks(1)
@@ -1401,7 +1386,7 @@ cdef inline void _native_body(fw_node *n) noexcept nogil:
     FW_ADD(&fw_P.n_kernels, 1)
     if out:
         FW_ADD(&fw_P.n_kernels_out, 1)
-    n.native.run(n.native)
+    n.gil_free.run(n.gil_free)
     if out:
         FW_ADD(&fw_P.n_kernels_out, -1)
     FW_ADD(&fw_P.n_kernels, -1)
@@ -1417,7 +1402,7 @@ cdef int _run_gil_free(FutureCore fut) except -1:
     """_run_task of a GIL-free call (a wait that runs it, a worker that holds
     the GIL already): the kernel runs with the GIL released."""
     with nogil:
-        _native_body(&fut.node)
+        _gil_free_body(&fut.node)
     _complete_task(fut, FW_FINISHED, fut._result, None)
     return 0
 
@@ -1430,7 +1415,7 @@ cdef void _run_gil_free_nogil(fw_node *n) noexcept nogil:
     so when neither count is set after the settle, none will be found
     later. The Python side of completion (dropping the call's references)
     then waits on fw_P.deferred for a thread that holds the GIL."""
-    _native_body(n)
+    _gil_free_body(n)
     fw_settle(n, FW_FINISHED, 1)
     fw_wake_waiters(n)
     if FW_LOAD(&n.cb_adders) != 0 or FW_LOAD(&n.cf_watched) != 0:
@@ -1537,7 +1522,7 @@ cdef void _record_wait(FutureCore fut, double t0):
 
 
 cdef void _prof_fork(FutureCore fut) noexcept:
-    fut._prof_id = _atomic_inc_ll(&_prof_next_id)
+    fut._prof_id = _fw_add_ll(&_prof_next_id, 1)
     fut._prof_parent = fw_cur_task
     fut._t_fork = fw_now()
     fut._fork_thread = PyThread_get_thread_ident()
@@ -1693,7 +1678,7 @@ cdef int _wait_loop(FutureCore fut, double deadline, bint helps) except -1:
         while True:
             if FW_LOAD(&node.state) >= FW_FINISHED:
                 break
-            if not spun and node.native != NULL and FW_LOAD(&node.state) == FW_RUNNING:
+            if not spun and node.gil_free != NULL and FW_LOAD(&node.state) == FW_RUNNING:
                 # A GIL-free task completes without the GIL: a short kernel's
                 # end is seen here without a futex wake of this thread.
                 spun = True
@@ -1791,7 +1776,7 @@ cdef int _wait_many_loop(list futs, FutureCore done, double deadline, bint helps
             running = [f for f in futs if FW_LOAD(&f.node.state) == FW_RUNNING
                        and f.node.is_task]
             if running:
-                token = _atomic_inc_ll(&_wait_tokens)
+                token = _fw_add_ll(&_wait_tokens, 1)
                 for f in running:
                     f.node.mark = token
                 epoch = fw_help_begin(&done.node)
@@ -1872,7 +1857,7 @@ cdef void _pool_thread_loop(int slot, int worker_index, int spare):
             # that a fork meanwhile wakes nobody else for the same work
             fw_searching_done()
         while n != NULL:
-            if n.native != NULL:
+            if n.gil_free != NULL:
                 with nogil:
                     r = _run_gil_free_run(n, slot, worker_index, spare)
                 if not r:
@@ -2022,11 +2007,11 @@ cdef object _fork_impl(object fn, PyObject **argv, Py_ssize_t nargs, object kwar
     # While queued, the future (made untracked) and its context are alive
     # through the queue: out of the cyclic GC's lists until claimed (10^6
     # queued futures would otherwise make every full collection scan them all).
-    if fut.node.native == NULL:
+    if fut.node.gil_free == NULL:
         PyObject_GC_UnTrack(fut._ctx)
     Py_INCREF(fut)  # owned by the queue while linked
     if fw_push(&fut.node):
-        if fut.node.native != NULL:
+        if fut.node.gil_free != NULL:
             fw_notify_pushed_gil_free()
         else:
             fw_notify_pushed()
@@ -2036,11 +2021,11 @@ cdef object _fork_impl(object fn, PyObject **argv, Py_ssize_t nargs, object kwar
     _gc_retrack(fut)
     Py_DECREF(fut)
     if cur != NULL:
-        _atomic_dec(&parent.node.live_children)
+        _fw_add_int(&parent.node.live_children, -1)
     fut._fn = fut._args = fut._kwargs = fut._ctx = fut._parent = None
     fut._a0 = fut._a1 = None
     fut.node.parent = NULL
-    fut.node.native = NULL
+    fut.node.gil_free = NULL
     fut._result = None
     _refuse_fork()
 
@@ -2267,7 +2252,7 @@ cdef class _Collector:
         elif state == FW_CANCELLED and FW_LOAD(&self.out.node.state) < FW_FINISHED:
             _complete_manual(self.out, FW_FAILED, None,
                              CancelledError(f"a collected future was cancelled: {f!r}"))
-        if _atomic_dec(&self.remaining) == 0:
+        if _fw_add_int(&self.remaining, -1) == 0:
             _complete_manual(self.out, FW_FINISHED, self.futs, None)
         return 0
 
@@ -2520,7 +2505,7 @@ def _after_fork_child():
         f = <FutureCore>fut
         # A GIL-free task that a worker was running without the GIL still
         # holds the queue's reference (see _run_gil_free_nogil).
-        queue_ref = f.node.native != NULL
+        queue_ref = f.node.gil_free != NULL
         try:
             _complete_task(f, FW_FAILED, None, RuntimeError(
                 "this task was running in another thread of the parent process when "

@@ -724,5 +724,5 @@ def minimum(a: ArrayLike, b: ArrayLike, out: NDArray[Any] | None = None) -> NDAr
 # GIL (docs/guide.md, "Forked kernels run without the GIL").
 _GIL_FREE_UNARY = ("neg", "abs", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu")
 for _name in _GIL_FREE_UNARY:
-    _pool._register_native(globals()[_name], _elementwise.NativeUnary(_U[_name], _grain(_name)))
+    _pool._register_gil_free(globals()[_name], _elementwise.GilFreeUnary(_U[_name], _grain(_name)))
 del _name

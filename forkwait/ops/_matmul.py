@@ -148,5 +148,5 @@ def matmul(a: ArrayLike, b: ArrayLike, out: NDArray[Any] | None = None) -> NDArr
 # fork(ops.matmul, a, b[, out]) of the common case (the fast path's) is a
 # GIL-free task: checked at fork, run and completed by a worker without the
 # GIL (docs/guide.md, "Forked kernels"); any other call is an ordinary task.
-_matmul.set_native_grain(GRAIN_MATMUL)
-pool._register_native(matmul, _matmul.native_call)
+_matmul.set_gil_free_grain(GRAIN_MATMUL)
+pool._register_gil_free(matmul, _matmul.gil_free_call)
