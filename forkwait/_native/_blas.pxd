@@ -8,3 +8,4 @@ cdef int blas_pin_least(const int* libs, int n) noexcept nogil
 cdef void blas_unpin_wide(int lib) noexcept nogil
 cdef int blas_tasks_running() noexcept nogil
 cdef int blas_register(void* set_fn, void* get_fn, const char* path) noexcept nogil
+cdef void blas_atfork_child() noexcept nogil

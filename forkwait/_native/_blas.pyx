@@ -45,11 +45,6 @@ cdef extern from "_fw_blas.h" nogil:
     void fw_blas_atfork_child()
     void fw_blas_after_fork()
 
-cdef extern from "<pthread.h>" nogil:
-    int pthread_atfork(void (*prepare)() noexcept nogil,
-                       void (*parent)() noexcept nogil,
-                       void (*child)() noexcept nogil)
-
 
 cdef void blas_tasks(int delta) noexcept nogil:
     fw_blas_tasks(delta)
@@ -85,11 +80,12 @@ cdef int blas_register(void* set_fn, void* get_fn, const char* path) noexcept no
     return i
 
 
-cdef void _child() noexcept nogil:
+cdef void blas_atfork_child() noexcept nogil:
+    """The os.fork() child's reset of the BLAS record (called by the pool's
+    one at-fork handler, see pool.pyx)."""
     fw_blas_atfork_child()
 
 
-pthread_atfork(NULL, NULL, _child)
 os.register_at_fork(after_in_child=lambda: _after_fork())
 
 

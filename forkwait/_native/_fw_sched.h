@@ -274,7 +274,7 @@ static int fw_sched_init(void) {
     fw_P.state = FW_POOL_IDLE;
     fw_P.n_slots = 0;
     fw_locks_init();
-    return pthread_atfork(fw_atfork_prepare, fw_atfork_parent, fw_atfork_child);
+    return 0;
 }
 
 /* ------------------------------------------------------------ queues */

@@ -7,3 +7,4 @@ cdef int requested_threads() noexcept nogil
 cdef int team_begin(Py_ssize_t n_items, Py_ssize_t grain) noexcept nogil
 cdef void team_end(int team) noexcept nogil
 cdef int omp_team_ok() noexcept nogil
+cdef void team_atfork_child() noexcept nogil

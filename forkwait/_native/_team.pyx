@@ -36,11 +36,6 @@ cdef extern from "_fw_team.h" nogil:
     void fw_team_release(int *busy, int tokens)
     void fw_team_atfork_child()
 
-cdef extern from "<pthread.h>" nogil:
-    int pthread_atfork(void (*prepare)() noexcept nogil,
-                       void (*parent)() noexcept nogil,
-                       void (*child)() noexcept nogil)
-
 cdef enum:
     MODE_SHARED = 0
     MODE_FIXED = 1
@@ -130,16 +125,15 @@ cdef int omp_team_ok() noexcept nogil:
     return 1
 
 
-cdef void _atfork_child() noexcept nogil:
+cdef void team_atfork_child() noexcept nogil:
+    """The os.fork() child's reset of the intra-op state (called by the
+    pool's one at-fork handler, see pool.pyx)."""
     global fw_kernel_depth, fw_team_serial
     if fw_ran_team:
         fw_team_serial = 1  # GCC bug 60035: see _fw_team_state.h
     FW_STORE_REL(&fw_busy_threads, 0)
     fw_kernel_depth = 0
     fw_team_atfork_child()
-
-
-pthread_atfork(NULL, NULL, _atfork_child)
 
 
 # ---------------------------------------------------------------- Python side

@@ -43,8 +43,8 @@ from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.pythread cimport PyThread_get_thread_ident
 
 from forkwait._native._atomic cimport FW_ADD as _fw_add_int, FW_ADDLL as _fw_add_ll, fw_cas_int
-from forkwait._native._blas cimport blas_tasks
-from forkwait._native._team cimport get_local_threads, set_local_threads
+from forkwait._native._blas cimport blas_atfork_child, blas_tasks
+from forkwait._native._team cimport get_local_threads, set_local_threads, team_atfork_child
 
 import _thread
 import collections
@@ -199,7 +199,26 @@ cdef extern from "_fw_sched.h":
 
 _logger = logging.getLogger("forkwait")
 
-if fw_sched_init() != 0:
+cdef extern from "<pthread.h>" nogil:
+    int pthread_atfork(void (*prepare)() noexcept nogil, void (*parent)() noexcept nogil,
+                       void (*child)() noexcept nogil)
+
+cdef extern from "_fw_sched.h" nogil:
+    void fw_atfork_prepare()
+    void fw_atfork_parent()
+    void fw_atfork_child()
+
+
+cdef void _atfork_child() noexcept nogil:
+    """The one C-level child handler of os.fork(): each native module's
+    reset, in this order: the pool (its locks), the intra-op teams, BLAS."""
+    fw_atfork_child()
+    team_atfork_child()
+    blas_atfork_child()
+
+
+if fw_sched_init() != 0 or pthread_atfork(fw_atfork_prepare, fw_atfork_parent,
+                                          _atfork_child) != 0:
     raise ImportError("forkwait: could not set up the pool (pthread_atfork failed)")
 
 MAX_INTEROP_THREADS = FW_MAX_INTEROP
