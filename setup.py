@@ -193,7 +193,7 @@ class BuildExt(build_ext):
                 macros=[("FW_VARIANT", name)],
                 include_dirs=[NATIVE],
                 extra_postargs=self._base + vflags,
-                depends=glob.glob(os.path.join(NATIVE, "_fw_*.h")),
+                depends=_native_depends(),
             )
             if macro:
                 macros.append((macro, "1"))
@@ -206,6 +206,18 @@ class BuildExt(build_ext):
             ext.extra_objects = list(ext.extra_objects or []) + objs
             ext.define_macros = list(ext.define_macros or []) + macros
         super().build_extension(ext)
+
+
+def _native_depends():
+    """The hand-written files a native module is built from besides its .pyx:
+    the C headers and the pool's included files (cythonize follows .pxd and
+    .pxi files itself; the C compiler's inputs are listed here so that editing
+    one rebuilds the module)."""
+    return sorted(set(
+        glob.glob(os.path.join(NATIVE, "*.h"))
+        + glob.glob(os.path.join(NATIVE, "_pool", "*.h"))
+        + glob.glob(os.path.join(NATIVE, "_pool", "*.pxi"))
+    ))
 
 
 def extensions():
@@ -233,8 +245,9 @@ def extensions():
                 [pyx],
                 include_dirs=[NATIVE, __import__("numpy").get_include()],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-                # rebuild when a hand-written header (or the variants' source) changes
-                depends=glob.glob(os.path.join(NATIVE, "_fw_*.h"))
+                # rebuild when a hand-written header, an included .pxi (the pool's
+                # concepts under _pool/) or the variants' source changes
+                depends=_native_depends()
                 + ([KERNELS_C] if name.rsplit(".", 1)[1] in USES_KERNELS else []),
             )
         )

@@ -1,0 +1,77 @@
+/* A future's final step: the state settled once (a compare-and-swap), the
+ * threads sleeping on it woken; and the stack of GIL-free tasks that a worker
+ * completed without the GIL, until a thread with the GIL releases them.
+ */
+#ifndef FORKWAIT_POOL_COMPLETE_H
+#define FORKWAIT_POOL_COMPLETE_H
+
+#include "state.h"
+
+/* A worker finished a GIL-free task without the GIL: the Future's Python-side
+ * release (its queue reference, the call's arguments) waits here for a thread
+ * that holds the GIL. take_all swaps the whole stack out, so no ABA. */
+static inline void fw_defer_push(fw_node *n) {
+    /* `next` links it: a finished node is in no queue */
+    fw_node *head = FW_LOAD_RLX(&fw_P.deferred);
+    do {
+        n->next = head;
+    } while (!FW_CAS_WEAK_REL(&fw_P.deferred, &head, n));
+}
+
+static inline fw_node *fw_defer_take_all(void) {
+    if (FW_LOAD_RLX(&fw_P.deferred) == NULL) return NULL;
+    return FW_XCHG_ACQ(&fw_P.deferred, NULL);
+}
+
+static inline int fw_any_deferred(void) {
+    return FW_LOAD_RLX(&fw_P.deferred) != NULL;
+}
+
+
+/* A future reached a final state: wake the threads sleeping on it. */
+static inline void fw_wake_waiters(fw_node *n) {
+    /* No fence: every caller has just written the final state with a
+     * sequentially consistent operation (fw_settle's CAS, a cancel's store),
+     * and a waiter adds itself to `waiters` (SC) before it reads the state:
+     * one of the two sees the other. */
+    if (FW_LOAD(&n->waiters) > 0) {
+        pthread_mutex_lock(&fw_P.sleep_lock);
+        pthread_cond_broadcast(&fw_P.done_cond);
+        pthread_mutex_unlock(&fw_P.sleep_lock);
+    }
+}
+
+/* Move a RUNNING task or a PENDING hand-made future to a final state, once.
+ * 1 on success (the caller then wakes waiters and runs callbacks). */
+static inline int fw_settle(fw_node *n, int final_state, int from_running) {
+    int expected = from_running ? FW_RUNNING : FW_PENDING;
+    if (!FW_CAS(&n->state, &expected, final_state)) {
+        if (!from_running && final_state != FW_CANCELLED) {
+            expected = FW_RUNNING;  /* set_running_or_notify_cancel() was called */
+            if (!n->is_task && FW_CAS(&n->state, &expected, final_state))
+                return 1;
+        }
+        return 0;
+    }
+    if (from_running) {
+        if (n->runner != NULL && n->runner->top == n) n->runner->top = n->outer;
+        n->outer = NULL;
+        if (fw_me != NULL) FW_OWN_ADD(&fw_me->n_run, -1);
+        else FW_ADD(&fw_P.n_running, -1);
+        if (n->on_pool) FW_ADD(&fw_P.n_running_pool, -1);
+        n->on_pool = 0;
+        n->runner = NULL;
+    }
+    if (n->is_task) {
+        if (fw_me != NULL) FW_OWN_ADD(&fw_me->n_done, 1);
+        else FW_ADD(&fw_P.n_completed, 1);
+    }
+    return 1;
+}
+
+static inline int fw_cas_state(fw_node *n, int from, int to) {
+    int expected = from;
+    return FW_CAS(&n->state, &expected, to);
+}
+
+#endif
