@@ -22,11 +22,19 @@ import sys
 import tempfile
 
 CHILD = r"""
-import functools, gc, sys
+import functools, sys, threading, time
 import forkwait as fw
 fw.set_num_interop_threads(1)
 K = int(sys.argv[1])
 MODE = sys.argv[2]
+# The one worker is kept busy in a task that blocks (without the GIL) for the
+# whole count, so every fork is run by the waiting main thread: the count is
+# the inline fork+wait path, the same in every run (a worker taking some of
+# the tasks would move their cost out of the counted thread, by chance).
+gate = threading.Event()
+held = fw.fork(gate.wait)
+while not held.running():
+    time.sleep(0.01)
 
 def fib(k):
     if k < 2:
@@ -45,6 +53,8 @@ def sfib(k):
 fn = fib if MODE == "fork" else sfib
 fn(K); fn(K)  # warm: the pool started, the free list filled
 functools.reduce(lambda acc, _: acc + fn(K), [0], 0)
+gate.set()
+held.wait()
 """
 
 

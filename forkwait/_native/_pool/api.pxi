@@ -236,34 +236,27 @@ def wait_all(futures, timeout=None):
         _wait_done(f, t)
         return [f._outcome()]
     cdef int state
-    cdef bint helps = t != 0.0 and not _too_deep()
+    cdef waiter_t w
     cdef list values = [None] * n
-    cdef list rest = []
     cdef list rest_at = []
+    cdef list rest
     # One pass, in order, failing fast: a member that is done gives its
     # value now, an unstarted one runs here (no callbacks are needed for
     # what this thread runs itself), the others are waited on below. One
     # pass, not one per step: 10^5 futures do not fit in the caches, and
-    # every pass over them costs a cache miss per future.
-    for i in range(n):
-        f = <FutureCore>futs[i]
-        state = FW_LOAD(&f.node.state)
-        if state < FW_FINISHED and helps and f.node.is_task \
-                and (deadline < 0.0 or fw_now() < deadline) \
-                and fw_claim_node(&f.node, FW_RUNNING):
-            Py_DECREF(f)
-            if _run_task(f):
-                raise KeyboardInterrupt
-            state = FW_LOAD(&f.node.state)
-        if state == FW_FINISHED:
-            values[i] = f._result
-        elif state >= FW_FINISHED:
-            f._outcome()  # failed or cancelled: raises
-        else:
-            rest.append(f)
-            rest_at.append(i)
-    if not rest:
+    # every pass over them costs a cache miss per future. (The wait loop's
+    # W_MANY policy without `done`: see wait.pxi.)
+    _waiter_init(&w, W_MANY, deadline)
+    w.members = <PyObject *>futs
+    w.values = <PyObject *>values
+    w.rest_at = <PyObject *>rest_at
+    w.helps = t != 0.0 and not _too_deep()
+    _wait_loop(&w)
+    if w.failed != NULL:
+        (<FutureCore>w.failed)._outcome()  # failed or cancelled: raises
+    if not rest_at:
         return values
+    rest = [futs[i] for i in rest_at]
     for f in rest:  # one of them may have failed meanwhile
         state = FW_LOAD(&f.node.state)
         if state == FW_FAILED or state == FW_CANCELLED:

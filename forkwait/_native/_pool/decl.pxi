@@ -165,6 +165,9 @@ cdef extern from "_pool/object.h":
 cdef extern from "<stdlib.h>" nogil:
     void free(void *p)
 
+cdef extern from "<string.h>" nogil:
+    void *memset(void *s, int c, size_t n)
+
 cdef extern from "<pthread.h>" nogil:
     int pthread_atfork(void (*prepare)() noexcept nogil, void (*parent)() noexcept nogil,
                        void (*child)() noexcept nogil)

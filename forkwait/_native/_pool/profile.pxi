@@ -71,3 +71,8 @@ def _set_profiler(hook):
 def _current_task():
     """The profiling id of the task running in this thread (0: none)."""
     return fw_cur_task
+
+
+cdef inline void _add_wait(double seconds) noexcept:
+    global fw_wait_acc
+    fw_wait_acc += seconds

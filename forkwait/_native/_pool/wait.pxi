@@ -93,16 +93,6 @@ cdef void _end_blocking() noexcept nogil:
     fw_wake_all_idle()  # a spare that is not needed any more retires
 
 
-cdef inline int _run_claimed(fw_node *n) except -1:
-    """Run a task this thread claimed from a queue (the queue's reference
-    passes to us). Raises KeyboardInterrupt if the task took Ctrl-C here."""
-    cdef FutureCore task = <FutureCore>FW_FUT_OF(n)
-    Py_DECREF(task)
-    if _run_task(task):
-        raise KeyboardInterrupt
-    return 0
-
-
 cdef int _check_not_own_ancestor(FutureCore fut) except -1:
     if FW_LOAD(&fut.node.state) == FW_RUNNING and fut.node.runner != NULL \
             and fut.node.runner == fw_me_get():
@@ -113,178 +103,385 @@ cdef int _check_not_own_ancestor(FutureCore fut) except -1:
     return 0
 
 
+# ---------------------------------------------------------------- the wait loop
+#
+# Every thread that waits runs one loop, _wait_loop: until its policy says it
+# is done, it claims a task that the isolation rule lets it run (_w_claim)
+# and runs it (_w_run), or, when there is none, pauses (_w_pause: sleeps,
+# spins or, for a pool thread, idles) and acts on why it woke (_w_woke).
+# The kinds of wait differ only in these four steps (oneTBB's
+# local_wait_for_all with its waiter policies):
+#
+#   W_ONE   wait(), result(), exception() on one future. Done when it is.
+#           Claims the future itself while it is queued, then queued tasks of
+#           its subtree (forked by it or its descendants), nothing else.
+#   W_MANY  wait_all, wait_any, as_completed, scope: a hand-made future
+#           (`done`) that the members complete. Claims the unstarted members
+#           in order, then queued tasks of the running members' subtrees.
+#           Without `done` (wait_all's first pass) it is done at the end of
+#           the list or at the first failure, and records values meanwhile.
+#   W_IDLE  a pool thread between tasks (worker or spare): claims any queued
+#           task; never done, it returns when the thread must stop.
+#
+# A wait with a deadline claims nothing once the deadline has passed; a wait
+# too deep in the stack to run more inline claims nothing and is
+# compensated by a spare thread (_wait).
+
+cdef enum:
+    W_ONE = 0
+    W_MANY = 1
+    W_IDLE = 2
+
+ctypedef struct waiter_t:
+    int kind
+    bint helps            # may claim tasks (not a zero timeout, not too deep)
+    fw_node *target       # W_ONE: the future's node; W_MANY: done's (or NULL)
+    PyObject *fut         # W_ONE: the future; W_MANY: done (borrowed, or NULL)
+    PyObject *members     # W_MANY: the list of member futures (borrowed)
+    PyObject *values      # W_MANY without done: a list for the members' values
+    PyObject *rest_at     # ... and one for the indices of those still running
+    Py_ssize_t next       # W_MANY: the first member the first pass has not seen
+    Py_ssize_t running_at # W_MANY: the member this thread runs now (-1: none)
+    PyObject *failed      # W_MANY without done: the first member seen failed
+    double deadline       # < 0: none
+    double poll           # > 0: wake this often to check for Ctrl-C
+    double slept          # seconds spent asleep (the profiler's wait time)
+    fw_node *help_node    # registered as a helper of this node until the pause ends
+    unsigned long long epoch
+    long long token       # W_MANY: the mark of the running members helped
+    PyObject *running     # ... those members while registered (a list; owned)
+    bint spun             # W_ONE: spun once on its running GIL-free target
+    int slot              # W_IDLE: the thread's deque
+    int worker_index      # W_IDLE: the worker's index (-1: a spare)
+    bint spare
+    bint searching        # W_IDLE: still counted as searching since its pause
+    bint skip_claim       # W_IDLE: back to the pause without a claim
+
+
+cdef inline void _waiter_init(waiter_t *w, int kind, double deadline) noexcept:
+    memset(w, 0, sizeof(waiter_t))
+    w.kind = kind
+    w.deadline = deadline
+    w.running_at = -1
+    if kind != W_IDLE and PyThread_get_thread_ident() == main_ident:
+        w.poll = SIGNAL_POLL_S
+
+
+cdef inline bint _w_done(waiter_t *w) noexcept:
+    if w.kind == W_ONE:
+        return FW_LOAD(&w.target.state) >= FW_FINISHED
+    if w.kind == W_MANY:
+        if w.target != NULL:
+            return FW_LOAD(&w.target.state) >= FW_FINISHED
+        return w.failed != NULL or w.next >= len(<list>w.members)
+    return False
+
+
+cdef inline bint _w_may_claim(waiter_t *w) noexcept:
+    return w.helps and (w.deadline < 0.0 or fw_now() < w.deadline)
+
+
+cdef fw_node *_w_claim(waiter_t *w) except? NULL:
+    """The isolation rule: a queued task this waiter may run, claimed for
+    this thread, or NULL. With nothing to claim, a waiter that may help is
+    left registered as a helper (w.help_node), so that a fork into what it
+    helps wakes it (see fw_notify_helpers); _w_unhelp ends that."""
+    cdef fw_node *n
+    if w.kind == W_IDLE:
+        if w.skip_claim:
+            w.skip_claim = False
+            return NULL
+        n = fw_find_work(w.slot)
+        if w.searching:
+            # counted as searching from fw_idle until this claim, so that a
+            # fork meanwhile wakes nobody else for the same work
+            fw_searching_done()
+            w.searching = False
+        return n
+    if w.kind == W_ONE:
+        if not _w_may_claim(w):
+            return NULL
+        # the target itself (a deep waiter's spare may not have taken it yet)
+        if fw_claim_node(w.target, FW_RUNNING):
+            return w.target
+        if w.target.gil_free != NULL:
+            return NULL  # a kernel call forks nothing: no subtree to help
+        w.epoch = fw_help_begin(w.target)
+        n = fw_claim_subtree(w.target, 0)
+        if n != NULL:
+            fw_help_end(w.target)
+            return n
+        w.help_node = w.target
+        return NULL
+    if w.next < len(<list>w.members):
+        # the first pass (wait_all's reads every member, claiming or not)
+        if w.target == NULL or _w_may_claim(w):
+            n = _w_claim_member(w)
+            if n != NULL or w.target == NULL:
+                return n
+        w.next = len(<list>w.members)
+    if not _w_may_claim(w):
+        return NULL
+    return _w_claim_in_running(w)
+
+
+cdef fw_node *_w_claim_member(waiter_t *w) except? NULL:
+    """W_MANY's first pass: the next unstarted member, in order, claimed
+    (recording the values of members done meanwhile, without `done`)."""
+    cdef list members = <list>w.members
+    cdef Py_ssize_t i, n = len(members)
+    cdef FutureCore f
+    cdef int state
+    while w.next < n:
+        if w.target != NULL and FW_LOAD(&w.target.state) >= FW_FINISHED:
+            return NULL
+        i = w.next
+        w.next += 1
+        f = <FutureCore>members[i]
+        state = FW_LOAD(&f.node.state)
+        if state < FW_FINISHED and f.node.is_task and _w_may_claim(w) \
+                and fw_claim_node(&f.node, FW_RUNNING):
+            w.running_at = i
+            return &f.node
+        if w.values != NULL:
+            _w_note_member(w, i, f, state)
+            if w.failed != NULL:
+                return NULL
+    return NULL
+
+
+cdef inline int _w_note_member(waiter_t *w, Py_ssize_t i, FutureCore f, int state) except -1:
+    """wait_all's pass: member i's value, its failure, or its index to wait on."""
+    if state == FW_FINISHED:
+        (<list>w.values)[i] = f._result
+    elif state >= FW_FINISHED:
+        w.failed = <PyObject *>f
+    else:
+        (<list>w.rest_at).append(i)
+    return 0
+
+
+cdef fw_node *_w_claim_in_running(waiter_t *w) except? NULL:
+    """W_MANY after its first pass: a queued task of a running member's
+    subtree (each running member marked with a fresh token)."""
+    cdef FutureCore f
+    cdef fw_node *n
+    cdef list run = [f for f in <list>w.members
+                     if FW_LOAD(&(<FutureCore>f).node.state) == FW_RUNNING
+                     and (<FutureCore>f).node.is_task]
+    if not run:
+        return NULL
+    w.token = FW_ADDLL(&_wait_tokens, 1)
+    for f in run:
+        f.node.mark = w.token
+    w.epoch = fw_help_begin(w.target)
+    for f in run:
+        FW_ADD(&f.node.help_waiters, 1)
+    n = fw_claim_subtree(NULL, w.token)
+    if n != NULL:
+        for f in run:
+            FW_ADD(&f.node.help_waiters, -1)
+        fw_help_end(w.target)
+        return n
+    w.help_node = w.target
+    Py_INCREF(run)
+    w.running = <PyObject *>run
+    return NULL
+
+
+cdef inline void _w_unhelp(waiter_t *w):
+    """End the helper registration that _w_claim left."""
+    cdef FutureCore f
+    cdef object running
+    if w.help_node == NULL:
+        return
+    if w.running != NULL:
+        running = <object>w.running
+        Py_DECREF(running)  # the waiter's reference; `running` holds one
+        w.running = NULL
+        for f in <list>running:
+            FW_ADD(&f.node.help_waiters, -1)
+    fw_help_end(w.help_node)
+    w.help_node = NULL
+
+
+cdef inline int _run_claimed(fw_node *n) except -1:
+    """Run task `n`, claimed by this waiting thread (the queue's reference
+    passes to us). Raises KeyboardInterrupt if the task took Ctrl-C here."""
+    cdef FutureCore task = <FutureCore>FW_FUT_OF(n)
+    Py_DECREF(task)
+    if _run_task(task):
+        raise KeyboardInterrupt
+    return 0
+
+
+cdef int _w_run(waiter_t *w, fw_node *n) except -1:
+    """Run claimed task `n` here: the claim-and-run of every wait. A waiter
+    runs it with _run_claimed; a pool thread lets nothing it raises end the
+    thread, and runs a GIL-free task (and those it finds next) without the
+    GIL."""
+    cdef FutureCore task
+    cdef int more
+    if w.kind == W_IDLE:
+        if n.gil_free != NULL:
+            with nogil:
+                more = _run_gil_free_run(n, w.slot, w.worker_index, w.spare)
+            w.skip_claim = not more
+            return 0
+        fw_tickle()
+        task = <FutureCore>FW_FUT_OF(n)
+        Py_DECREF(task)  # the queue's reference; `task` holds one
+        _run_guarded(task)
+        task = None
+        _drain_if_any()
+        if not w.spare and w.worker_index >= FW_LOAD(&fw_P.target_workers):
+            w.skip_claim = True  # the pool shrank: stop after this task
+        return 0
+    _run_claimed(n)
+    if w.running_at >= 0:
+        if w.values != NULL:
+            task = <FutureCore>FW_FUT_OF(n)
+            _w_note_member(w, w.running_at, task, FW_LOAD(&task.node.state))
+        w.running_at = -1
+    return 0
+
+
+cdef int _w_pause(waiter_t *w) noexcept:
+    """Nothing to claim: sleep until something changes (without the GIL).
+    Returns why it woke (FW_W_*; for W_IDLE fw_idle's answer instead)."""
+    cdef int action
+    cdef fw_node *t = w.target
+    if w.kind == W_MANY and t == NULL:
+        return FW_W_DONE  # wait_all's first pass: nothing to sleep on
+    if w.kind == W_IDLE:
+        with nogil:
+            action = _idle_pause(w.slot, w.worker_index, w.spare)
+        return action
+    if w.kind == W_ONE and not w.spun and t.gil_free != NULL \
+            and FW_LOAD(&t.state) == FW_RUNNING:
+        # A GIL-free task completes without the GIL: a short kernel's end is
+        # seen here without a futex wake of this thread.
+        w.spun = True
+        with nogil:
+            fw_spin_until_done(t, FW_GIL_FREE_SPIN_S, w.deadline)
+        return FW_W_RESCAN
+    with nogil:
+        _blas_asleep(-1)
+        action = fw_sleep_wait(t, w.deadline, w.poll, w.help_node, w.epoch,
+                               w.kind == W_ONE and t.is_task, &w.slept)
+        _blas_asleep(1)
+    return action
+
+
+cdef int _w_woke(waiter_t *w, int action) except -1:
+    """Act on why the pause ended: 1 when the wait is over (a pool thread
+    that must stop), else 0 to go round again; raises on a timeout or a
+    cycle of waits, and Ctrl-C in the main thread."""
+    if w.kind == W_IDLE:
+        if action == IDLE_STOP:
+            return 1
+        if action == IDLE_RELEASE:
+            _drain_deferred()  # idle now: release what GIL-free tasks left
+            w.skip_claim = True
+        elif action == IDLE_WORK:
+            w.searching = True
+        return 0
+    if action == FW_W_POLL:
+        PyErr_CheckSignals()
+    elif action == FW_W_TIMEOUT:
+        if w.kind == W_ONE:
+            raise FuturesTimeoutError(f"{<object>w.fut!r} not done within the timeout")
+        raise FuturesTimeoutError("futures not done within the timeout")
+    elif action == FW_W_CYCLE:
+        raise RuntimeError(
+            f"deadlock: waiting on {<object>w.fut!r} closes a cycle of waits (the task "
+            "it runs waits, directly or through other tasks, on this thread's "
+            "own task)"
+        )
+    return 0
+
+
+cdef int _wait_loop(waiter_t *w) except -1:
+    """The one wait loop (see the policies above)."""
+    cdef fw_node *n
+    cdef double w0 = 0.0
+    cdef int action
+    cdef bint timed = w.kind != W_IDLE and fw_prof_on
+    if timed:
+        w0 = fw_now()
+    try:
+        while not _w_done(w):
+            n = _w_claim(w)
+            if n != NULL:
+                _w_run(w, n)
+                continue
+            action = _w_pause(w)
+            _w_unhelp(w)
+            if _w_woke(w, action):
+                break
+    finally:
+        _w_unhelp(w)
+        if timed and fw_prof_on:
+            _add_wait(w.slept)
+            if w.kind == W_ONE:
+                _record_wait(<FutureCore>w.fut, w0)
+    return 0
+
+
+cdef int _wait(waiter_t *w) except -1:
+    """_wait_loop for a wait that may run tasks inline: one too deep in the
+    stack to run more blocks instead, with a spare thread started to keep
+    the pool's capacity (Java's ForkJoinPool's managed blocking)."""
+    if w.helps and _too_deep() and _begin_blocking():
+        w.helps = False
+        try:
+            return _wait_loop(w)
+        finally:
+            with nogil:
+                _end_blocking()
+    return _wait_loop(w)
+
+
 cdef int _wait_done(FutureCore fut, double timeout) except -1:
     """Return once `fut` is done (or raise TimeoutError / KeyboardInterrupt /
     RuntimeError on a cycle of waits).
 
     Runs `fut` itself if it has not started, then, while it runs elsewhere,
-    queued tasks of its subtree. `timeout` < 0: no deadline; 0: only look.
+    queued tasks of its subtree (the W_ONE policy). `timeout` < 0: no
+    deadline; 0: only look.
     """
-    cdef fw_node *node = &fut.node
-    cdef bint deep = False
-    cdef double deadline = -1.0
     _drain_if_any()
-    if FW_LOAD(&node.state) >= FW_FINISHED:
+    if FW_LOAD(&fut.node.state) >= FW_FINISHED:
         return 0
-    if timeout >= 0.0:
-        deadline = fw_now() + timeout
-    if timeout != 0.0 and node.is_task:
-        if _too_deep() and _begin_blocking():
-            deep = True
-        elif fw_claim_node(node, FW_RUNNING):
-            Py_DECREF(fut)  # the queue's reference; our caller holds one
-            if _run_task(fut):
-                raise KeyboardInterrupt
-            return 0
-    if not deep:
-        return _wait_loop(fut, deadline, timeout != 0.0 and node.is_task)
-    try:
-        return _wait_loop(fut, deadline, False)
-    finally:
-        with nogil:
-            _end_blocking()
+    # The wait loop's first step, unrolled (the fork/wait round trip): a
+    # wait on a queued task claims it and runs it here.
+    if timeout != 0.0 and fut.node.is_task and not _too_deep() \
+            and fw_claim_node(&fut.node, FW_RUNNING):
+        return _run_claimed(&fut.node)
+    return _wait_one(fut, timeout)
 
 
-cdef int _wait_loop(FutureCore fut, double deadline, bint helps) except -1:
-    cdef fw_node *node = &fut.node
-    cdef fw_node *other
-    cdef fw_node *help_node = node
-    cdef int action
-    cdef unsigned long long epoch = 0
-    cdef double slept = 0.0, w0 = 0.0
-    cdef double poll = SIGNAL_POLL_S if PyThread_get_thread_ident() == main_ident else 0.0
-    cdef bint registered
-    cdef bint spun = False
-    if node.is_task:
+cdef int _wait_one(FutureCore fut, double timeout) except -1:
+    cdef waiter_t w
+    _waiter_init(&w, W_ONE, -1.0 if timeout < 0.0 else fw_now() + timeout)
+    w.target = &fut.node
+    w.fut = <PyObject *>fut
+    w.helps = timeout != 0.0 and fut.node.is_task
+    if fut.node.is_task:
         _check_not_own_ancestor(fut)
-    if fw_prof_on:
-        w0 = fw_now()
-    try:
-        while True:
-            if FW_LOAD(&node.state) >= FW_FINISHED:
-                break
-            if not spun and node.gil_free != NULL and FW_LOAD(&node.state) == FW_RUNNING:
-                # A GIL-free task completes without the GIL: a short kernel's
-                # end is seen here without a futex wake of this thread.
-                spun = True
-                with nogil:
-                    fw_spin_until_done(node, FW_GIL_FREE_SPIN_S, deadline)
-                continue
-            registered = False
-            if helps and (deadline < 0.0 or fw_now() < deadline):
-                # The target itself may still be queued (a deep waiter's
-                # spare may not have taken it), else a task of its subtree.
-                if fw_claim_node(node, FW_RUNNING):
-                    Py_DECREF(fut)
-                    if _run_task(fut):
-                        raise KeyboardInterrupt
-                    break
-                epoch = fw_help_begin(node)
-                other = fw_claim_subtree(node, 0)
-                if other != NULL:
-                    fw_help_end(node)
-                    _run_claimed(other)
-                    continue
-                registered = True
-            with nogil:
-                _blas_asleep(-1)
-                action = fw_sleep_wait(node, deadline, poll, help_node if registered else NULL,
-                                       epoch, node.is_task, &slept)
-                _blas_asleep(1)
-            if registered:
-                fw_help_end(node)
-            if action == FW_W_DONE or action == FW_W_RESCAN:
-                continue
-            if action == FW_W_POLL:
-                PyErr_CheckSignals()
-            elif action == FW_W_TIMEOUT:
-                raise FuturesTimeoutError(f"{fut!r} not done within the timeout")
-            else:
-                raise RuntimeError(
-                    f"deadlock: waiting on {fut!r} closes a cycle of waits (the task "
-                    "it runs waits, directly or through other tasks, on this thread's "
-                    "own task)"
-                )
-    finally:
-        if fw_prof_on:
-            _add_wait(slept)
-            if w0 > 0.0:
-                _record_wait(fut, w0)
-    return 0
-
-
-cdef inline void _add_wait(double seconds) noexcept:
-    global fw_wait_acc
-    fw_wait_acc += seconds
+    return _wait(&w)
 
 
 cdef int _wait_many(list futs, FutureCore done, double deadline) except -1:
     """Wait until `done` (a hand-made future that the members complete) is
-    done, running the unstarted members and the subtrees of running ones.
-    A thread too deep to run more inline blocks with a spare started, as
-    _wait_done does."""
-    if deadline != 0.0 and _too_deep() and _begin_blocking():
-        try:
-            return _wait_many_loop(futs, done, deadline, False)
-        finally:
-            with nogil:
-                _end_blocking()
-    return _wait_many_loop(futs, done, deadline, deadline != 0.0)
-
-
-cdef int _wait_many_loop(list futs, FutureCore done, double deadline, bint helps) except -1:
+    done, running the unstarted members and the subtrees of running ones."""
+    cdef waiter_t w
     cdef FutureCore f
-    cdef fw_node *other
-    cdef long long token
-    cdef int action
-    cdef unsigned long long epoch
-    cdef double slept = 0.0
-    cdef double poll = SIGNAL_POLL_S if PyThread_get_thread_ident() == main_ident else 0.0
-    cdef list running
     for f in futs:
         _check_not_own_ancestor(f)
-    # Unstarted members first, in order, until done (e.g. the first failure).
-    if helps:
-        for f in futs:
-            if FW_LOAD(&done.node.state) >= FW_FINISHED:
-                return 0
-            if deadline >= 0.0 and fw_now() >= deadline:
-                break
-            if f.node.is_task and fw_claim_node(&f.node, FW_RUNNING):
-                Py_DECREF(f)
-                if _run_task(f):
-                    raise KeyboardInterrupt
-    while FW_LOAD(&done.node.state) < FW_FINISHED:
-        epoch = 0
-        running = None
-        if helps and (deadline < 0.0 or fw_now() < deadline):
-            running = [f for f in futs if FW_LOAD(&f.node.state) == FW_RUNNING
-                       and f.node.is_task]
-            if running:
-                token = FW_ADDLL(&_wait_tokens, 1)
-                for f in running:
-                    f.node.mark = token
-                epoch = fw_help_begin(&done.node)
-                for f in running:
-                    FW_ADD(&f.node.help_waiters, 1)
-                other = fw_claim_subtree(NULL, token)
-                if other != NULL:
-                    for f in running:
-                        FW_ADD(&f.node.help_waiters, -1)
-                    fw_help_end(&done.node)
-                    _run_claimed(other)
-                    continue
-        with nogil:
-            _blas_asleep(-1)
-            action = fw_sleep_wait(&done.node, deadline, poll,
-                                   &done.node if running else NULL, epoch, 0, &slept)
-            _blas_asleep(1)
-        if running:
-            for f in running:
-                FW_ADD(&f.node.help_waiters, -1)
-            fw_help_end(&done.node)
-        if action == FW_W_POLL:
-            PyErr_CheckSignals()
-        elif action == FW_W_TIMEOUT:
-            raise FuturesTimeoutError("futures not done within the timeout")
-    return 0
+    _waiter_init(&w, W_MANY, deadline)
+    w.target = &done.node
+    w.fut = <PyObject *>done
+    w.members = <PyObject *>futs
+    w.helps = deadline != 0.0
+    return _wait(&w)

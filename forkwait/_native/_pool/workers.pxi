@@ -16,59 +16,56 @@ cdef void _run_guarded(FutureCore task):
             pass
 
 
-cdef void _pool_thread_loop(int slot, int worker_index, int spare):
-    """Look for work, run it, sleep; return when this thread must stop."""
-    cdef fw_node *n
+cdef enum:
+    # why an idle pool thread's pause ended (fw_idle's answers, and one more)
+    IDLE_STOP = 0       # the thread must stop (the pool shrank or closes)
+    IDLE_WORK = 1       # work is queued (still counted as searching)
+    IDLE_RELEASE = 2    # finished GIL-free tasks wait for a release with the GIL
+    IDLE_MORE = 4       # GIL-free tasks ran here; other work is queued
+
+
+cdef int _idle_pause(int slot, int worker_index, int spare) noexcept nogil:
+    """W_IDLE's pause, without the GIL: look for work and sleep (fw_idle);
+    GIL-free tasks found meanwhile run here, one after the other, and the
+    GIL is taken only for other work (taking it between two GIL-free tasks
+    made the forking thread wait for this one at its next release of the
+    GIL). Returns an IDLE_* reason."""
     cdef int r
-    cdef FutureCore task
+    cdef fw_node *n
     while True:
-        with nogil:
-            # GIL-free tasks run here, one after the other, without the GIL;
-            # the GIL is taken only for other work (taking it between two
-            # GIL-free tasks made the forking thread wait for this one at its
-            # next release of the GIL)
-            while True:
-                FW_ADD(&fw_P.searching, 1)
-                r = fw_idle(worker_index, spare)
-                if r == 1:
-                    if not spare and worker_index >= FW_LOAD(&fw_P.target_workers):
-                        fw_searching_done()
-                        r = 0  # the pool shrank meanwhile: leave the work to the others
-                    else:
-                        n = fw_find_gil_free_work(slot)
-                        if n != NULL:
-                            fw_searching_done()
-                            r = 3 if not _run_gil_free_run(n, slot, worker_index, spare) else 4
-                if r != 3:
-                    break  # r == 3: nothing for the GIL, idle again
-        if r == 0:
-            return
-        if r == 2:
-            _drain_deferred()  # idle now: release what GIL-free tasks left
-            continue
-        n = fw_find_work(slot)
-        if r == 1:
-            # still counted as searching from fw_idle until this claim, so
-            # that a fork meanwhile wakes nobody else for the same work
+        FW_ADD(&fw_P.searching, 1)
+        r = fw_idle(worker_index, spare)
+        if r != IDLE_WORK:
+            return r
+        if not spare and worker_index >= FW_LOAD(&fw_P.target_workers):
             fw_searching_done()
-        while n != NULL:
-            if n.gil_free != NULL:
-                with nogil:
-                    r = _run_gil_free_run(n, slot, worker_index, spare)
-                if not r:
-                    break
-                n = fw_find_work(slot)
-                continue
-            fw_tickle()
-            task = <FutureCore>FW_FUT_OF(n)
-            Py_DECREF(task)  # the queue's reference; `task` holds one
-            _run_guarded(task)
-            task = None
-            _drain_if_any()
-            if not spare and worker_index >= FW_LOAD(&fw_P.target_workers):
-                break  # the pool shrank: stop after this task
-            # Keep the GIL while there is more work: no release per task.
-            n = fw_find_work(slot)
+            return IDLE_STOP  # the pool shrank meanwhile: leave the work to the others
+        n = fw_find_gil_free_work(slot)
+        if n == NULL:
+            return IDLE_WORK
+        fw_searching_done()
+        if _run_gil_free_run(n, slot, worker_index, spare):
+            return IDLE_MORE
+        # nothing for the GIL: idle again
+
+
+cdef void _pool_thread_loop(int slot, int worker_index, int spare):
+    """Look for work, run it, sleep; return when this thread must stop: the
+    wait loop with the W_IDLE policy."""
+    cdef waiter_t w
+    _waiter_init(&w, W_IDLE, -1.0)
+    w.helps = True
+    w.slot = slot
+    w.worker_index = worker_index
+    w.spare = spare
+    w.skip_claim = True  # a new thread pauses first
+    try:
+        _wait_loop(&w)
+    except BaseException:  # (nothing in the loop raises for a pool thread)
+        try:
+            _logger.error("forkwait: error in a pool thread's loop", exc_info=True)
+        except BaseException:
+            pass
 
 
 def _worker_main(int index):
