@@ -439,7 +439,7 @@ class Profile:
         >>> path = os.path.join(tempfile.mkdtemp(), "timeline.png")
         >>> prof.plot_timeline(path)  # doctest: +SKIP
         """
-        from forkwait.cli._plots import figure, palette, text_colour
+        from forkwait._measure.plots import figure, palette, text_colour
 
         threads = sorted(self.thread_names, key=self._thread_order)
         row = {ident: i for i, ident in enumerate(threads)}

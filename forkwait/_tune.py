@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkwait._threads import _check_count, available_cpus
-from forkwait.cli._timing import (
+from forkwait._measure.timing import (
     MIN_ROUNDS,
     Load,
     LoadWatch,
@@ -32,6 +31,7 @@ from forkwait.cli._timing import (
     paired_speedup,
     thread_cpu_seconds,
 )
+from forkwait._threads import _check_count, available_cpus
 
 #: Differences smaller than this fraction are not called a win, however steady.
 MIN_GAIN = 0.05
@@ -621,7 +621,7 @@ class TuneResult:
         from matplotlib.colors import TwoSlopeNorm
         from matplotlib.patches import Rectangle
 
-        from forkwait.cli._plots import figure, text_colour
+        from forkwait._measure.plots import figure, text_colour
 
         modes = sorted({s.mode for s in self.times}, key=lambda m: m != "shared")
         inters = sorted({s.interop for s in self.times})

@@ -14,9 +14,9 @@ import pytest
 
 import forkwait as fw
 from forkwait import _threads
+from forkwait._measure.timing import Load, Progress, blas_thread_count, median_interval
 from forkwait._tune import Rounds, Setting, TuneResult, profiled_run
 from forkwait.cli import demo as demo_cmd
-from forkwait.cli._timing import Load, Progress, blas_thread_count, median_interval
 
 
 def cli(*args, timeout=300, cwd=None):

@@ -1,9 +1,9 @@
 """The command line: ``python -m forkwait {demo,info,bench,tune,trace}``.
 
 One module per command (each has ``add_parser(subparsers)`` and
-``run(args) -> int``); the shared timing helpers are in ``_timing``, the
-plotting set-up in ``_plots``, running a user's script in ``_script`` (the
-parent side) and ``_runner`` (the child).
+``run(args) -> int``); running a user's script in ``_script`` (the parent
+side) and ``_runner`` (the child). The timing helpers and the plotting set-up
+that the commands share with the library are in ``forkwait._measure``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``python -m forkwait bench``: a short, standard comparison on this machine:
 peers timed interleaved, round by round, in one process, and compared as the
-median of per-round ratios (helpers in ``forkwait.cli._timing``)."""
+median of per-round ratios (helpers in ``forkwait._measure.timing``)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 import forkwait as fw
+from forkwait._measure.timing import LoadWatch, interleaved, median_ratio
 from forkwait._threads import available_cpus
 from forkwait.cli._common import positive_int
-from forkwait.cli._timing import LoadWatch, interleaved, median_ratio
 
 
 def _noop() -> None:

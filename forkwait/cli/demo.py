@@ -16,9 +16,9 @@ import numpy as np
 
 import forkwait as fw
 from forkwait import _threads
+from forkwait._measure.timing import Load, LoadWatch, beats, paired_speedup
 from forkwait._threads import available_cpus
 from forkwait.cli._common import positive_int
-from forkwait.cli._timing import Load, LoadWatch, beats, paired_speedup
 
 #: Differences smaller than this are not called a win or a loss.
 MIN_GAIN = 0.05

@@ -8,6 +8,7 @@ import argparse
 import shlex
 from collections.abc import Sequence
 
+from forkwait._measure.timing import LoadWatch, Progress
 from forkwait._tune import MIN_ROUNDS, TuneResult, grid, measure
 from forkwait.cli._common import (
     CommandError,
@@ -17,7 +18,6 @@ from forkwait.cli._common import (
     positive_int,
 )
 from forkwait.cli._script import run_script
-from forkwait.cli._timing import LoadWatch, Progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -1,5 +1,6 @@
-"""Plotting helpers shared by the heatmap of ``tune`` and the timeline of
-``forkwait.profile``: one place that imports matplotlib.
+"""Plotting helpers shared by the heatmap of ``fw.tune`` (and ``python -m
+forkwait tune``) and the timeline of ``forkwait.profile``: one place that
+imports matplotlib.
 
 Figures are made with matplotlib's object API (``matplotlib.figure.Figure``),
 never through pyplot, so that forkwait neither picks a backend nor keeps

@@ -1,6 +1,6 @@
-"""Timing helpers shared by ``demo``, ``bench``, ``tune`` and bench/: one
-place for the machine's load, peers timed interleaved, ratios and their
-spread, BLAS's thread count, and progress bars.
+"""Timing helpers shared by ``fw.tune``, the commands ``demo``, ``bench`` and
+``tune``, and bench/: one place for the machine's load, peers timed
+interleaved, ratios and their spread, BLAS's thread count, and progress bars.
 
 Speed is measured as a ratio against a peer run in the same process,
 interleaved round by round, so that a change of machine load hits both; the
