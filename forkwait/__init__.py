@@ -5,6 +5,12 @@
 holds OpenMP kernels that split one operation across a team of threads.
 """
 
+# The modules' floors, bottom to top; a module imports its own floor and the
+# ones below, never one above (a lower module offers a hook that an upper one
+# installs, as pool._set_profiler does). tests/test_layers.py checks it.
+#   _native/, _version  <  _measure/  <  ops/, _threads, _futures, _dask/
+#   <  _profile, _tune, _info  <  this __init__ (the public names)  <  cli/, __main__
+
 from forkwait import ops
 from forkwait._dask import backend
 from forkwait._futures import Executor, as_completed, scope, wait_any

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 from collections import defaultdict
 from typing import Any, NamedTuple
 
+from forkwait._dask import chrome_trace_events, start_recording, stop_recording
 from forkwait._native import pool
+from forkwait.ops import _profiling as _kernels
 
-# The recorder of the active profile (None: not recording). The kernels'
-# Python layer calls record_kernel() only while ops._set_profiling(True) has
-# swapped recording wrappers in, so recording off costs the kernels nothing.
+# The recorder of the active profile (None: not recording): one hook object,
+# installed in the pool (pool._set_profiler) and in the kernel tables
+# (ops._profiling._set_profiler) while a profile records; cluster forks are
+# recorded by forkwait._dask (start_recording / stop_recording).
 _active: _Recorder | None = None
 _lock = threading.Lock()
 
@@ -35,7 +37,8 @@ class TaskRecord(NamedTuple):
 
 
 class KernelRecord(NamedTuple):
-    """One kernel call of ``forkwait.ops``."""
+    """One kernel call of ``forkwait.ops``: what its kernel table's recording
+    wrapper passes to ``on_kernel`` (``forkwait/ops/_profiling.py``)."""
 
     op: str
     shape: tuple
@@ -57,11 +60,11 @@ class WaitRecord(NamedTuple):
 
 
 class _Recorder:
-    """The hook that the pool calls (``pool._set_profiler(hook)``) and that
-    :func:`record_kernel` feeds: each call passes one record's fields by name,
-    in the thread the record is about, so that the thread's name is taken
-    while the thread is alive (a worker that exits when the pool shrinks keeps
-    its name in the profile)."""
+    """The hook that the pool (``pool._set_profiler(hook)``) and the kernel
+    tables (``ops._profiling._set_profiler(hook)``) call: each call passes
+    one record's fields by name, in the thread the record is about, so that
+    the thread's name is taken while the thread is alive (a worker that exits
+    when the pool shrinks keeps its name in the profile)."""
 
     def __init__(self) -> None:
         self.tasks: list[TaskRecord] = []
@@ -84,23 +87,9 @@ class _Recorder:
         self._seen(fields["thread"])
 
     def on_kernel(self, **fields: Any) -> None:
-        """A kernel call ended (called through :func:`record_kernel`)."""
+        """A kernel call ended (called by its kernel table's recording wrapper)."""
         self.kernels.append(KernelRecord(**fields))
         self._seen(fields["thread"])
-
-
-def record_kernel(op: str, shape: tuple, dtype: str, team: int, start: float, end: float) -> None:
-    """Called by the kernels' Python layer while a profile records."""
-    rec = _active
-    if rec is not None:
-        rec.on_kernel(op=op, shape=shape, dtype=dtype, team=team, start=start, end=end,
-                      thread=threading.get_ident(), task=pool._current_task())
-
-
-def _kernel_tables(on: bool) -> None:
-    ops = sys.modules.get("forkwait.ops")
-    if ops is not None:
-        ops._set_profiling(on)
 
 
 def now() -> float:
@@ -127,7 +116,6 @@ class Profile:
         self.end = 0.0
         self._rec = _Recorder()
         self._recording = False
-        self._cluster_on = False
         self._cluster: list = []
 
     # -- recording -------------------------------------------------------
@@ -136,29 +124,25 @@ class Profile:
         with _lock:
             if _active is not None:
                 raise RuntimeError("forkwait.profile() is already recording in this process")
+            start_recording()  # cluster forks (fw.backend()), if any are made
             self._names_now()
             self.start = now()
             self._recording = True
             _active = self._rec
             pool._set_profiler(self._rec)
-            _kernel_tables(True)
-            dask = sys.modules.get("forkwait._dask")
-            if dask is not None:  # fw.backend() was used: record cluster forks too
-                dask.start_recording()
-                self._cluster_on = True
+            _kernels._set_profiler(self._rec)
 
     def _finish(self) -> None:
         global _active
         with _lock:
-            _kernel_tables(False)
+            _kernels._set_profiler(None)
             pool._set_profiler(None)
             _active = None
             self.end = now()
             self._recording = False
             self._names_now()
-            if self._cluster_on:
-                self._cluster = sys.modules["forkwait._dask"].stop_recording()
-                self._cluster_on = False
+            # one round trip per client that forked to a cluster; none without
+            self._cluster = stop_recording()
             # names taken by the threads themselves while they ran win: a
             # thread that has exited since, or whose ident was reused, keeps
             # the name it had when it ran
@@ -269,8 +253,6 @@ class Profile:
                 "dur": us(wt.end) - us(wt.start), "args": {"task": wt.task},
             })
         if self._cluster:
-            from forkwait._dask import chrome_trace_events
-
             # a process track per Dask worker, arrows from the forks
             events.extend(chrome_trace_events(self._cluster, self.start, client_pid=pid,
                                               tid_of=tid))

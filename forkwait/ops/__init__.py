@@ -52,7 +52,6 @@ from forkwait.ops._elementwise import (
     tanh,
 )
 from forkwait.ops._matmul import matmul
-from forkwait.ops._profiling import _set_profiling  # noqa: F401 (forkwait._profile)
 from forkwait.ops._reductions import argmax, max, mean, min, sum
 from forkwait.ops._rows import layer_norm, log_softmax, softmax
 
