@@ -9,10 +9,11 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from forkwait._dask._shared import _logger, _state_lock
-from forkwait._dask._worker import _drain_worker_log
+from forkwait._dask._worker import WorkerRun, _drain_worker_log
 from forkwait._native import pool
 
 
@@ -39,16 +40,33 @@ class ClusterRecord(NamedTuple):
     outcome: str  # "finished", "failed", "cancelled" or "pending"
 
 
+# the run of a task that never ran (NaN times; worker, pid, thread unknown)
+_NOT_RUN = WorkerRun(key="", start=math.nan, end=math.nan, cpu=0.0, worker="", pid=0, thread=0)
+
+
+@dataclass(slots=True)
+class _Sent:
+    """The client's side of a cluster fork while it is recorded (the fields
+    of its ClusterRecord that the client knows)."""
+
+    name: str
+    submit: float
+    fork_thread: int
+    done: float = math.nan
+    outcome: str = "pending"
+
+
 class _Recorder:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.sent: dict[str, list] = {}  # key -> [name, submit, thread, done, outcome]
+        self.sent: dict[str, _Sent] = {}  # by Dask key
         self.clients: weakref.WeakSet[Any] = weakref.WeakSet()
         self.records: list[ClusterRecord] | None = None
 
     def submitted(self, key: str, name: str, client: Any) -> None:
         with self.lock:
-            self.sent[key] = [name, pool._now(), threading.get_ident(), math.nan, "pending"]
+            self.sent[key] = _Sent(name=name, submit=pool._now(),
+                                   fork_thread=threading.get_ident())
             if client not in self.clients:
                 self.clients.add(client)
 
@@ -60,11 +78,11 @@ class _Recorder:
         with self.lock:
             entry = self.sent.get(key)
             if entry is not None:
-                entry[3] = pool._now()
-                entry[4] = outcome
+                entry.done = pool._now()
+                entry.outcome = outcome
 
     def collect(self) -> list[ClusterRecord]:
-        runs: dict[str, tuple] = {}
+        runs: dict[str, WorkerRun] = {}
         for client in list(self.clients):
             try:
                 if client.status != "running":
@@ -76,21 +94,19 @@ class _Recorder:
             for entries in per_worker.values():
                 if isinstance(entries, BaseException):
                     continue
-                for e in entries:
-                    runs[e[0]] = e  # the last run of a key that ran twice
+                for run in entries:
+                    runs[run.key] = run  # the last run of a key that ran twice
         offset = time.time() - pool._now()  # wall clock -> forkwait's clock
         out = []
         with self.lock:
-            for key, (name, submit, thread, done, outcome) in self.sent.items():
-                run = runs.get(key)
-                if run is None:
-                    out.append(ClusterRecord(key, name, submit, thread, math.nan, math.nan, done,
-                                             "", 0, 0, 0.0, outcome))
-                else:
-                    _, t0, t1, cpu, address, pid, wthread = run
-                    out.append(ClusterRecord(key, name, submit, thread, t0 - offset,
-                                             t1 - offset, done, address, pid, wthread, cpu,
-                                             outcome))
+            for key, sent in self.sent.items():
+                run = runs.get(key, _NOT_RUN)
+                out.append(ClusterRecord(
+                    key=key, name=sent.name, submit=sent.submit, fork_thread=sent.fork_thread,
+                    start=run.start - offset, end=run.end - offset, done=sent.done,
+                    worker=run.worker, pid=run.pid, thread=run.thread, cpu=run.cpu,
+                    outcome=sent.outcome,
+                ))
         out.sort(key=lambda r: r.submit)
         return out
 

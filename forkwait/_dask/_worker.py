@@ -7,16 +7,29 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 from forkwait._dask._shared import _configure_lock, _configured, _Dep, _Given, _logger
 from forkwait._native.pool import Future
 
 
+class WorkerRun(NamedTuple):
+    """One run of a cluster fork on a worker, sent to the recording client
+    (``forkwait._dask._record``)."""
+
+    key: str  # the Dask key
+    start: float  # the worker's wall clock (time.time())
+    end: float
+    cpu: float  # CPU seconds of the worker process during the run
+    worker: str  # the worker's address ("" if unknown)
+    pid: int
+    thread: int
+
+
 class _WorkerLog:
     """Runs of cluster tasks in this worker process, while the client records."""
 
-    entries: deque = deque(maxlen=100_000)
+    entries: deque[WorkerRun] = deque(maxlen=100_000)
 
 
 def _run_on_worker(fn: Any, args: tuple, kwargs: dict | None, deps: list, marked: bool,
@@ -37,15 +50,15 @@ def _run_on_worker(fn: Any, args: tuple, kwargs: dict | None, deps: list, marked
         _WorkerLog.entries.append(_worker_entry(t0, t1, c1 - c0))
 
 
-def _worker_entry(t0: float, t1: float, cpu: float) -> tuple:
+def _worker_entry(t0: float, t1: float, cpu: float) -> WorkerRun:
     from distributed.worker import get_worker, thread_state
 
     try:
         address = get_worker().address
     except ValueError:
         address = ""
-    return (getattr(thread_state, "key", ""), t0, t1, cpu, address, os.getpid(),
-            threading.get_ident())
+    return WorkerRun(key=getattr(thread_state, "key", ""), start=t0, end=t1, cpu=cpu,
+                     worker=address, pid=os.getpid(), thread=threading.get_ident())
 
 
 def _unswap(obj: Any, deps: list, built: dict[int, Future]) -> Any:
@@ -72,7 +85,7 @@ def _unswap(obj: Any, deps: list, built: dict[int, Future]) -> Any:
     return obj
 
 
-def _drain_worker_log() -> list:
+def _drain_worker_log() -> list[WorkerRun]:
     out = list(_WorkerLog.entries)
     _WorkerLog.entries.clear()
     return out
