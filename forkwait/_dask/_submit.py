@@ -7,7 +7,8 @@ import logging
 import os
 import threading
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from forkwait._dask import _record
 from forkwait._dask._complete import _propagate_cancel, _pump_of
@@ -76,7 +77,7 @@ def _submit_into(client: Any, out: Future, fn: Any, args: tuple, kwargs: dict) -
         return
     marked = sargs is not args or (skwargs is not None and skwargs is not kwargs) or bool(deps)
     name = _task_name(fn)
-    key = f"{name}-{_key_base}{next(_key_count):08x}"
+    key = f"{name}-{_key_suffix()}"
     rec = _record._recorder
     if rec is not None:  # before the submit: the outcome may come back at once
         rec.submitted(key, name, client)
@@ -133,20 +134,35 @@ def _install_quiet_filter() -> None:
 _install_quiet_filter()
 
 
-# Dask keys: the function's name, then 32 hex digits unique to this process
-# and fork (os.urandom, which uuid4 calls, costs about 0.1 ms here: once).
-_key_base = uuid.uuid4().hex[:24]
-_key_count = itertools.count()
+# Dask keys: the function's name, then 32 hex digits unique to this process:
+# a random base (24 digits) and a count (8). The base is made at the first
+# cluster fork of a process and kept with its pid, so that a child made by
+# os.fork() makes its own at its first fork instead of repeating the parent's
+# keys (no at-fork handler: os.urandom, which uuid4 calls, costs about 0.1 ms
+# here, once per process; os.getpid() costs far less than a submit).
+class _KeyBase(NamedTuple):
+    pid: int
+    base: str
+    counter: Iterator[int]
 
 
-def _new_key_base() -> None:
-    global _key_base, _key_count
-    _key_base = uuid.uuid4().hex[:24]
-    _key_count = itertools.count()
+_keys: _KeyBase | None = None
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_key_base)
+def _key_base() -> _KeyBase:
+    """This process's key base (made at its first call in each process)."""
+    global _keys
+    keys = _keys
+    pid = os.getpid()
+    if keys is None or keys.pid != pid:
+        keys = _keys = _KeyBase(pid, uuid.uuid4().hex[:24], itertools.count())
+    return keys
+
+
+def _key_suffix() -> str:
+    """32 hex digits that no other key of any process has."""
+    keys = _key_base()
+    return f"{keys.base}{next(keys.counter):08x}"
 
 
 def _without_futures(obj: Any) -> Any:
