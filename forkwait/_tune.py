@@ -30,6 +30,7 @@ from forkwait._measure.timing import (
     native_thread_ids,
     paired_speedup,
     thread_cpu_seconds,
+    thread_ids,
 )
 from forkwait._threads import _check_count, available_cpus
 
@@ -43,25 +44,20 @@ BUSY_CPUS = 0.25
 # it; forkwait's OpenMP team starts later, at its first kernel). Their CPU
 # time during a profiled run says whether BLAS ran threads of its own.
 _BLAS_POOL_TIDS = native_thread_ids()
-# OpenBLAS stops its threads before every os.fork() (its own at-fork handler)
-# and starts new ones at its next multi-threaded call: after a fork in this
-# process the ids above are gone, so they are taken again (_blas_pool_tids).
-_FORKED_SINCE = False
-
-
-def _note_fork() -> None:
-    global _FORKED_SINCE
-    _FORKED_SINCE = True
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_parent=_note_fork)
 
 
 def _blas_pool_tids() -> set[int]:
-    """The ids of NumPy's BLAS threads now (see _BLAS_POOL_TIDS)."""
-    global _BLAS_POOL_TIDS, _FORKED_SINCE
-    if _FORKED_SINCE:
+    """The ids of NumPy's BLAS threads now (see _BLAS_POOL_TIDS).
+
+    The ids check themselves: OpenBLAS stops its threads before every
+    os.fork() (its own at-fork handler) and starts new ones at its next
+    multi-threaded call, and a fork child has none of its parent's threads,
+    so after a fork, in the parent and in the child, the ids remembered are
+    gone. When any of them is missing from /proc/self/task they are taken
+    again (no at-fork handler of forkwait's is needed for that).
+    """
+    global _BLAS_POOL_TIDS
+    if not _BLAS_POOL_TIDS <= thread_ids():
         import numpy as np
 
         # the native threads that work during multi-threaded matmuls (about
@@ -76,7 +72,6 @@ def _blas_pool_tids() -> set[int]:
                if thread_cpu_seconds([tid]) > cpu0.get(tid, 0.0)}
         if new:  # none when BLAS is limited to 1 thread now: try again next time
             _BLAS_POOL_TIDS = new
-            _FORKED_SINCE = False
     return _BLAS_POOL_TIDS
 
 

@@ -194,12 +194,20 @@ def blas_thread_count() -> int:
     return max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=0)
 
 
+def thread_ids() -> set[int]:
+    """Kernel thread ids of this process's threads now; empty where /proc is
+    missing."""
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
 def native_thread_ids() -> set[int]:
     """Kernel thread ids of this process's threads that Python did not start
     (BLAS and OpenMP pools); empty where /proc is missing."""
-    try:
-        tids = {int(t) for t in os.listdir("/proc/self/task")}
-    except OSError:
+    tids = thread_ids()
+    if not tids:
         return set()
     python = {t.native_id for t in threading.enumerate()}
     return tids - python - {os.getpid()}
