@@ -283,7 +283,7 @@ def binary_scalar(int op, const floating[::1] a, double s, bint left,
 
 # ------------------------------------------------- small-array fast path
 
-# Off while forkwait.profile() records (ops._set_profiling): the calls then go
+# Off while forkwait.profile() records (ops._profiling._set_profiler): the calls then go
 # through the Python layer's kernel tables, which hold the recording wrappers.
 cdef bint _fast_on = True
 

@@ -1,4 +1,25 @@
 # os.fork(): the child's reset of the pool around its one thread.
+#
+# The pool's process state, and what the child of os.fork() does with each
+# piece (one list: a piece of state that is not here lives in fw_P):
+#
+#   C, in _atfork_child (pthread_atfork's child handler, inside fork()):
+#     fw_P's locks and sleep counts   re-made (fw_atfork_child)
+#     the intra-op teams' state       _team's team_atfork_child
+#     the BLAS record                 _blas's blas_atfork_child
+#   Python, in _after_fork_child (os.register_at_fork, after CPython's own):
+#     fw_P's threads                  forgotten; their running tasks fail;
+#                                     queued tasks stay and get workers
+#     main_ident                      the forking thread (it is the child's main)
+#     _spawn_lock, _cf_lock           new locks (a parent thread may have held one)
+#     _report_scheduled, _unretrieved cleared: the parent reports those failures
+#     _fork_hook                      cleared: a Dask client does not cross a fork;
+#                                     the child's forks run on its own pool
+#   Kept as they are: _prof_hook (a profile open in the forking thread goes
+#   on recording in the child's copy), the counters _wait_tokens and
+#   _prof_next_id, the GIL-free registrations, the Future free list (memory
+#   of the child's own), _atexit_registered (threading's at-exit list is
+#   copied with the process).
 
 cdef void _atfork_child() noexcept nogil:
     """The one C-level child handler of os.fork(): each native module's
@@ -19,16 +40,19 @@ def _after_fork_child():
     other threads of the parent were running, in a worker, a spare or inline
     in a wait, cannot finish in the child: their futures fail with
     RuntimeError. The forking thread's own running tasks (os.fork() called
-    from a task) carry on. (The intra-op runtime has its own at-fork
-    handler, see docs/reliability.md on GCC bug 60035.)
+    from a task) carry on. The rest of the pool's Python state is reset as
+    the list at the top of this file says.
     """
-    global main_ident, _spawn_lock, _report_scheduled
+    global main_ident, _spawn_lock, _cf_lock, _report_scheduled, _unretrieved, _fork_hook
     cdef fw_node **orphans = NULL
     cdef Py_ssize_t n, i
     cdef list futs = []
     main_ident = PyThread_get_thread_ident()
     _spawn_lock = threading.Lock()
+    _cf_lock = threading.RLock()
     _report_scheduled = False
+    _unretrieved = []
+    _fork_hook = None
     n = fw_child_reset(&orphans)
     for i in range(n):
         futs.append(<FutureCore>FW_FUT_OF(orphans[i]))

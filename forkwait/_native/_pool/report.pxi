@@ -45,3 +45,14 @@ cdef void _defer_unretrieved_report(size_t addr, object exc):
                 _report_scheduled = True
     except BaseException:
         pass
+
+
+def _unretrieved_pending():
+    """(Tests) the failures collected and not yet reported, as (text, exc)."""
+    return list(_unretrieved)
+
+
+def _defer_report_for_tests(exc):
+    """(Tests) collect `exc` as a dying future's failure is, without
+    scheduling its report (that is _flush_unretrieved's, by hand)."""
+    _unretrieved.append(("<forkwait.Future at 0x0 (a test's)>", exc))
