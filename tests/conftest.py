@@ -1,7 +1,10 @@
-import os
-import subprocess
-import sys
-import textwrap
+"""Fixtures of every test file: the thread settings (put back after each
+test) and a gate for tasks to block on. Helpers to import: _child.py
+(child processes), _pool_helpers.py (fork trees, polling), _ops_helpers.py
+(the kernels' references).
+"""
+
+import threading
 
 import pytest
 
@@ -24,25 +27,10 @@ def intra():
     fw.set_num_threads(saved)
 
 
-def run_python(code, env=None, timeout=60, check=True, **kwargs):
-    """Run `code` in a fresh interpreter; return the CompletedProcess."""
-    full_env = dict(os.environ)
-    for name in (
-        "FORKWAIT_NUM_THREADS", "FORKWAIT_NUM_INTEROP_THREADS", "OMP_NUM_THREADS",
-        "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "FORKWAIT_INTRA_OP_MODE",
-    ):
-        full_env.pop(name, None)
-    full_env.update(env or {})
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kwargs,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
+@pytest.fixture
+def gate():
+    """A threading.Event for tasks to block on; set at the end of the test,
+    so that nothing stays blocked after it."""
+    ev = threading.Event()
+    yield ev
+    ev.set()

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
+from _child import in_fork_child, needs_fork, run_python
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import forkwait as fw
@@ -209,33 +208,23 @@ def test_matmul_alone_restores_the_users_count(user_blas):
     assert blas_counts() == [USER] * len(blas_counts())
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+@needs_fork
 def test_fork_child_has_the_users_counts(user_blas):
     """os.fork() while budget-limited tasks run: the child gets the user's
     count back (no task runs in it)."""
     budget_on(cpus=2)
-    r, w = os.pipe()
     got = []
 
     def body():
         seen = blas_counts()
         if not got:
-            got.append(1)
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    os.write(w, repr(blas_counts()).encode())
-                finally:
-                    os._exit(0)
-            os.waitpid(pid, 0)
+            got.append(in_fork_child(blas_counts))
         return seen
 
     seen = run_together(2, body)
-    os.close(w)
-    child = eval(os.read(r, 1000).decode())
-    os.close(r)
     assert seen[0] == [1] * len(blas_counts())
-    assert child == [USER] * len(blas_counts())
+    assert got[0].ok, got[0].error
+    assert got[0].value == [USER] * len(blas_counts())
 
 
 def test_bad_switch_values_are_refused():
@@ -246,12 +235,8 @@ def test_bad_switch_values_are_refused():
 
 def test_environment_switch():
     code = "import forkwait as fw; print(fw.get_blas_budget())"
-    env = dict(os.environ, FORKWAIT_BLAS_BUDGET="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True)
+    out = run_python(code, env={"FORKWAIT_BLAS_BUDGET": "1"})
     assert out.stdout.strip() == "True"
-    env["FORKWAIT_BLAS_BUDGET"] = "maybe"
-    out = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env,
-                         capture_output=True, text=True, check=True)
+    out = run_python(code, env={"FORKWAIT_BLAS_BUDGET": "maybe"}, flags=["-W", "always"])
     assert out.stdout.strip() == "False"
     assert "ignoring FORKWAIT_BLAS_BUDGET='maybe'" in out.stderr

@@ -5,12 +5,12 @@ test depends on this machine's speed, load or CPU count."""
 
 import io
 import json
-import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from _child import run_module, start_python
 
 import forkwait as fw
 from forkwait import _threads
@@ -20,10 +20,7 @@ from forkwait.cli import demo as demo_cmd
 
 
 def cli(*args, timeout=300, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "forkwait", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd,
-    )
+    return run_module("forkwait", *args, timeout=timeout, cwd=cwd)
 
 
 def script(tmp_path, name, body):
@@ -42,10 +39,9 @@ def test_info_prints_parallel_info():
 
 
 def test_output_into_a_closed_pipe_is_no_traceback():
-    proc = subprocess.Popen([sys.executable, "-m", "forkwait", "info"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_python(module="forkwait", argv=["info"])
     proc.stdout.close()  # as `| head -0` does
-    err = proc.stderr.read().decode()
+    err = proc.stderr.read()
     assert proc.wait(60) == 1
     assert "Traceback" not in err
 

@@ -552,7 +552,7 @@ def test_fw_profile_records_cluster_forks_next_to_local_ones(client):
 
 
 def test_backend_dask_without_a_client_says_what_to_do():
-    from conftest import run_python
+    from _child import run_python
 
     proc = run_python(
         """

@@ -5,7 +5,7 @@ import pathlib
 import re
 
 import pytest
-from conftest import run_python
+from _child import run_python
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import pytest
+from _child import in_fork_child, needs_fork
 
 import forkwait as fw
 from forkwait import ops
@@ -196,19 +197,18 @@ def test_wide_pin_stays_within_the_budget(interop):
         fw.set_blas_budget(was)
 
 
+@needs_fork
 def test_fork_child_drops_a_wide_pin():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     needs_openblas()
     lib = _matmul.blas_index()
     with threadpoolctl.threadpool_limits(USER, user_api="blas"):
         assert _blas._test_pin_wide(lib, 2) == 2
-        pid = os.fork()
-        if pid == 0:  # the child: the user's count, no pin left
-            ok = _matmul.blas_info()[2] == USER and lib_record()["wide"] == 0
-            os._exit(0 if ok else 1)
-        _, status = os.waitpid(pid, 0)
+        # the child: the user's count, no pin left
+        child = in_fork_child(lambda: (_matmul.blas_info()[2], lib_record()["wide"]))
         _blas._test_unpin_wide(lib)
-        assert os.WEXITSTATUS(status) == 0
+        assert child.ok, child.error
+        assert child.value == (USER, 0)
         assert _matmul.blas_info()[2] == USER
 
 

@@ -5,11 +5,10 @@ caller's OpenMP team (forkwait/_native/_fw_blas_team.h)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from _child import in_fork_child, needs_fork, run_python
 
 import forkwait as fw
 from forkwait import ops
@@ -47,8 +46,7 @@ def test_the_team_copy_is_the_second_library_and_not_a_global_one(team_copy):
         "import ctypes, sys, forkwait.ops;"
         "print(hasattr(ctypes.CDLL(None), 'scipy_sgemm_64_'), 'scipy_openblas64' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=120).stdout.split()
+    out = run_python(code).stdout.split()
     assert out == ["False", "False"]
 
 
@@ -125,7 +123,7 @@ def test_jobs_that_wait_for_each_other_all_run(n, nested):
     assert team1 == team0 + (1 if n > 1 and not nested else 0)
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@needs_fork
 def test_a_fork_child_after_a_team_product_multiplies(team_copy):
     """The parent's main thread ran the copy's jobs on its OpenMP team; the
     child's main thread (GCC bug 60035: that team is broken there) gets
@@ -135,17 +133,11 @@ def test_a_fork_child_after_a_team_product_multiplies(team_copy):
     a = np.random.default_rng(9).standard_normal((N, N))
     with fw.num_threads(2):
         ops.matmul(a, a)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through its status
-        import signal
 
-        signal.alarm(20)
-        try:
-            with fw.num_threads(2):
-                ok = np.allclose(ops.matmul(a, a), a @ a)
-                ok = ok and _matmul._test_team_callback(2, False) == 2
-        except BaseException:
-            ok = False
-        os._exit(0 if ok else 1)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    def in_child():
+        with fw.num_threads(2):
+            return np.allclose(ops.matmul(a, a), a @ a), _matmul._test_team_callback(2, False)
+
+    child = in_fork_child(in_child, timeout=20)  # a hang (the broken team) is killed
+    assert child.ok, child.error
+    assert child.value == (True, 2)

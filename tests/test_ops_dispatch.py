@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from _child import run_python
 
 import forkwait as fw
 from forkwait import ops
@@ -96,8 +95,5 @@ def test_parallel_info_names_the_variant():
 
 def test_env_var_chooses_the_variant_in_a_fresh_process():
     code = "from forkwait._native import _dispatch; print(_dispatch.variant())"
-    env = dict(os.environ, FORKWAIT_CPU_VARIANT="baseline")
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
+    r = run_python(code, env={"FORKWAIT_CPU_VARIANT": "baseline"})
     assert r.stdout.strip() == "baseline"

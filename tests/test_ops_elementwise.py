@@ -8,7 +8,7 @@ from _ops_helpers import BINARY_REF, FLOATS, TOL, UNARY_REF
 
 from forkwait import ops
 
-# (the Hypothesis suite of these ops is tests/test_reliability_fuzz.py's)
+# (the Hypothesis suite of these ops is tests/test_ops_fuzz.py's)
 UNARY = sorted(UNARY_REF)
 BINARY = sorted(BINARY_REF)
 EXACT_UNARY = {"neg", "abs", "relu", "sqrt"}

@@ -25,7 +25,7 @@ def tol(dt, k):
     )
 
 
-# (the Hypothesis suite of matmul is tests/test_reliability_fuzz.py's; this grid
+# (the Hypothesis suite of matmul is tests/test_ops_fuzz.py's; this grid
 # covers the batch broadcasts and both backends)
 @pytest.mark.parametrize("m,n,k", [(0, 3, 4), (1, 1, 1), (5, 0, 2), (7, 13, 0), (17, 31, 64),
                                    (64, 17, 31), (13, 7, 5)])
@@ -139,7 +139,7 @@ def test_blas_is_loaded_with_forkwait_ops():
     """NumPy's OpenBLAS (the one np.matmul calls) and the second copy are
     loaded with forkwait.ops: scipy-openblas64's, without importing SciPy;
     SciPy's (through scipy.linalg.cython_blas) where that one is missing."""
-    from conftest import run_python
+    from _child import run_python
 
     code = (
         "import sys, forkwait.ops; from forkwait._native import _matmul;"

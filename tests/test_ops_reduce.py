@@ -9,7 +9,7 @@ from _ops_helpers import FLOATS, layer_norm_ref, log_softmax_ref, softmax_ref
 import forkwait as fw
 from forkwait import ops
 
-# (the Hypothesis suite of these ops is tests/test_reliability_fuzz.py's)
+# (the Hypothesis suite of these ops is tests/test_ops_fuzz.py's)
 REF = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "argmax": np.argmax}
 
 

@@ -6,14 +6,12 @@ receives ``omp_get_num_threads()`` as seen inside the kernel's prange.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
+from _child import run_python
 
 import forkwait as fw
 from forkwait import ops
@@ -240,9 +238,5 @@ def test_wait_policy_setting_in_subprocess():
         "x=np.ones(1<<20); print(float(ops.sum(ops.exp(x))))"
     )
     for policy in ("passive", "active"):
-        env = dict(os.environ, OMP_WAIT_POLICY=policy)
-        r = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-        )
-        assert r.returncode == 0, r.stderr
+        r = run_python(code, env={"OMP_WAIT_POLICY": policy})
         assert float(r.stdout) == pytest.approx(np.e * (1 << 20))

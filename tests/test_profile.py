@@ -1,4 +1,6 @@
-"""forkwait.profile(): records, Chrome trace structure and nesting, summary, PNG."""
+"""forkwait.profile(): task, wait and kernel records (with parents, names,
+threads), the profiler hook, the Chrome trace's structure and nesting, the
+summary and the timeline PNG."""
 
 import json
 import sys
@@ -8,15 +10,9 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
+from _pool_helpers import TIMEOUT, fib, wait_running
 
 import forkwait as fw
-
-
-def fib(n):
-    if n < 2:
-        return n
-    a, b = fw.fork(fib, n - 1), fw.fork(fib, n - 2)
-    return fw.wait(a) + fw.wait(b)
 
 
 def _check_nesting(events):
@@ -239,3 +235,25 @@ def test_profile_records_kernel_calls_with_team(intra):
     # recording off again: the plain kernels are back
     fw.ops.exp(x)
     assert len(prof.kernels) == 4
+
+
+class Proxy:
+    def __call__(self):
+        return 42
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"remote attribute {name} unavailable")
+
+
+def test_callable_whose_getattr_raises_runs_under_the_profiler(interop):
+    interop(1)
+    gate = threading.Event()
+    blocker = fw.fork(gate.wait, TIMEOUT)
+    wait_running(blocker)
+    with fw.profile() as prof:
+        f = fw.fork(Proxy())
+        assert fw.wait(f) == 42
+        assert "Proxy" in repr(f) or f.done()
+    gate.set()
+    assert f.done() and not f.running()
+    assert [t.name for t in prof.tasks if t.outcome == "finished"]

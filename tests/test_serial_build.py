@@ -32,7 +32,11 @@ SERIAL_TESTS = [
     "tests/test_ops_inputs.py",
     "tests/test_ops_fastpath.py",
     "tests/test_ops_threads.py",
-    "tests/test_fork_wait.py",
+    "tests/test_fork.py",
+    "tests/test_wait.py",
+    "tests/test_wait_many.py",
+    "tests/test_future.py",
+    "tests/test_exceptions.py",
 ]
 
 # switches that would change what is built or how the tests run

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import run_python
+from _child import run_python
 
 import forkwait as fw
 from forkwait._native import _team

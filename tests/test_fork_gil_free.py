@@ -1,19 +1,24 @@
-"""GIL-free tasks: ``fork(ops.matmul, ...)`` of the common case is checked at
-fork and run (by a worker: completed too) without the GIL. Everything a
-future promises still holds: values, errors through the future, callbacks,
-concurrent.futures waiters, cancel, profiles, os.fork() children, and a
-dropped future is freed."""
+"""Forks of forkwait's kernels that run without the GIL: ``fork(ops.matmul,
+...)`` and the unary ops, in the common case, are checked at fork and run
+(by a worker: completed too) without the GIL, with the direct call's bits.
+Everything a future promises still holds: values, errors through the
+future, callbacks, concurrent.futures waiters, cancel, profiles, and a
+dropped future is freed. The calls outside the common case stay ordinary
+tasks.
+
+Such tasks queued at an os.fork(): test_fork_child.py.
+"""
 
 import concurrent.futures
 import gc
-import os
 import threading
 import time
 import weakref
 
 import numpy as np
 import pytest
-from conftest import run_python
+from _child import run_python
+from _pool_helpers import until
 
 import forkwait as fw
 from forkwait import ops
@@ -28,16 +33,6 @@ def pair(n=96, dtype=np.float64, seed=0):
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((n, n)).astype(dtype),
             rng.standard_normal((n, n)).astype(dtype))
-
-
-def eventually(predicate, seconds=20.0):
-    """Poll `predicate` until true (a bound on a hang, not a timing)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -188,7 +183,7 @@ def test_a_dropped_future_is_freed_with_later_forkwait_calls():
         gc.collect()
         return ref() is None
 
-    assert eventually(freed)
+    assert until(freed)
 
 
 def test_a_dropped_future_is_freed_by_the_idle_worker():
@@ -227,7 +222,7 @@ def test_the_forking_threads_intra_op_setting_travels(intra):
     with fw.num_threads(1):
         f = fw.fork(ops.matmul, a, b)
     # a worker runs it (a wait would run it here, at this thread's setting)
-    assert eventually(f.done)
+    assert until(f.done)
     np.testing.assert_array_equal(f.result(), one)
 
 
@@ -238,34 +233,6 @@ def test_a_profile_records_it_as_an_ordinary_task():
         fw.wait(fw.fork(ops.matmul, a, b))
     assert gil_free_count() == before
     assert [t.name for t in prof.tasks] == ["matmul"]
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_os_fork_child_runs_the_ones_queued_at_the_fork():
-    code = """
-    import os, threading
-    import numpy as np
-    import forkwait as fw
-    from forkwait import ops
-    fw.set_num_interop_threads(1)
-    gate = threading.Event(); started = threading.Event()
-    def block():
-        started.set(); gate.wait(30)
-    blocker = fw.fork(block)
-    started.wait(30)
-    a = np.arange(16.0).reshape(4, 4)
-    queued = [fw.fork(ops.matmul, a, a) for _ in range(5)]
-    pid = os.fork()
-    if pid == 0:
-        ok = all(np.array_equal(f.result(timeout=30), a @ a) for f in queued)
-        os._exit(0 if ok else 3)
-    gate.set()
-    _, status = os.waitpid(pid, 0)
-    print("child", os.waitstatus_to_exitcode(status))
-    print("parent", all(np.array_equal(f.result(timeout=30), a @ a) for f in queued))
-    """
-    proc = run_python(code, timeout=60)
-    assert "child 0" in proc.stdout and "parent True" in proc.stdout, proc.stdout
 
 
 def test_parallel_info_reports_them():

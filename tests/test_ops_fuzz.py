@@ -1,7 +1,7 @@
-"""Hypothesis fuzzing of every op against NumPy (issue 5, bad input and
-memory safety): shapes (empty, 1, odd, huge), strides (slices, transposes),
-dtypes, NaN/inf, read-only inputs, ``out=`` (fresh, in place, overlapping
-the input) and team sizes 1..4. No wrong result, no crash.
+"""Every op against NumPy under Hypothesis fuzzing (bad input and memory
+safety): shapes (empty, 1, odd, huge), strides (slices, transposes), dtypes,
+NaN/inf, read-only inputs, ``out=`` (fresh, in place, overlapping the input)
+and team sizes 1..4. No wrong result, no crash.
 
 CI runs ``FUZZ_EXAMPLES`` examples per test; ``FORKWAIT_STRESS=long`` runs
 many more. Skips cleanly while ``forkwait.ops`` (or an op) is missing.

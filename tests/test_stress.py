@@ -1,11 +1,13 @@
-"""Reliability under load (issue 5): memory stays flat over many fork/wait
-pairs, no thread leaks, concurrent fork/wait/callbacks/cancel while the
-settings change, kernels from many threads with varying team sizes.
+"""Load and concurrency: many Python threads forking and waiting at once;
+memory stays flat over many fork/wait pairs and no thread leaks; 8 threads
+fork, wait, add callbacks and cancel while the settings change (every future
+ends exactly once); kernels from many threads with varying team sizes.
 
-The CI sizes keep the whole suite within its budget on a 2-core machine;
-``FORKWAIT_STRESS=long`` runs the full sizes (one million pairs, ...). Each
-test prints a ``FIGURES`` line (run with ``-s`` to see it); the last figures
-are in docs/reliability.md.
+The slow tests' CI sizes keep the whole suite within its budget on a 2-core
+machine; ``FORKWAIT_STRESS=long`` runs the full sizes (one million pairs,
+...). Each prints a ``FIGURES`` line (run with ``-s`` to see it); the last
+figures are in docs/reliability.md. Hypothesis fuzzing of the ops:
+test_ops_fuzz.py.
 """
 
 import gc
@@ -17,6 +19,7 @@ from concurrent.futures import CancelledError
 
 import numpy as np
 import pytest
+from _pool_helpers import fib, until
 
 import forkwait as fw
 from forkwait._native import _team, pool
@@ -28,8 +31,6 @@ RSS_BUDGET = 20 * MB
 # Under AddressSanitizer (scripts/sanitize.sh) freed memory sits in ASan's
 # quarantine, so RSS is not a leak measure there: only the rest is checked.
 SANITIZED = "libasan" in os.environ.get("LD_PRELOAD", "")
-
-pytestmark = pytest.mark.slow
 
 
 def rss_bytes():
@@ -51,15 +52,6 @@ def settle():
     gc.collect()
 
 
-def _until(pred, timeout=TIMEOUT):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def figures(name, **values):
     print(f"\nFIGURES {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
 
@@ -72,9 +64,36 @@ def fails(x):
     raise ValueError(x)
 
 
+# ---------------------------------------------------------------- many threads at once
+
+
+def test_many_threads_fork_and_wait_at_once(interop):
+    interop(2)
+    errors = []
+    results = {}
+
+    def client(k):
+        try:
+            futs = [fw.fork(pow, k, i) for i in range(400)]
+            got = fw.wait_all(futs)
+            nested = fw.wait(fw.fork(fib, 10))
+            results[k] = (got == [k**i for i in range(400)], nested == 55)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert not errors
+    assert results == {k: (True, True) for k in range(8)}
+
+
 # ---------------------------------------------------------------- one million pairs
 
 
+@pytest.mark.slow
 def test_many_fork_wait_pairs_memory_stays_flat(interop):
     """Fork/wait pairs of every kind (inline, batched, in workers, failing,
     with callbacks, nested): RSS after warm-up grows by less than 20 MB,
@@ -140,6 +159,7 @@ def test_many_fork_wait_pairs_memory_stays_flat(interop):
 # ---------------------------------------------------------------- chaos
 
 
+@pytest.mark.slow
 def test_threads_fork_wait_callback_cancel_while_settings_change(interop, intra):
     """8 threads fork, wait, add callbacks and cancel at once while another
     thread resizes both thread settings: every future ends exactly once (one
@@ -222,7 +242,7 @@ def test_threads_fork_wait_callback_cancel_while_settings_change(interop, intra)
     assert not any(t.is_alive() for t in clients)
     n = 8 * rounds * batch
     assert len(outcome) == n
-    assert _until(lambda: len(called) == n)
+    assert until(lambda: len(called) == n, TIMEOUT)
     with lock:
         assert set(called.values()) == {1}
         cancelled = {t for t, o in outcome.items() if o == "cancelled"}
@@ -232,7 +252,7 @@ def test_threads_fork_wait_callback_cancel_while_settings_change(interop, intra)
             errors=sum(o == "error" for o in outcome.values()))
     fw.set_num_interop_threads(2)
     assert fw.wait_all([fw.fork(ident, i) for i in range(100)]) == list(range(100))
-    assert _until(lambda: threading.active_count() <= threads_before + 2)
+    assert until(lambda: threading.active_count() <= threads_before + 2, TIMEOUT)
 
 
 # ---------------------------------------------------------------- kernels
@@ -253,6 +273,7 @@ def _kernel_calls():
     return calls
 
 
+@pytest.mark.slow
 def test_kernels_from_many_threads_with_varying_team_sizes_do_not_leak(intra):
     """Fresh threads and pool tasks run kernels with team sizes 1..4 (fixed
     mode, so the size really varies; PyTorch met a libgomp leak this way):

@@ -1,0 +1,87 @@
+"""fw.scope(): a structured scope waits for all its forks on exit (forks of
+its tasks too), cancels unstarted siblings when one fails or on Ctrl-C, raises
+one failure as itself and several as an ExceptionGroup, and nests.
+"""
+
+import sys
+import threading
+import time
+
+import pytest
+from _pool_helpers import TIMEOUT, blocked, wait_running
+
+import forkwait as fw
+
+if sys.version_info >= (3, 11):
+    EG = ExceptionGroup  # noqa: F821
+else:  # pragma: no cover
+    from exceptiongroup import ExceptionGroup as EG
+
+
+def test_scope_waits_for_all_on_exit_including_forks_from_its_tasks():
+    with fw.scope() as s:
+        def parent(k):
+            for _ in range(k):
+                s.fork(time.sleep, 0.001)
+            return k
+
+        f = s.fork(parent, 5)
+    assert f.result() == 5
+    assert all(g.done() for g in s._futures) and len(s._futures) == 6
+    with pytest.raises(RuntimeError, match="left"):
+        s.fork(abs, 1)
+
+
+def test_scope_failure_cancels_unstarted_and_raises_it(gate, interop):
+    interop(1)
+
+    def boom():
+        raise KeyError("first")
+
+    with pytest.raises(KeyError, match="first"):
+        with fw.scope() as s:
+            blocker = s.fork(gate.wait, TIMEOUT)
+            wait_running(blocker)
+            bad = s.fork(boom)
+            queued = [s.fork(abs, -i) for i in range(3)]
+            bad.exception()  # runs it here (unstarted): the scope now cancels the rest
+            gate.set()
+    assert all(q.cancelled() for q in queued)
+    assert blocker.result() is True  # a running task finishes
+
+
+def test_scope_several_failures_raise_an_exception_group(interop):
+    interop(3)
+    together = threading.Barrier(3, timeout=TIMEOUT)
+
+    def fail(i):
+        together.wait()  # all three run before any fails
+        raise ValueError(i)
+
+    with pytest.raises(EG) as info:
+        with fw.scope() as s:
+            for i in range(3):
+                s.fork(fail, i)
+    assert sorted(e.args[0] for e in info.value.exceptions) == [0, 1, 2]
+
+
+def test_scope_keyboard_interrupt_cancels_unstarted_and_reraises(gate, interop):
+    blocked(gate, interop)
+    with pytest.raises(KeyboardInterrupt):
+        with fw.scope() as s:
+            queued = [s.fork(abs, -i) for i in range(3)]
+            raise KeyboardInterrupt
+    assert all(q.cancelled() for q in queued)
+
+
+def test_scopes_nest_and_fork_from_inside_a_scope_task(interop):
+    interop(1)
+
+    def inner_sum(n):
+        with fw.scope() as inner:
+            parts = [inner.fork(abs, -i) for i in range(n)]
+        return sum(p.result() for p in parts)
+
+    with fw.scope() as outer:
+        totals = [outer.fork(inner_sum, n) for n in range(5)]
+    assert [t.result() for t in totals] == [0, 0, 1, 3, 6]

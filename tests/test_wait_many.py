@@ -1,0 +1,168 @@
+"""Waiting on many futures: wait_all and collect_all (as torch.futures: the
+values in order, the first failure in order, fail-fast), fw.as_completed and
+fw.wait_any (the standard library's shapes over forkwait futures).
+
+concurrent.futures.wait/as_completed on forkwait futures: test_stdlib.py.
+"""
+
+import concurrent.futures as cf
+import threading
+import time
+
+import pytest
+from _pool_helpers import TIMEOUT, Boom, raise_it, wait_running
+
+import forkwait as fw
+
+# -- wait_all / collect_all ------------------------------------------------------------
+
+
+def test_collect_all_and_wait_all():
+    futs = [fw.fork(pow, 2, i) for i in range(20)]
+    collected = fw.collect_all(futs)
+    assert isinstance(collected, fw.Future)
+    out = collected.wait()
+    assert out == futs
+    assert [f.value() for f in out] == [2**i for i in range(20)]
+    assert fw.wait_all(futs) == [2**i for i in range(20)]
+    assert fw.wait_all([]) == []
+    assert fw.collect_all([]).wait() == []
+    assert fw.wait_all(f for f in [fw.fork(abs, -2)]) == [2]
+
+
+def test_wait_all_raises_first_failure_in_order():
+    futs = [fw.fork(int, "1"), fw.fork(int, "x"), fw.fork(raise_it, Boom())]
+    with pytest.raises(ValueError):
+        fw.wait_all(futs)
+    # retrieved, so that its report cannot land in a later test's log
+    assert isinstance(futs[2].exception(timeout=TIMEOUT), Boom)
+
+
+def test_wait_all_fails_fast_at_the_first_failure_in_time(interop):
+    interop(2)
+    gate = threading.Event()
+    slow = fw.fork(gate.wait, TIMEOUT)
+    wait_running(slow)
+
+    def fail():
+        raise KeyError("second")
+
+    bad = fw.fork(fail)
+    with pytest.raises(KeyError, match="second"):
+        fw.wait_all([slow, bad])
+    assert slow.running()  # not waited for
+    gate.set()
+    assert fw.wait(slow) is True
+
+
+def test_wait_all_of_done_unstarted_running_and_hand_made_members_keeps_order(interop):
+    interop(1)
+    gate = threading.Event()
+    running = fw.fork(gate.wait, TIMEOUT)  # the only worker runs it
+    deadline = time.monotonic() + TIMEOUT
+    while not running.running():
+        assert time.monotonic() < deadline, "task did not start"
+        time.sleep(0.001)
+    done = fw.fork(abs, -7)
+    fw.wait(done)
+    queued = [fw.fork(pow, 3, i) for i in range(5)]  # run by this wait, in order
+    manual = fw.Future()
+    threading.Timer(0.05, manual.set_result, ("by hand",)).start()
+    threading.Timer(0.1, gate.set).start()
+    members = (done, queued[0], running, queued[1], manual, *queued[2:])
+    assert fw.wait_all(members) == [7, 1, True, 3, "by hand", 9, 27, 81]
+
+
+def test_wait_all_refuses_a_bad_member_before_running_any(interop):
+    interop(1)
+    gate = threading.Event()
+    blocker = fw.fork(gate.wait, TIMEOUT)  # the worker is busy: nothing else runs
+    try:
+        first = fw.fork(abs, -1)
+        with pytest.raises(TypeError, match="item 2 is int"):
+            fw.wait_all([first, fw.Future(), 5])
+        assert not first.done() and not first.running()
+
+        box = {}
+
+        def waits_on_itself():
+            box["child"] = fw.fork(abs, -2)
+            try:
+                return fw.wait_all([box["child"], box["me"]])
+            finally:
+                box["child_done_then"] = box["child"].done()
+
+        box["me"] = fw.fork(waits_on_itself)
+        with pytest.raises(RuntimeError, match="waits on itself"):
+            fw.wait(box["me"])  # runs it here, where it waits on itself
+        assert box["child_done_then"] is False
+    finally:
+        gate.set()
+    assert fw.wait(blocker) is True and fw.wait(first) == 1 and fw.wait(box["child"]) == 2
+
+
+def test_collect_all_fails_with_a_members_exception():
+    err = Boom("member")
+    futs = [fw.fork(abs, -1), fw.fork(raise_it, err)]
+    with pytest.raises(Boom) as info:
+        fw.collect_all(futs).wait()
+    assert info.value is err
+
+
+@pytest.mark.parametrize("fn", [fw.wait_all, fw.collect_all])
+def test_collect_rejects_non_futures(fn):
+    with pytest.raises(TypeError, match="item 1"):
+        fn([fw.Future(), 3])
+    with pytest.raises(TypeError, match="iterable"):
+        fn(5)
+
+
+# -- fw.as_completed / fw.wait_any -----------------------------------------------------
+
+
+def test_fw_as_completed_matches_the_stdlib_order_and_duplicates():
+    a, b, c = fw.Future(), fw.Future(), fw.Future()
+    c.set_result("c")
+
+    def later():
+        time.sleep(0.02)
+        b.set_result("b")
+        time.sleep(0.02)
+        a.set_result("a")
+
+    threading.Thread(target=later).start()
+    assert [f.result() for f in fw.as_completed([a, b, c, c])] == ["c", "b", "a"]
+
+
+def test_fw_as_completed_timeout_raises_from_the_iteration():
+    never = fw.Future()
+    done = fw.Future()
+    done.set_result(1)
+    it = fw.as_completed([never, done], timeout=0.05)
+    assert next(it) is done
+    with pytest.raises(TimeoutError):
+        next(it)
+
+
+def test_fw_as_completed_inside_a_task_runs_its_queued_children(interop):
+    interop(1)
+
+    def parent():
+        kids = [fw.fork(pow, 2, i) for i in range(8)]
+        return sorted(f.result() for f in fw.as_completed(kids))
+
+    assert fw.fork(parent).result(timeout=TIMEOUT) == [2**i for i in range(8)]
+
+
+def test_fw_wait_any_returns_the_first_done_and_times_out():
+    never = fw.Future()
+    first = fw.Future()
+    threading.Timer(0.02, lambda: first.set_exception(KeyError("k"))).start()
+    got = fw.wait_any([never, first], timeout=TIMEOUT)
+    assert got is first and isinstance(got.exception(), KeyError)
+    with pytest.raises(TimeoutError):
+        fw.wait_any([never], timeout=0.02)
+    with pytest.raises(ValueError):
+        fw.wait_any([])
+    with pytest.raises(TypeError):
+        fw.wait_any([cf.Future()])
