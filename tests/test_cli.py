@@ -10,10 +10,11 @@ import textwrap
 
 import numpy as np
 import pytest
-from _child import run_module, start_python
+from _child import TESTS, run_module, start_python
+from _clock import HOUR, JumpingClock
 
 import forkwait as fw
-from forkwait import _threads
+from forkwait import _threads, _tune
 from forkwait._measure.timing import Load, Progress, blas_thread_count, median_interval
 from forkwait._tune import Rounds, Setting, TuneResult, profiled_run
 from forkwait.cli import demo as demo_cmd
@@ -128,10 +129,14 @@ def test_tune_script_table_verdict_and_heatmap(tmp_path):
 def test_tune_times_only_the_marked_region(tmp_path):
     path = script(
         tmp_path, "region.py",
-        """
-        import time
+        f"""
+        import sys, time
+        sys.path.insert(0, {TESTS!r})
         import forkwait as fw
-        time.sleep(0.5)            # set-up: not timed
+        from forkwait import _tune
+        from _clock import HOUR, JumpingClock
+        _tune.time = clock = JumpingClock()
+        clock.skip(HOUR)           # set-up: an hour passes, not timed
         with fw.tune_region():
             time.sleep(0.01)
         """,
@@ -141,7 +146,7 @@ def test_tune_times_only_the_marked_region(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "timed: the marked region" in proc.stdout
     row = next(line for line in proc.stdout.splitlines() if line.startswith("1 inter-op"))
-    assert float(row.split()[6]) < 400  # the median (ms) leaves the 0.5 s set-up out
+    assert float(row.split()[6]) < HOUR * 1000  # the median (ms) leaves the hour out
 
 
 def test_tune_times_a_named_function(tmp_path):
@@ -261,17 +266,29 @@ def test_tune_in_process(intra, interop):
         fw.tune(work, budget=0)
 
 
-def test_tune_region_in_process():
-    import time
+def test_tune_region_in_process(monkeypatch):
+    clock = JumpingClock()
+    monkeypatch.setattr(_tune, "time", clock)
+    entered = []
 
     def work():
-        time.sleep(0.05)
+        clock.skip(HOUR)  # set-up: an hour passes outside the region
         with fw.tune_region():
-            time.sleep(0.001)
+            entered.append(1)
+            clock.skip(1.0)  # a second inside it
 
     result = fw.tune(work, repeat=1, max_rounds=1, max_threads=1)
     assert result.timed == "the marked region"
-    assert max(result.times[Setting(1, 1)]) < 0.04
+    runs = result.times[Setting(1, 1)]
+    assert len(runs) == 1 and len(entered) == 2  # the profiled run, the timed one
+    assert 1.0 <= runs[0] < HOUR  # the second inside counts, the hour outside does not
+
+    def unmarked():
+        clock.skip(HOUR)
+
+    result = fw.tune(unmarked, repeat=1, max_rounds=1, max_threads=1)
+    assert result.timed == "the whole call"
+    assert result.times[Setting(1, 1)][0] >= HOUR  # without a region, the hour counts
     with fw.tune_region():  # outside tune: just runs
         pass
 

@@ -107,17 +107,19 @@ def test_executor_submit_from_inside_a_task_with_one_thread(interop):
     ex.shutdown()
 
 
-def test_run_in_executor_with_fw_executor_keeps_the_loop_running():
+def test_run_in_executor_with_fw_executor_keeps_the_loop_running(gate):
     ex = fw.Executor()
 
     async def main():
         ticks = 0
-        fut = asyncio.get_running_loop().run_in_executor(ex, time.sleep, 0.1)
+        fut = asyncio.get_running_loop().run_in_executor(ex, gate.wait, TIMEOUT)
         while not fut.done():
             ticks += 1
-            await asyncio.sleep(0.005)
-        await fut
-        return ticks
+            if ticks == 5:
+                gate.set()  # only reachable while the loop keeps running
+            await asyncio.sleep(0.001)
+        return await fut, ticks
 
-    assert asyncio.run(main()) > 1
+    released, ticks = asyncio.run(main())
+    assert released is True and ticks >= 5
     ex.shutdown()

@@ -9,6 +9,7 @@ Waiting on many futures: test_wait_many.py. Waits deeper than the recursion
 limit (spare threads): test_pool_size.py. Ctrl-C in a wait: test_shutdown.py.
 """
 
+import os
 import threading
 import time
 
@@ -268,25 +269,50 @@ def test_wait_and_wait_all_timeouts_leave_futures_running(gate, interop):
     assert blocker.running()
 
 
+def _thread_state(native_id):
+    """The kernel's scheduling state of a thread of this process ('R'
+    running or runnable, 'S' asleep, ...) and its voluntary context
+    switches so far (each time it blocked)."""
+    with open(f"/proc/self/task/{native_id}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return fields["State"].split()[0], int(fields["voluntary_ctxt_switches"])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux's /proc")
 def test_result_timeout_inf_waits_without_spinning(interop):
+    """A waiter with timeout=inf blocks in the kernel: it is asleep ('S')
+    and nothing wakes it (its voluntary context switches stay the same)
+    while the task runs on. A spinning waiter is never asleep; one that
+    polls, or spins for the GIL, is woken again and again."""
     interop(1)
     gate = threading.Event()
     f = fw.fork(gate.wait, TIMEOUT)
     wait_running(f)
     out = {}
+    started = threading.Event()
 
     def waiter():
-        t0 = time.thread_time()
+        out["tid"] = threading.get_native_id()
+        started.set()
         out["value"] = f.result(timeout=float("inf"))
-        out["cpu"] = time.thread_time() - t0
 
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.3)
+    assert started.wait(TIMEOUT)
+    # 20 looks in a row (this thread sleeping between them, the GIL free)
+    # that find the waiter asleep, not woken since the last look
+    deadline = time.monotonic() + TIMEOUT
+    quiet, last = 0, None
+    while quiet < 20:
+        assert time.monotonic() < deadline, "the waiter never stayed asleep"
+        time.sleep(0.005)
+        state, switches = _thread_state(out["tid"])
+        quiet = quiet + 1 if state == "S" and switches == last else 0
+        last = switches
+    assert not f.done() and t.is_alive()
     gate.set()
     t.join(TIMEOUT)
     assert out["value"] is True
-    assert out["cpu"] < 0.15  # a spinning waiter burns ~0.3 s of CPU here
 
 
 # -- cycles of waits -------------------------------------------------------------------
