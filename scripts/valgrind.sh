@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# valgrind --tool=memcheck on part of the suite (default: the pool and
-# reliability tests; slow: about 30x). Uses the normal in-place build.
+# valgrind --tool=memcheck on part of the suite (default: fork, wait and
+# futures, without the slow tests; slow: about 30x). Uses the normal
+# in-place build.
 #
 #   scripts/valgrind.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 ARGS=("$@")
-[ ${#ARGS[@]} -eq 0 ] && ARGS=(tests/test_pool.py tests/test_fork_wait.py -q -x)
+[ ${#ARGS[@]} -eq 0 ] && ARGS=(tests/test_fork.py tests/test_wait.py tests/test_wait_many.py
+                             tests/test_future.py tests/test_exceptions.py -m "not slow" -q -x)
 LOG="${FW_VALGRIND_LOG:-/tmp/fw-valgrind.log}"
 PYTHONMALLOC=malloc OMP_WAIT_POLICY=passive valgrind --tool=memcheck \
     --error-exitcode=99 --errors-for-leak-kinds=none --leak-check=no \
