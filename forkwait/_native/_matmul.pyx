@@ -129,31 +129,10 @@ cdef enum:
 # the two libraries matches np.matmul too (docs/performance.md).
 cdef int _wide = 0
 
-cdef extern from *:
-    """
-    /* The K split's buffer, kept per calling thread (a fresh one per call was
-     * a fresh mapping of pages to fault in: 256 x 256 float64 ran 0.86x
-     * NumPy that way). Up to FW_KBUF_MAX bytes are kept; larger products
-     * allocate per call, where the faults weigh less against the GEMM. */
-    #include <stdlib.h>
-    #define FW_KBUF_MAX (8u << 20)
-    static __thread void *fw_kbuf = NULL;
-    static __thread size_t fw_kbuf_size = 0;
-    static void *fw_kbuf_get(size_t size) {
-        if (size > FW_KBUF_MAX) return malloc(size);
-        if (size > fw_kbuf_size) {
-            free(fw_kbuf);
-            fw_kbuf = malloc(size);
-            fw_kbuf_size = fw_kbuf != NULL ? size : 0;
-        }
-        return fw_kbuf;
-    }
-    static void fw_kbuf_put(void *p) {
-        if (p != fw_kbuf) free(p);
-    }
-    """
-    void *fw_kbuf_get(size_t size) nogil
-    void fw_kbuf_put(void *p) nogil
+cdef extern from "_fw_kbuf.h" nogil:
+    # the K split's buffer, kept per calling thread
+    void *fw_kbuf_get(size_t size)
+    void fw_kbuf_put(void *p)
 
 
 # split K between the two threads of a team of 2, for which dtypes: bit 0
