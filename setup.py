@@ -215,6 +215,7 @@ def _native_depends():
     one rebuilds the module)."""
     return sorted(set(
         glob.glob(os.path.join(NATIVE, "*.h"))
+        + glob.glob(os.path.join(NATIVE, "*.pxi"))
         + glob.glob(os.path.join(NATIVE, "_pool", "*.h"))
         + glob.glob(os.path.join(NATIVE, "_pool", "*.pxi"))
     ))
@@ -246,7 +247,8 @@ def extensions():
                 include_dirs=[NATIVE, __import__("numpy").get_include()],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
                 # rebuild when a hand-written header, an included .pxi (the pool's
-                # concepts under _pool/) or the variants' source changes
+                # concepts under _pool/, _blas's _blas_*.pxi) or the variants'
+                # source changes
                 depends=_native_depends()
                 + ([KERNELS_C] if name.rsplit(".", 1)[1] in USES_KERNELS else []),
             )

@@ -32,11 +32,11 @@ import json, statistics, sys, time
 import numpy as np
 import forkwait as fw
 from forkwait import ops
-from forkwait._native import _matmul
+from forkwait._native import _blas
 
 copy, size, dt, pairs = sys.argv[1], int(sys.argv[2]), np.dtype(sys.argv[3]), int(sys.argv[4])
-names = _matmul.select_blas("numpy", copy)
-libs = [n for n, _, _ in _matmul.blas_libraries()]
+names = _blas.select_blas("numpy", copy)
+libs = [n for n, _, _ in _blas.blas_libraries()]
 fw.set_num_interop_threads(2)
 fw.set_num_threads(1)
 rng = np.random.default_rng(0)

@@ -31,7 +31,7 @@ import json, statistics, sys, time
 import numpy as np
 import forkwait as fw
 from forkwait import ops
-from forkwait._native import _matmul
+from forkwait._native import _blas, _matmul
 
 part, size, dt = sys.argv[1], int(sys.argv[2]), np.dtype(sys.argv[3])
 rounds, threads = int(sys.argv[4]), int(sys.argv[5])
@@ -43,7 +43,7 @@ fw.set_num_threads(threads)
 if int(sys.argv[6]) >= 0:
     _matmul.set_wide_team_min(int(sys.argv[6]), int(sys.argv[6]))
 pc = time.perf_counter_ns
-calls0 = _matmul.team_blas()[2]
+calls0 = _blas.team_blas()[2]
 if part == "calls":
     def npmm(): np.matmul(a, b, out=out)
     def fwmm(): ops.matmul(a, b, out=out)
@@ -80,7 +80,7 @@ else:
     m = {k: statistics.median(v) for k, v in T.items()}
     res = {"split/team": m["split"] / m["team"], "team_us": m["team"] / 1e3}
 res["ok"] = bool(ok)
-res["team_calls"] = _matmul.team_blas()[2] - calls0
+res["team_calls"] = _blas.team_blas()[2] - calls0
 print(json.dumps(res))
 """
 

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import forkwait as fw  # noqa: E402
 from forkwait import ops  # noqa: E402
+from forkwait._native import _blas as native_blas  # noqa: E402
 from forkwait._native import _matmul as native_matmul  # noqa: E402
 from forkwait.ops import _elementwise as ew  # noqa: E402
 from forkwait.ops import _reductions as red  # noqa: E402
@@ -442,10 +443,10 @@ from threadpoolctl import threadpool_limits
 lim = threadpool_limits(1, user_api="blas")  # before NumPy's BLAS ever ran
 import forkwait as fw
 from forkwait import ops
-from forkwait._native import _matmul
+from forkwait._native import _blas
 import ops_ratios as b
 if {blas!r}:
-    _matmul.select_blas(*{blas!r}.split(","))
+    _blas.select_blas(*{blas!r}.split(","))
 fw.set_num_threads(1)
 rng = np.random.default_rng(3)
 for size in {sizes!r}:
@@ -558,7 +559,7 @@ def _sizes(args):
 
 def _matmul_switches(args):
     if args.matmul_blas:
-        native_matmul.select_blas(*args.matmul_blas.split(","))
+        native_blas.select_blas(*args.matmul_blas.split(","))
     if args.matmul_wide is not None:
         native_matmul.set_wide(args.matmul_wide)
 
@@ -569,7 +570,7 @@ def section_matmul(args):
     _matmul_switches(args)
     parts = args.matmul_parts.split(",")
     print(f"# switches: blas={args.matmul_blas} wide={args.matmul_wide} parts={parts}")
-    print(f"# BLAS behind ops.matmul: {native_matmul.blas_info()[:2]}")
+    print(f"# BLAS behind ops.matmul: {native_blas.blas_info()[:2]}")
     print("(NumPy 'warm': its OpenBLAS has run multi-threaded in this process before the")
     print(" limit, as the compute section's peers do; 'cold' below: a fresh process)")
     x = np.ones((256, 256), np.float32)

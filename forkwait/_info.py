@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import platform
 
-from forkwait._native import _blas, _dispatch, _matmul, _team, pool
+from forkwait._native import _blas, _dispatch, _team, pool
 from forkwait._threads import SOURCES, available_cpus, get_blas_budget, get_intra_op_mode
 from forkwait._version import __version__
 
@@ -55,14 +55,14 @@ def _kernels_here() -> str:
 
 
 def _blas_line() -> str:
-    backend, path, threads = _matmul.blas_info()
+    backend, path, threads = _blas.blas_info()
     if path is None:
         return f"BLAS behind ops.matmul: {backend} (forkwait's own kernel: no OpenBLAS found)"
     line = (
         f"BLAS behind ops.matmul: {backend} ({os.path.basename(path)}), {threads} thread(s) "
         "now (1 inside ops.matmul)"
     )
-    second = _matmul.blas_libraries()[1:]
+    second = _blas.blas_libraries()[1:]
     if second:
         name, spath, _ = second[0]
         line += f"; second copy, for concurrent GEMMs: {name} ({os.path.basename(spath)})"

@@ -19,27 +19,27 @@ N = 600  # 600**3 multiply-adds: above the wide-on-the-team thresholds (2**26, 2
 
 
 def team_calls():
-    return _matmul.team_blas()[1:]
+    return _blas.team_blas()[1:]
 
 
 @pytest.fixture
 def team_copy():
-    if _matmul._openblas64_path() is None:
+    if _blas._openblas64_path() is None:
         pytest.skip("scipy-openblas64 is not installed")
-    _matmul.select_blas()
-    path = _matmul.team_blas()[0]
+    _blas.select_blas()
+    path = _blas.team_blas()[0]
     assert path is not None, "forkwait loaded scipy-openblas64 but did not give it the team"
     old = _matmul.set_wide_team(3)
     yield path
     _matmul.set_wide_team(old)
-    _matmul.select_blas()
+    _blas.select_blas()
 
 
 def test_the_team_copy_is_the_second_library_and_not_a_global_one(team_copy):
     """Loaded RTLD_LOCAL: its symbols (NumPy's copy's names too) are not in
     the process's global namespace, so they stand in for no other library's
     (importing the scipy_openblas64 package would put them there)."""
-    libs = _matmul.blas_libraries()
+    libs = _blas.blas_libraries()
     assert [n for n, _, _ in libs] == ["numpy-openblas", "scipy-openblas64"]
     assert os.path.realpath(libs[1][1]) == os.path.realpath(team_copy)
     code = (
@@ -84,7 +84,7 @@ def test_the_copy_is_left_with_the_users_count(team_copy):
     with threadpoolctl.threadpool_limits(3, user_api="blas"):
         with fw.num_threads(2):
             np.testing.assert_array_equal(ops.matmul(a, a), float(N))
-        assert [c for _, _, c in _matmul.blas_libraries()] == [3, 3]
+        assert [c for _, _, c in _blas.blas_libraries()] == [3, 3]
         assert all(r["pinned"] == 0 and r["wide"] == 0 for r in _blas.libraries())
 
 
@@ -117,7 +117,7 @@ def test_jobs_that_wait_for_each_other_all_run(n, nested):
     jobs wait for each other's panels), on the team or, where the team cannot
     be had (inside a parallel region), on threads started for them."""
     calls0, team0 = team_calls()
-    assert _matmul._test_team_callback(n, nested) == n
+    assert _blas._test_team_callback(n, nested) == n
     calls1, team1 = team_calls()
     assert calls1 == calls0 + 1
     assert team1 == team0 + (1 if n > 1 and not nested else 0)

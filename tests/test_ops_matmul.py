@@ -7,14 +7,14 @@ import pytest
 
 import forkwait as fw
 from forkwait import ops
-from forkwait._native import _matmul
+from forkwait._native import _blas, _matmul
 
 
 @pytest.fixture(params=["blas", "own"])
 def backend(request):
-    _matmul.use_own_kernel(request.param == "own")
+    _blas.use_own_kernel(request.param == "own")
     yield request.param
-    _matmul.use_own_kernel(False)
+    _blas.use_own_kernel(False)
 
 
 def tol(dt, k):
@@ -42,11 +42,11 @@ def test_matmul_matches_numpy(m, n, k, batch, dt, bcast, transpose):
     if transpose and a.ndim == 2:
         a = np.ascontiguousarray(a.T).T  # non-contiguous view with the same values
     for own in (False, True):
-        _matmul.use_own_kernel(own)
+        _blas.use_own_kernel(own)
         try:
             got = ops.matmul(a, b)
         finally:
-            _matmul.use_own_kernel(False)
+            _blas.use_own_kernel(False)
         ref = np.matmul(a, b)
         assert got.shape == ref.shape and got.dtype == ref.dtype
         np.testing.assert_allclose(got, ref, **tol(dt, k))
@@ -116,13 +116,13 @@ def test_matmul_promotion_out_and_errors():
 
 
 def _blas_threads():
-    return _matmul.blas_info()[2]
+    return _blas.blas_info()[2]
 
 
 @pytest.mark.parametrize("n", [8, 300])
 def test_matmul_leaves_the_blas_thread_count_as_it_found_it(n):
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    if _matmul.blas_info()[0] not in _matmul.BLAS_NAMES.values():
+    if _blas.blas_info()[0] not in _blas.BLAS_NAMES.values():
         pytest.skip("needs an OpenBLAS")
     a = np.ones((n, n))
     with threadpoolctl.threadpool_limits(3, user_api="blas"):
@@ -142,14 +142,14 @@ def test_blas_is_loaded_with_forkwait_ops():
     from _child import run_python
 
     code = (
-        "import sys, forkwait.ops; from forkwait._native import _matmul;"
+        "import sys, forkwait.ops; from forkwait._native import _blas;"
         "print('scipy.linalg.cython_blas' in sys.modules, 'scipy_openblas64' in sys.modules,"
-        " *[n for n, _, _ in _matmul.blas_libraries()])"
+        " *[n for n, _, _ in _blas.blas_libraries()])"
     )
     out = run_python(code).stdout.split()
     # scipy_openblas64's own __init__ would load the library RTLD_GLOBAL: the
     # package is found, not imported
-    if _matmul._openblas64_path() is not None:
+    if _blas._openblas64_path() is not None:
         assert out == ["False", "False", "numpy-openblas", "scipy-openblas64"]
     else:
         assert out == ["True", "False", "numpy-openblas", "scipy-openblas"]
@@ -157,8 +157,8 @@ def test_blas_is_loaded_with_forkwait_ops():
 
 def test_parallel_info_names_the_blas_behind_matmul():
     info = fw.parallel_info()
-    assert f"BLAS behind ops.matmul: {_matmul.blas_info()[0]}" in info
-    libs = _matmul.blas_libraries()
+    assert f"BLAS behind ops.matmul: {_blas.blas_info()[0]}" in info
+    libs = _blas.blas_libraries()
     if len(libs) > 1:
         assert f"second copy, for concurrent GEMMs: {libs[1][0]}" in info
 

@@ -1,19 +1,36 @@
-"""The BLAS limiter: one owner of the BLAS libraries' thread counts.
+"""The BLAS libraries: which ones ops.matmul calls, and one owner of their
+thread counts.
 
-Two things change a BLAS library's thread count while forkwait runs: ops.matmul
-pins its OpenBLAS to 1 thread while it calls it from every member of its
-team (or, alone on it with a team of T threads, to T for one call: a "wide"
-pin), and the BLAS budget (off unless turned on, see
-``forkwait.set_blas_budget``) limits every BLAS library to
+The GEMM table (``_blas_load.pxi``, ``_fw_blas_gemm.h``): the GEMM is
+NumPy's OpenBLAS where it can be found (the library NumPy's own
+``np.matmul`` calls: ``load_blas`` resolves its Fortran GEMM with dlsym
+through NumPy's ``_multiarray_umath`` module, already loaded). The second
+library, for GEMMs that run at the same time as another, is the OpenBLAS of
+the ``scipy-openblas64`` package (a dependency: the build NumPy's wheels
+bundle, as a file of its own, so a copy of its own), else SciPy's (found
+through ``scipy.linalg.cython_blas``); no build dependency either way
+(``_blas_find.pxi``). Without a usable BLAS, ops.matmul runs a plain blocked
+loop of its own (correct, slower). The copy forkwait loads itself runs the
+jobs of its threaded calls on forkwait's OpenMP team (``_fw_blas_team.h``).
+
+The limiter (``_fw_blas.h``): two things change a BLAS library's thread
+count while forkwait runs: ops.matmul pins its OpenBLAS to 1 thread while it
+calls it from every member of its team (or, alone on it with a team of T
+threads, to T for one call: a "wide" pin), and the BLAS budget (off unless
+turned on, see ``forkwait.set_blas_budget``) limits every BLAS library to
 ``max(1, cpus // running tasks)`` threads while several forked tasks run.
-Both go through one lock and one record per library (``_fw_blas.h``), so
-overlapping reasons can never leave a library pinned.
+Both go through one lock and one record per library, so overlapping reasons
+can never leave a library pinned.
 """
 
 import os
 
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
+from libc.stdlib cimport calloc, free
+
+from forkwait._native._team cimport omp_team_ok
+
 cdef extern from "_fw_blas.h" nogil:
-    ctypedef int (*fw_blas_get_t)()
     ctypedef struct fw_blas_lib:
         char name[24]
         char path[200]
@@ -45,6 +62,33 @@ cdef extern from "_fw_blas.h" nogil:
     void fw_blas_atfork_child()
     void fw_blas_after_fork()
 
+cdef extern from "_fw_blas_team.h" nogil:
+    ctypedef void (*fw_ob_dojob_t)(int thread_num, void* jobdata, int dojob_data)
+    void fw_ob_run_jobs(int sync, fw_ob_dojob_t dojob, int numjobs, size_t elsize,
+                        void* jobdata, int dojob_data)
+    long fw_ob_calls
+    long fw_ob_team_calls
+    int (*fw_ob_team_ok)()
+    int fw_ob_force_threads
+    void fw_ob_atfork_child()
+    int fw_ob_test(int n, int nested)
+
+# the GEMM table (filled by load_blas)
+cdef fw_blas_gemms _gemms
+_gemms.team = -1
+
+# the team driver asks _team whether this thread may start an OpenMP team
+fw_ob_team_ok = omp_team_ok
+
+include "_blas_find.pxi"
+include "_blas_load.pxi"
+
+
+# ------------------------------------------------- for the pool and ops.matmul
+
+cdef fw_blas_gemms *blas_gemms() noexcept nogil:
+    return &_gemms
+
 
 cdef void blas_tasks(int delta) noexcept nogil:
     fw_blas_tasks(delta)
@@ -72,7 +116,8 @@ cdef int blas_tasks_running() noexcept nogil:
     return fw_blas_running_now()
 
 
-cdef int blas_register(void* set_fn, void* get_fn, const char* path) noexcept nogil:
+cdef int _register(void* set_fn, void* get_fn, const char* path) noexcept nogil:
+    """A library of the GEMM table into the record; its index there, or -1."""
     cdef int i
     fw_blas_lock_acquire()
     i = fw_blas_add(set_fn, get_fn, b"openblas", path)
@@ -80,10 +125,14 @@ cdef int blas_register(void* set_fn, void* get_fn, const char* path) noexcept no
     return i
 
 
+# ---------------------------------------------------------------- os.fork()
+
 cdef void blas_atfork_child() noexcept nogil:
-    """The os.fork() child's reset of the BLAS record (called by the pool's
-    one at-fork handler, see pool.pyx)."""
+    """The os.fork() child's reset of all of forkwait's BLAS state (called by
+    the pool's one at-fork handler, see pool.pyx): the record's lock and
+    counts, the team driver's lock."""
     fw_blas_atfork_child()
+    fw_ob_atfork_child()
 
 
 os.register_at_fork(after_in_child=lambda: _after_fork())
@@ -93,6 +142,8 @@ def _after_fork():
     with nogil:
         fw_blas_after_fork()
 
+
+# ---------------------------------------------------------------- Python side
 
 def set_budget(bint on, int cpus):
     """Turn the budget on or off (the Python layer validates)."""
@@ -132,7 +183,7 @@ def state():
 
 
 # testing hooks: take and release ops.matmul's pins by hand (library index
-# from _matmul.blas_index()); not for use outside the tests
+# from blas_index()); not for use outside the tests
 def _test_pin(int lib, int delta):
     fw_blas_pin(lib, delta)
 

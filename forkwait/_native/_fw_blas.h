@@ -34,11 +34,9 @@
 #include <string.h>
 
 #include "_fw_atomic.h"
+#include "_fw_blas_gemm.h"  /* fw_blas_set_t, fw_blas_get_t */
 
 #define FW_BLAS_MAX_LIBS 8
-
-typedef void (*fw_blas_set_t)(int);
-typedef int (*fw_blas_get_t)(void);
 
 typedef struct {
     fw_blas_set_t set;

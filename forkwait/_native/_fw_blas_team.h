@@ -1,5 +1,7 @@
 /* OpenBLAS's threaded calls on forkwait's own OpenMP team, for the one copy
- * of OpenBLAS that forkwait loads itself (scipy-openblas64's; see _matmul.pyx).
+ * of OpenBLAS that forkwait loads itself (scipy-openblas64's; see
+ * _blas_find.pxi). Compiled into _blas only: installed when _blas loads the
+ * library, reset in an os.fork() child by blas_atfork_child.
  *
  * OpenBLAS 0.3.27+ lets a program run the jobs of a threaded call on threads
  * of its own: `openblas_set_threads_callback_function(cb)`, after which
@@ -138,7 +140,10 @@ static void fw_ob_run_jobs(int sync, fw_ob_dojob_t dojob, int numjobs, size_t el
 }
 
 /* After os.fork(): only the forking thread exists; no call runs. */
-static void fw_ob_atfork_child(void) { pthread_mutex_init(&fw_ob_lock, NULL); }
+static void fw_ob_atfork_child(void) {
+    pthread_mutex_init(&fw_ob_lock, NULL);
+    fw_ob_force_threads = 0;
+}
 
 /* Tests: n jobs that each wait until all n have started (the level-3
  * pattern), through the callback; returns how many ran. `nested`: called

@@ -1,119 +1,45 @@
 """matmul: the product over the OpenMP team, by the process's OpenBLAS.
 
-The GEMM is NumPy's OpenBLAS where it can be found (the library NumPy's own
-``np.matmul`` calls: ``load_blas`` resolves its Fortran GEMM with dlsym
-through NumPy's ``_multiarray_umath`` module, already loaded). The second
-library, for GEMMs that run at the same time as another, is the OpenBLAS of
-the ``scipy-openblas64`` package (a dependency: the build NumPy's wheels
-bundle, as a file of its own, so a copy of its own), else SciPy's (found
-through ``scipy.linalg.cython_blas``); no build dependency either way.
-Without a usable BLAS, a plain blocked loop of our own (correct, slower).
-
-A team of one thread makes one single-threaded GEMM. A larger team splits
-the product in blocks of columns (rows for batches), one single-threaded GEMM
-each, every GEMM on the library least used by matmuls at that moment (so
-concurrent GEMMs call different copies of OpenBLAS). A switch (``set_wide``,
-off by default, by measurement: docs/performance.md) hands the whole product
-instead, when this matmul is alone on a library, to OpenBLAS at the team's
-thread count (a "wide" call: the call ``np.matmul`` makes). OpenBLAS would start threads of its own
-inside every block and oversubscribe the team, so while forkwait matmuls run,
-the library's thread count is 1 (T for a wide call), and the count the
-process had is restored when the last one ends. The pin goes through the BLAS
-limiter (``_blas``), which also applies the BLAS budget of forked tasks: one
-record per library under one lock, so the two can overlap without leaving
-OpenBLAS pinned, and a caller's own BLAS calls afterwards run with their
-threads (DESIGN.md rule 4: never a process-wide setting changed for good).
+The libraries come from ``_blas`` (its GEMM table, ``blas_gemms()``: NumPy's
+OpenBLAS and a second copy; none found: a plain blocked loop of our own,
+correct and slower). A team of one thread makes one single-threaded GEMM. A
+larger team splits the product in blocks of columns (rows for batches), one
+single-threaded GEMM each, every GEMM on the library least used by matmuls
+at that moment (so concurrent GEMMs call different copies of OpenBLAS). A
+large product while no forked task runs is instead one GEMM whose jobs run
+on the team (the copy forkwait loads itself, ``_fw_blas_team.h``), and a
+switch (``set_wide``, off by default, by measurement: docs/performance.md)
+hands the whole product, when this matmul is alone on a library, to
+OpenBLAS at the team's thread count (a "wide" call: the call ``np.matmul``
+makes). OpenBLAS would start threads of its own inside every block and
+oversubscribe the team, so while forkwait matmuls run, the library's thread
+count is 1 (T for a wide call), and the count the process had is restored
+when the last one ends. The pin goes through the BLAS limiter (``_blas``),
+which also applies the BLAS budget of forked tasks: one record per library
+under one lock, so the two can overlap without leaving OpenBLAS pinned, and
+a caller's own BLAS calls afterwards run with their threads (DESIGN.md rule
+4: never a process-wide setting changed for good).
 """
-
-import os
 
 cimport numpy as cnp
 from forkwait._native._fw_plain cimport (
     fw_gil_free_call, gil_free_capsule, gil_free_out, plain_float_type,
 )
-from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
-from libc.stdlib cimport calloc, free
 from cython cimport floating
 from cython.parallel cimport prange
 
 from forkwait._native._blas cimport (
-    blas_pin, blas_pin_least, blas_pin_wide, blas_register, blas_tasks_running,
-    blas_unpin_wide,
+    blas_gemms, blas_pin, blas_pin_least, blas_pin_wide, blas_tasks_running,
+    blas_unpin_wide, fw_blas_gemms, fw_i64,
 )
-from forkwait._native._team cimport omp_team_ok, team_begin, team_end
+from forkwait._native._team cimport team_begin, team_end
 
 cnp.import_array()
 
-cdef extern from "<dlfcn.h>" nogil:
-    ctypedef struct Dl_info:
-        const char* dli_fname
-    int dladdr(const void* addr, Dl_info* info)
-    void* dlopen(const char* filename, int flags)
-    void* dlsym(void* handle, const char* symbol)
-    int RTLD_NOW
-    int RTLD_NOLOAD
-    int RTLD_LOCAL
-
-cdef extern from "_fw_blas_team.h" nogil:
-    ctypedef void (*fw_ob_dojob_t)(int thread_num, void* jobdata, int dojob_data)
-    void fw_ob_run_jobs(int sync, fw_ob_dojob_t dojob, int numjobs, size_t elsize,
-                        void* jobdata, int dojob_data)
-    long fw_ob_calls
-    long fw_ob_team_calls
-    int (*fw_ob_team_ok)()
-    int fw_ob_force_threads
-    void fw_ob_atfork_child()
-    int fw_ob_test(int n, int nested)
-
-cdef extern from "<pthread.h>" nogil:
-    int pthread_atfork(void (*prepare)(), void (*parent)(), void (*child)())
-
-ctypedef void (*ob_callback_t)(int, fw_ob_dojob_t, int, size_t, void*, int) noexcept nogil
-ctypedef void (*ob_set_callback_t)(ob_callback_t cb) noexcept nogil
-
-ctypedef void (*sgemm_t)(char* ta, char* tb, int* m, int* n, int* k,
-                         float* alpha, float* a, int* lda, float* b, int* ldb,
-                         float* beta, float* c, int* ldc) noexcept nogil
-ctypedef void (*dgemm_t)(char* ta, char* tb, int* m, int* n, int* k,
-                         double* alpha, double* a, int* lda, double* b, int* ldb,
-                         double* beta, double* c, int* ldc) noexcept nogil
-# the ILP64 builds (NumPy's wheels: scipy_sgemm_64_): 64-bit integers
-ctypedef long long i64
-ctypedef void (*sgemm64_t)(char* ta, char* tb, i64* m, i64* n, i64* k,
-                           float* alpha, float* a, i64* lda, float* b, i64* ldb,
-                           float* beta, float* c, i64* ldc) noexcept nogil
-ctypedef void (*dgemm64_t)(char* ta, char* tb, i64* m, i64* n, i64* k,
-                           double* alpha, double* a, i64* lda, double* b, i64* ldb,
-                           double* beta, double* c, i64* ldc) noexcept nogil
-ctypedef void (*set_threads_t)(int n) noexcept nogil
-ctypedef int (*get_threads_t)() noexcept nogil
-
-# The libraries ops.matmul calls ("slots"): slot 0 is the first found in the
-# order (NumPy's by default), slot 1 the second (scipy-openblas64's, else
-# SciPy's) when it is another file. A single-threaded GEMM takes the slot
-# least used by matmuls now, so two matmuls at once call two different
-# libraries (see fw_blas_pin_least).
-cdef enum:
-    MAX_SLOTS = 2
-cdef sgemm_t _s32[MAX_SLOTS]
-cdef dgemm_t _d32[MAX_SLOTS]
-cdef sgemm64_t _s64[MAX_SLOTS]
-cdef dgemm64_t _d64[MAX_SLOTS]
-cdef bint _ilp[MAX_SLOTS]
-cdef set_threads_t _set[MAX_SLOTS]
-cdef get_threads_t _get[MAX_SLOTS]
-cdef int _lib[MAX_SLOTS]         # the slot's index in the BLAS limiter (_blas)
-cdef int _nslots = 0
-_slot_names = []
-_backend = None
-cdef bint _use_blas = False     # _nslots > 0 and not forced to our own kernel
-
-# the libraries ops.matmul may call, in the order load_blas tries them (the
-# first two found are used)
-BLAS_ORDER = ("numpy", "openblas64", "scipy")
-BLAS_NAMES = {"numpy": "numpy-openblas", "openblas64": "scipy-openblas64",
-              "scipy": "scipy-openblas"}
-_order = BLAS_ORDER
+# The GEMMs (_blas's table, _fw_blas_gemm.h): per slot its functions and its
+# library's index in the BLAS limiter; `use`: matmul calls them at all; `n`
+# slots; `team`: the slot whose copy runs on the team (-1: none).
+cdef fw_blas_gemms *_G = blas_gemms()
 
 cdef enum:
     ROW_ALIGN = 8
@@ -154,6 +80,7 @@ def set_ksplit(int dtypes):
         raise ValueError(f"set_ksplit takes 0-3 (bit 0 float32, bit 1 float64), got {dtypes}")
     _ksplit = dtypes
 
+
 # Wide calls on the team (see _fw_blas_team.h): the copy of OpenBLAS that
 # forkwait loads itself runs its threaded calls' jobs on the calling thread's
 # OpenMP team, so a product of a team of T >= 2 can be one GEMM at T threads
@@ -166,15 +93,9 @@ def set_ksplit(int dtypes):
 # the column split, alone and in a matmul / gelu / matmul / exp sequence
 # (with OpenBLAS's own threads instead: 0.51-0.77 of the split's speed);
 # float32 at 384 was 6-9% slower in the sequence.
-cdef int _team_slot = -1        # the slot whose library runs on the team, or -1
 cdef int _wide_team = 3
 cdef Py_ssize_t _team_min_f32 = 1 << 26
 cdef Py_ssize_t _team_min_f64 = 1 << 24
-# library files forkwait loaded itself and gave the callback
-_private_libs = set()
-
-pthread_atfork(NULL, NULL, fw_ob_atfork_child)
-fw_ob_team_ok = omp_team_ok
 
 
 def set_wide_team(int dtypes):
@@ -201,314 +122,17 @@ def set_wide_team_min(Py_ssize_t float32_madds, Py_ssize_t float64_madds):
     return old
 
 
-def team_blas():
-    """(Tests) The library file whose threaded calls run on the team (None:
-    none), and the counts of its threaded calls: all, and those that ran on
-    the OpenMP team (the rest ran on threads started for them)."""
-    path = _slot_path(_team_slot) if _use_blas and _team_slot >= 0 else None
-    return path, fw_ob_calls, fw_ob_team_calls
-
-
-def _test_team_callback(int n, bint nested):
-    """(Tests) n jobs that each wait for all n, through the callback; how
-    many ran (n unless it hangs)."""
-    cdef int ran
-    with nogil:
-        ran = fw_ob_test(n, nested)
-    return ran
-
-
 # GEMM dimensions are C ints
 cdef Py_ssize_t INT_LIMIT = 2147483648
 
-# the (Fortran GEMM, set threads, get threads) symbols tried in NumPy's BLAS:
-# ILP64 first (NumPy's wheels), then the plain LP64 names (other builds)
-_NUMPY_SYMBOLS = (
-    (True, b"scipy_sgemm_64_", b"scipy_dgemm_64_",
-     b"scipy_openblas_set_num_threads64_", b"scipy_openblas_get_num_threads64_"),
-    (True, b"sgemm_64_", b"dgemm_64_",
-     b"openblas_set_num_threads64_", b"openblas_get_num_threads64_"),
-    (False, b"scipy_sgemm_", b"scipy_dgemm_",
-     b"scipy_openblas_set_num_threads", b"scipy_openblas_get_num_threads"),
-    (False, b"sgemm_", b"dgemm_", b"openblas_set_num_threads", b"openblas_get_num_threads"),
-)
-
-
 cdef inline int _acquire() noexcept nogil:
     """Pin the least used library to 1 thread for one GEMM; its slot."""
-    cdef int slot = blas_pin_least(_lib, _nslots)
+    cdef int slot = blas_pin_least(_G.lib, _G.n)
     return slot if slot >= 0 else 0
 
 
 cdef inline void _release(int slot) noexcept nogil:
-    blas_pin(_lib[slot], -1)
-
-
-cdef bytes _file_of(const void* p):
-    """The file of the loaded library `p` points into (b"": not found)."""
-    cdef Dl_info info
-    if p == NULL or dladdr(p, &info) == 0 or info.dli_fname == NULL:
-        return b""
-    return bytes(info.dli_fname)
-
-
-cdef object _slot_path(int slot):
-    return _file_of(<void*>_set[slot]).decode() or None
-
-
-def blas_info():
-    """(backend, library file or None, OpenBLAS thread count now or None) of
-    the first library ops.matmul calls."""
-    if not _use_blas:
-        return _backend or "own", None, None
-    return _backend, _slot_path(0), _get[0]()
-
-
-def blas_libraries():
-    """[(backend, library file, thread count now)] of every library ops.matmul
-    calls, the first first; [] with forkwait's own kernel."""
-    cdef int i
-    if not _use_blas:
-        return []
-    return [(_slot_names[i], _slot_path(i), _get[i]()) for i in range(_nslots)]
-
-
-def blas_index():
-    """The first library's index in the BLAS limiter (-1: none), for tests."""
-    return _lib[0] if _use_blas else -1
-
-
-def blas_indices():
-    """Every library's index in the BLAS limiter, for tests."""
-    return [_lib[i] for i in range(_nslots)] if _use_blas else []
-
-
-cdef bint _same_file(void* p, bytes path):
-    return p != NULL and _file_of(p) == path
-
-
-def _numpy_module_path():
-    """The file of NumPy's C core, through which its BLAS is found."""
-    try:
-        from numpy._core import _multiarray_umath as mod
-    except ImportError:         # NumPy 1.x
-        from numpy.core import _multiarray_umath as mod
-    return mod.__file__
-
-
-cdef bint _load_symbols(int slot, void* handle):
-    """The first of _NUMPY_SYMBOLS found through `handle` into `slot`; the GEMM
-    and the thread functions must come from one file."""
-    cdef void* ps
-    cdef void* pd
-    cdef void* fset
-    cdef void* fget
-    for ilp64, sname, dname, setname, getname in _NUMPY_SYMBOLS:
-        ps = dlsym(handle, sname)
-        lib = _file_of(ps)
-        if not lib:
-            continue
-        pd = dlsym(handle, dname)
-        fset = dlsym(handle, setname)
-        fget = dlsym(handle, getname)
-        if not (_same_file(pd, lib) and _same_file(fset, lib) and _same_file(fget, lib)):
-            continue
-        _ilp[slot] = ilp64
-        if ilp64:
-            _s64[slot] = <sgemm64_t>ps
-            _d64[slot] = <dgemm64_t>pd
-        else:
-            _s32[slot] = <sgemm_t>ps
-            _d32[slot] = <dgemm_t>pd
-        _set[slot] = <set_threads_t>fset
-        _get[slot] = <get_threads_t>fget
-        return True
-    return False
-
-
-cdef bint _load_numpy(int slot, object module_path):
-    """NumPy's OpenBLAS into `slot`: dlsym through NumPy's already-loaded C
-    core (which searches its dependencies, so the symbol found is the
-    library NumPy calls)."""
-    cdef void* handle
-    if module_path is None:
-        return False
-    handle = dlopen(module_path.encode(), RTLD_NOW | RTLD_NOLOAD)
-    if handle == NULL:
-        return False
-    return _load_symbols(slot, handle)
-
-
-def _openblas64_path():
-    """The library file of the scipy-openblas64 package, or None. Found
-    without importing the package: its __init__ loads the library with
-    RTLD_GLOBAL, and forkwait loads it itself (_load_openblas64)."""
-    import importlib.util
-    try:
-        spec = importlib.util.find_spec("scipy_openblas64")
-        lib_dir = os.path.join(list(spec.submodule_search_locations)[0], "lib")
-        names = sorted(f for f in os.listdir(lib_dir)
-                       if f.startswith("libscipy_openblas64_") and
-                       (f.endswith(".so") or ".so." in f or f.endswith(".dylib")))
-    except Exception:           # not installed, or no library file in it
-        return None
-    return os.path.join(lib_dir, names[0]) if names else None
-
-
-cdef bint _load_openblas64(int slot, object path):
-    """The scipy-openblas64 package's OpenBLAS into `slot`: loaded with
-    RTLD_LOCAL, so its symbols (the same names as NumPy's copy) never
-    stand in for another library's. Where this loads it (nobody had),
-    its server threads are told to sleep at once when idle
-    (OPENBLAS_THREAD_TIMEOUT, read when it loads) and its threaded calls
-    are given to forkwait's team (fw_ob_run_jobs): it is forkwait's own."""
-    cdef void* handle
-    cdef void* fn = NULL
-    if path is None:
-        return False
-    bpath = os.fsencode(path)
-    handle = dlopen(bpath, RTLD_NOW | RTLD_NOLOAD)
-    fresh = handle == NULL
-    if fresh:
-        old = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
-        os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"   # 2**4 cycles
-        try:
-            handle = dlopen(bpath, RTLD_NOW | RTLD_LOCAL)
-        finally:
-            if old is None:
-                del os.environ["OPENBLAS_THREAD_TIMEOUT"]
-            else:
-                os.environ["OPENBLAS_THREAD_TIMEOUT"] = old
-    if handle == NULL or not _load_symbols(slot, handle):
-        return False
-    if fresh:
-        for name in (b"scipy_openblas_set_threads_callback_function64_",
-                     b"openblas_set_threads_callback_function64_",
-                     b"openblas_set_threads_callback_function"):
-            fn = dlsym(handle, name)
-            if fn != NULL and _same_file(fn, _file_of(<void*>_set[slot])):
-                (<ob_set_callback_t>fn)(<ob_callback_t>fw_ob_run_jobs)
-                _private_libs.add(_file_of(<void*>_set[slot]))
-                break
-    return True
-
-
-cdef bint _load_scipy(int slot):
-    """SciPy's OpenBLAS into `slot`, through scipy.linalg.cython_blas's capsules."""
-    cdef void* handle
-    cdef void* ps
-    cdef void* pd
-    cdef void* fset = NULL
-    cdef void* fget = NULL
-    try:
-        from scipy.linalg import cython_blas
-        caps = cython_blas.__pyx_capi__
-        ps = PyCapsule_GetPointer(caps["sgemm"], PyCapsule_GetName(caps["sgemm"]))
-        pd = PyCapsule_GetPointer(caps["dgemm"], PyCapsule_GetName(caps["dgemm"]))
-    except Exception:           # no SciPy, or a SciPy without these capsules
-        return False
-    lib = _file_of(ps)
-    if not lib:
-        return False
-    handle = dlopen(lib, RTLD_NOW | RTLD_NOLOAD)
-    if handle == NULL:
-        return False
-    for prefix in (b"scipy_openblas", b"openblas"):
-        fset = dlsym(handle, prefix + b"_set_num_threads")
-        fget = dlsym(handle, prefix + b"_get_num_threads")
-        if fset != NULL and fget != NULL:
-            break
-    if fset == NULL or fget == NULL:
-        return False            # a BLAS whose threads we cannot pin
-    _s32[slot] = <sgemm_t>ps
-    _d32[slot] = <dgemm_t>pd
-    _ilp[slot] = False
-    _set[slot] = <set_threads_t>fset
-    _get[slot] = <get_threads_t>fget
-    return True
-
-
-def load_blas(order=None, numpy_module=None, openblas64_path=False):
-    """Find the GEMMs; returns the first one's backend name
-    ("numpy-openblas", "scipy-openblas64", "scipy-openblas", or "own" where
-    none is found).
-
-    `order`: the libraries to try ("numpy", "openblas64", "scipy"; default
-    BLAS_ORDER, or the last order given); the first two found are used, the
-    first first. `numpy_module`: the file through which NumPy's BLAS is
-    looked up (default NumPy's ``_multiarray_umath``; tests give another to
-    see the fallback); `openblas64_path`: the scipy-openblas64 library file
-    (default: the package's; None: as if not installed). Loaded once;
-    ``use_own_kernel`` and ``select_blas`` load again.
-    """
-    global _backend, _order, _use_blas, _nslots, _slot_names, _team_slot, fw_ob_force_threads
-    cdef int slot, i
-    cdef bint ok
-    if order is not None:
-        for name in order:
-            if name not in BLAS_NAMES:
-                raise ValueError(
-                    f"unknown BLAS {name!r}: use one of {', '.join(map(repr, BLAS_NAMES))}")
-        _order = tuple(order)
-        _backend = None
-    if _backend is not None:
-        return _backend
-    _backend = "own"
-    _use_blas = False
-    _nslots = 0
-    _team_slot = -1
-    names = []
-    for name in _order:
-        slot = len(names)
-        if slot == MAX_SLOTS:
-            break
-        if name == "numpy":
-            path = numpy_module
-            if path is None:
-                try:
-                    path = _numpy_module_path()
-                except Exception:
-                    path = None
-            ok = _load_numpy(slot, path)
-        elif name == "openblas64":
-            ok = _load_openblas64(
-                slot, _openblas64_path() if openblas64_path is False else openblas64_path)
-        else:
-            ok = _load_scipy(slot)
-        if not ok:
-            continue
-        for i in range(slot):   # the same file found twice: once is enough
-            if _set[i] == _set[slot]:
-                ok = False
-        if not ok:
-            continue
-        lib_file = _file_of(<void*>_set[slot])
-        _lib[slot] = blas_register(<void*>_set[slot], <void*>_get[slot], lib_file)
-        if _lib[slot] < 0:
-            continue
-        if lib_file in _private_libs:
-            _team_slot = slot
-            fw_ob_force_threads = 1     # loading starts no OpenMP team here
-            _warm_up(slot)
-            fw_ob_force_threads = 0
-        else:
-            _warm_up(slot)
-        names.append(BLAS_NAMES[name])
-    if not names:
-        return _backend
-    _slot_names = names
-    _nslots = len(names)
-    _backend = names[0]
-    _use_blas = True
-    return _backend
-
-
-def select_blas(*order, numpy_module=None, openblas64_path=False):
-    """Testing and benchmark switch: load the GEMMs again, trying the named
-    libraries in turn (``select_blas("scipy")``: SciPy's only; no names: the
-    default order). Returns the first one's backend name. Not while matmuls
-    run."""
-    return load_blas(order or BLAS_ORDER, numpy_module, openblas64_path)
+    blas_pin(_G.lib[slot], -1)
 
 
 def set_wide(int dtypes):
@@ -519,42 +143,6 @@ def set_wide(int dtypes):
     old = _wide
     _wide = dtypes
     return old
-
-
-cdef void _warm_up(int slot) noexcept nogil:
-    """One GEMM with OpenBLAS's threads on (at least 2), once per library.
-
-    Measured here (OpenBLAS 0.3.30 and 0.3.31, Zen 1): until an OpenBLAS has
-    run one GEMM multi-threaded, its single-threaded sgemm of 256 x 256 takes
-    3.5-3.9 ms; afterwards 1.0 ms. forkwait may only ever call it
-    single-threaded, so it would stay on the slow path for good.
-    The thread count is put back at once.
-    """
-    cdef int old = _get[slot]()
-    cdef int n = 256
-    cdef float* buf = <float*>calloc(3 * n * n, sizeof(float))
-    if buf == NULL:
-        return
-    if old < 2:
-        _set[slot](2)
-    _call_gemm(slot, buf + n * n, buf, buf + 2 * n * n, n, n, n, n, n, n)
-    if old < 2:
-        _set[slot](old)
-    free(buf)
-
-
-def use_own_kernel(bint own):
-    """Testing switch: force the built-in kernel (True) or BLAS again (False)."""
-    global _backend, _use_blas
-    if own:
-        _backend = "own"
-        _use_blas = False
-    elif _nslots and _backend == "own":
-        _backend = _slot_names[0]
-        _use_blas = True
-    else:
-        _backend = None
-        load_blas()
 
 
 cdef void _own_gemm(const floating* a, const floating* b, floating* c,
@@ -592,22 +180,22 @@ cdef inline void _call_gemm(int slot, const floating* b, const floating* a, floa
     cdef char tr = b"N"
     cdef int im = <int>m, in_ = <int>n, ik = <int>k
     cdef int ia = <int>lda, ib = <int>ldb, ic = <int>ldc
-    cdef i64 lm = m, ln = n, lk = k, la = lda, lb = ldb, lc = ldc
+    cdef fw_i64 lm = m, ln = n, lk = k, la = lda, lb = ldb, lc = ldc
     cdef float sone = 1, szero = 0
     cdef double done = 1, dzero = 0
-    if _ilp[slot]:
+    if _G.ilp[slot]:
         if floating is float:
-            _s64[slot](&tr, &tr, &ln, &lm, &lk, &sone, <float*>b, &lb, <float*>a, &la,
-                       &szero, c, &lc)
+            _G.s64[slot](&tr, &tr, &ln, &lm, &lk, &sone, <float*>b, &lb, <float*>a, &la,
+                         &szero, c, &lc)
         else:
-            _d64[slot](&tr, &tr, &ln, &lm, &lk, &done, <double*>b, &lb, <double*>a, &la,
-                       &dzero, c, &lc)
+            _G.d64[slot](&tr, &tr, &ln, &lm, &lk, &done, <double*>b, &lb, <double*>a, &la,
+                         &dzero, c, &lc)
     elif floating is float:
-        _s32[slot](&tr, &tr, &in_, &im, &ik, &sone, <float*>b, &ib, <float*>a, &ia,
-                   &szero, c, &ic)
+        _G.s32[slot](&tr, &tr, &in_, &im, &ik, &sone, <float*>b, &ib, <float*>a, &ia,
+                     &szero, c, &ic)
     else:
-        _d32[slot](&tr, &tr, &in_, &im, &ik, &done, <double*>b, &ib, <double*>a, &ia,
-                   &dzero, c, &ic)
+        _G.d32[slot](&tr, &tr, &in_, &im, &ik, &done, <double*>b, &ib, <double*>a, &ia,
+                     &dzero, c, &ic)
 
 
 cdef void _gemm(const floating* a, const floating* b, floating* c,
@@ -675,7 +263,7 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
     cdef Py_ssize_t team_min = _team_min_f64
     if floating is float:
         team_min = _team_min_f32
-    if (blas and batch == 1 and _team_slot >= 0 and _wide_team & (1 if floating is float else 2)
+    if (blas and batch == 1 and _G.team >= 0 and _wide_team & (1 if floating is float else 2)
             and m * n * k >= team_min and blas_tasks_running() == 0):
         # the whole product as one GEMM at the team's threads, its jobs on
         # this thread's OpenMP team (_fw_blas_team.h); alone on that copy
@@ -685,19 +273,19 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
         # their cores stalls them all (two forked 512 float64 matmuls at 2
         # threads each ran at 0.66-0.79x the two in turn that way, where
         # the split's independent GEMMs ran at 0.99-1.07x)
-        if blas_pin_wide(_lib[_team_slot], team):
-            _gemm(pa, pb, pc, m, n, k, blas, _team_slot)
-            blas_unpin_wide(_lib[_team_slot])
+        if blas_pin_wide(_G.lib[_G.team], team):
+            _gemm(pa, pb, pc, m, n, k, blas, _G.team)
+            blas_unpin_wide(_G.lib[_G.team])
             team_end(team)
             return
     if blas and batch == 1 and _wide & (1 if floating is float else 2):
         # (off by default, see _wide) alone on a library (else the limiter
         # refuses): the whole product to OpenBLAS with the team's threads,
         # the call np.matmul makes
-        for s in range(_nslots):
-            if blas_pin_wide(_lib[s], team):
+        for s in range(_G.n):
+            if blas_pin_wide(_G.lib[s], team):
                 _gemm(pa, pb, pc, m, n, k, blas, s)
-                blas_unpin_wide(_lib[s])
+                blas_unpin_wide(_G.lib[s])
                 team_end(team)
                 return
     if blas and batch == 1 and n >= COL_SPLIT_MIN * team:
@@ -745,7 +333,7 @@ def matmul(const floating[::1] a, const floating[::1] b, floating[::1] out,
     A non-batched operand is the same matrix for every i. All flat and
     C-contiguous; m, n, k < 2**31; m, n > 0.
     """
-    cdef bint blas = _use_blas
+    cdef bint blas = _G.use
     with nogil:
         _run(&a[0], &b[0], &out[0], batch, m, n, k, a_batched, b_batched, grain, blas)
 
@@ -826,7 +414,7 @@ def fast_matmul(object a, object b, object out, Py_ssize_t grain):
     pa = cnp.PyArray_DATA(<cnp.ndarray>a)
     pb = cnp.PyArray_DATA(<cnp.ndarray>b)
     pc = cnp.PyArray_DATA(<cnp.ndarray>res)
-    blas = _use_blas
+    blas = _G.use
     if t == cnp.NPY_DOUBLE:
         with nogil:
             _run(<const double*>pa, <const double*>pb, <double*>pc,
@@ -898,5 +486,5 @@ def gil_free_call(tuple args, object kwargs):
     mc.k = mnk[2]
     mc.grain = _gil_free_grain
     mc.type_num = t
-    mc.blas = _use_blas
+    mc.blas = _G.use
     return (capsule, res)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from forkwait._native import _matmul, pool
+from forkwait._native import _blas, _matmul, pool
 from forkwait.ops._checks import (
     SPEC,
     as_array,
@@ -32,7 +32,7 @@ _PLAIN_FIRST = MATMUL_FN[_KEY]
 # The libraries are looked up (and loaded: scipy-openblas64's, or SciPy's
 # where that one is missing) here, when forkwait.ops is imported, so that no
 # task finds them half-loaded (concurrent first matmuls would race for them).
-_matmul.load_blas()
+_blas.load_blas()
 
 
 def matmul(a: ArrayLike, b: ArrayLike, out: NDArray[Any] | None = None) -> NDArray[Any]:
