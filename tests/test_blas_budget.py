@@ -209,16 +209,22 @@ def test_matmul_alone_restores_the_users_count(user_blas):
 
 
 @needs_fork
+def matmul_then_counts():
+    fw.ops.matmul(np.ones((2, 2)), np.ones((2, 2)))
+    return blas_counts()
+
+
 def test_fork_child_has_the_users_counts(user_blas):
     """os.fork() while budget-limited tasks run: the child gets the user's
-    count back (no task runs in it)."""
+    count back (no task runs in it) at its first BLAS step, a matmul here
+    (nothing of OpenBLAS's is called inside os.fork())."""
     budget_on(cpus=2)
     got = []
 
     def body():
         seen = blas_counts()
         if not got:
-            got.append(in_fork_child(blas_counts))
+            got.append(in_fork_child(matmul_then_counts))
         return seen
 
     seen = run_together(2, body)

@@ -46,5 +46,11 @@ cdef int blas_pin_least(const int* libs, int n) noexcept nogil
 cdef void blas_unpin_wide(int lib) noexcept nogil
 cdef int blas_tasks_running() noexcept nogil
 # os.fork(): the child's reset of all of it (called by the pool's one
-# pthread_atfork child handler)
+# pthread_atfork child handler; calls nothing of any library's), and the
+# child's first BLAS step, which ops.matmul takes while blas_gemms().forked
 cdef void blas_atfork_child() noexcept nogil
+cdef void blas_after_fork() noexcept nogil
+# (not called yet: the pool's prepare and parent handlers are to call these,
+# see docs/reliability.md, "BLAS in the child")
+cdef void blas_atfork_prepare() noexcept nogil
+cdef void blas_atfork_parent() noexcept nogil

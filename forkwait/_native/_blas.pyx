@@ -28,6 +28,7 @@ import os
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from libc.stdlib cimport calloc, free
 
+from forkwait._native._atomic cimport FW_STORE
 from forkwait._native._team cimport omp_team_ok
 
 cdef extern from "_fw_blas.h" nogil:
@@ -40,6 +41,7 @@ cdef extern from "_fw_blas.h" nogil:
         int active
         int base
         int applied
+        int stranded
         fw_blas_get_t get
     fw_blas_lib fw_blas_libs[8]
     int fw_blas_nlibs
@@ -59,7 +61,7 @@ cdef extern from "_fw_blas.h" nogil:
     int fw_blas_add(void* set_fn, void* get_fn, const char* name, const char* path)
     void fw_blas_scan()
     void fw_blas_set_budget(int on, int cpus)
-    void fw_blas_atfork_child()
+    int fw_blas_atfork_child()
     void fw_blas_after_fork()
 
 cdef extern from "_fw_blas_team.h" nogil:
@@ -130,17 +132,57 @@ cdef int _register(void* set_fn, void* get_fn, const char* path) noexcept nogil:
 cdef void blas_atfork_child() noexcept nogil:
     """The os.fork() child's reset of all of forkwait's BLAS state (called by
     the pool's one at-fork handler, see pool.pyx): the record's lock and
-    counts, the team driver's lock."""
-    fw_blas_atfork_child()
+    counts, the team driver's lock. Nothing of OpenBLAS's is called inside
+    fork(): what is left (the user's counts, stranded libraries out of the
+    GEMM table) waits for the child's first BLAS step, blas_after_fork."""
+    if fw_blas_atfork_child():
+        _gemms.forked = 1
     fw_ob_atfork_child()
 
 
-os.register_at_fork(after_in_child=lambda: _after_fork())
+cdef void blas_atfork_prepare() noexcept nogil:
+    """os.fork(), before (for the pool's one pthread_atfork prepare handler,
+    after the pool's own locks: this lock is a leaf): the limiter's lock is
+    held across the fork, so no count change of ours is under way at it."""
+    fw_blas_lock_acquire()
 
 
-def _after_fork():
-    with nogil:
+cdef void blas_atfork_parent() noexcept nogil:
+    """os.fork(), after, in the parent: releases what blas_atfork_prepare took."""
+    fw_blas_lock_release()
+
+
+cdef void blas_after_fork() noexcept nogil:
+    """An os.fork() child's first BLAS step (ops.matmul calls it while
+    ``_gemms.forked`` is set; pins and the budget make the same count
+    changes on their own): the counts back at the user's, and the libraries
+    stranded at the fork (see _fw_blas.h) dropped from the GEMM table, the
+    others moved up; none left: forkwait's own kernel."""
+    cdef int i, j = 0, team = -1
+    fw_blas_lock_acquire()
+    if _gemms.forked:
         fw_blas_after_fork()
+        for i in range(_gemms.n):
+            if fw_blas_libs[_gemms.lib[i]].stranded:
+                continue
+            if i == _gemms.team:
+                team = j
+            _gemms.ilp[j] = _gemms.ilp[i]
+            _gemms.lib[j] = _gemms.lib[i]
+            _gemms.kind[j] = _gemms.kind[i]
+            _gemms.s32[j] = _gemms.s32[i]
+            _gemms.d32[j] = _gemms.d32[i]
+            _gemms.s64[j] = _gemms.s64[i]
+            _gemms.d64[j] = _gemms.d64[i]
+            _gemms.set[j] = _gemms.set[i]
+            _gemms.get[j] = _gemms.get[i]
+            j += 1
+        _gemms.n = j
+        _gemms.team = team
+        if j == 0:
+            _gemms.use = 0
+        FW_STORE(&_gemms.forked, 0)   # (release: the table above is read after it)
+    fw_blas_lock_release()
 
 
 # ---------------------------------------------------------------- Python side
@@ -168,7 +210,7 @@ def libraries():
         out.append({
             "name": lib.name.decode(), "path": lib.path.decode(),
             "num_threads": lib.get(), "pinned": lib.pins, "wide": lib.wide_n if lib.wide else 0,
-            "limited": bool(lib.active),
+            "limited": bool(lib.active), "stranded": bool(lib.stranded),
             "user_threads": lib.base if lib.active else lib.get(),
         })
     return out

@@ -24,6 +24,19 @@
  * task run inline by a waiting task does not count twice (only a thread's
  * outermost task counts).
  *
+ * os.fork(): the child calls nothing of a library's while it is inside
+ * fork() (fw_blas_atfork_child only resets forkwait's own state). OpenBLAS's
+ * before-fork handler stops its thread server, and the next call that needs
+ * the server (a count change, a threaded call) starts it again under
+ * OpenBLAS's server_lock; a forkwait thread doing that at the moment of the
+ * fork leaves that lock held for good in the child, where any such call
+ * then blocks for ever. So the child brings the counts back to the user's
+ * later, at its first BLAS step (fw_blas_after_fork: its first matmul, pin
+ * or budget change), and never again calls a library that a forkwait thread
+ * was inside at the fork (a count change under way, or a wide pin: a
+ * threaded call): that library is "stranded" in the child, left at the
+ * count it had, and ops.matmul calls the others (or its own kernel).
+ *
  * Compiled into _blas only; everyone else calls it through _blas.pxd. */
 #ifndef FW_BLAS_H
 #define FW_BLAS_H
@@ -49,6 +62,8 @@ typedef struct {
     int active;           /* base below is valid: a constraint is applied */
     int base;             /* the user's count */
     int applied;          /* the count set by us */
+    int inside;           /* a set() of ours is under way (read by a fork child) */
+    int stranded;         /* fork child: we were inside it at the fork; never call it */
 } fw_blas_lib;
 
 static pthread_mutex_t fw_blas_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -76,6 +91,7 @@ static inline int fw_blas_budget_limit(void) {
 static void fw_blas_apply(fw_blas_lib *L, int budget) {
     int target, now;
     int constrained = L->pins > 0 || L->wide > 0 || budget > 0;
+    if (L->stranded) return;
     if (!L->active) {
         if (!constrained) return;
         L->base = L->get();
@@ -93,11 +109,18 @@ static void fw_blas_apply(fw_blas_lib *L, int budget) {
     if (budget > 0 && budget < target) target = budget;
     if (L->pins > 0) target = 1;
     if (target != L->applied) {
+        /* a fork from here to the store of 0 strands L in the child: the
+         * library's lock may be held there, and the record may not yet say
+         * what the library's count is */
+        FW_STORE(&L->inside, 1);
         L->set(target);
         L->applied = target;
         fw_blas_changes++;
+        if (!constrained) L->active = 0;  /* back at base: forget it */
+        FW_STORE(&L->inside, 0);
+        return;
     }
-    if (!constrained) L->active = 0;  /* back at base: forget it */
+    if (!constrained) L->active = 0;
 }
 
 static void fw_blas_apply_all(void) {
@@ -235,7 +258,7 @@ static inline int fw_blas_pin_wide(int lib, int n) {
     L = &fw_blas_libs[lib];
     limit = fw_blas_cur_limit;
     if (limit > 0 && n > limit) n = limit;
-    if (n < 2 || L->pins > 0 || L->wide > 0) {
+    if (n < 2 || L->pins > 0 || L->wide > 0 || L->stranded) {
         pthread_mutex_unlock(&fw_blas_lock);
         return 0;
     }
@@ -267,7 +290,7 @@ static inline int fw_blas_pin_least(const int *libs, int n) {
     fw_blas_lib *L;
     pthread_mutex_lock(&fw_blas_lock);
     for (i = 0; i < n; i++) {
-        if (libs[i] < 0) continue;
+        if (libs[i] < 0 || fw_blas_libs[libs[i]].stranded) continue;
         L = &fw_blas_libs[libs[i]];
         load = L->pins + (L->wide ? L->wide_n : 0);
         if (best < 0 || load < best_load) {
@@ -295,22 +318,36 @@ static void fw_blas_set_budget(int on, int cpus) {
     pthread_mutex_unlock(&fw_blas_lock);
 }
 
-/* fork() child (pthread_atfork child handler): one thread, no task and no
- * matmul running. The lock is re-made; the counts are put back by
- * fw_blas_after_fork, from Python's after-fork hook, once the BLAS
- * libraries' own child handlers have run. */
-static void fw_blas_atfork_child(void) {
-    int i;
+/* os.fork() child (the pool's pthread_atfork child handler, through
+ * blas_atfork_child): only the forking thread exists, no task runs and no
+ * matmul is under way. forkwait's own state only: the lock is made anew, no
+ * pin, wide pin or budget is left; a library we were inside at the fork is
+ * stranded. Calls nothing of any library's. Returns 1 when something is
+ * left for fw_blas_after_fork: a count of ours to undo, a stranded library. */
+static int fw_blas_atfork_child(void) {
+    int i, todo = 0;
+    fw_blas_lib *L;
     pthread_mutex_init(&fw_blas_lock, NULL);
-    fw_blas_running = 0;
+    FW_STORE(&fw_blas_running, 0);
     fw_blas_cur_limit = 0;
-    for (i = 0; i < fw_blas_nlibs; i++) fw_blas_libs[i].pins = fw_blas_libs[i].wide = 0;
+    for (i = 0; i < fw_blas_nlibs; i++) {
+        L = &fw_blas_libs[i];
+        if (FW_LOAD(&L->inside) || L->wide) L->stranded = 1;
+        L->inside = 0;
+        L->pins = 0;
+        L->wide = 0;
+        if (L->active || L->stranded) todo = 1;
+    }
+    return todo;
 }
 
+/* The child's first BLAS step (lock held): every library that is not
+ * stranded back at the count its constraints ask for now (none is left from
+ * the parent: the user's count, unless a pin or the budget of the child's
+ * own has begun). No forkwait call was inside these libraries at the fork,
+ * so their server_lock is free. */
 static void fw_blas_after_fork(void) {
-    pthread_mutex_lock(&fw_blas_lock);
     fw_blas_apply_all();
-    pthread_mutex_unlock(&fw_blas_lock);
 }
 
 #endif

@@ -28,9 +28,10 @@ from forkwait._native._fw_plain cimport (
 from cython cimport floating
 from cython.parallel cimport prange
 
+from forkwait._native._atomic cimport FW_LOAD_ACQ
 from forkwait._native._blas cimport (
-    blas_gemms, blas_pin, blas_pin_least, blas_pin_wide, blas_tasks_running,
-    blas_unpin_wide, fw_blas_gemms, fw_i64,
+    blas_after_fork, blas_gemms, blas_pin, blas_pin_least, blas_pin_wide,
+    blas_tasks_running, blas_unpin_wide, fw_blas_gemms, fw_i64,
 )
 from forkwait._native._team cimport team_begin, team_end
 
@@ -38,7 +39,8 @@ cnp.import_array()
 
 # The GEMMs (_blas's table, _fw_blas_gemm.h): per slot its functions and its
 # library's index in the BLAS limiter; `use`: matmul calls them at all; `n`
-# slots; `team`: the slot whose copy runs on the team (-1: none).
+# slots; `team`: the slot whose copy runs on the team (-1: none); `forked`:
+# an os.fork() child before its first BLAS step (see _run).
 cdef fw_blas_gemms *_G = blas_gemms()
 
 cdef enum:
@@ -228,10 +230,16 @@ cdef void _run(const floating* pa, const floating* pb, floating* pc,
     cdef Py_ssize_t per, rc, items, item, bi, r0, r1, kh, i, j
     cdef int team, slot, s
     cdef floating *tmp
+    cdef bint pin
+    if FW_LOAD_ACQ(&_G.forked):
+        # an os.fork() child's first matmul: the user's BLAS counts back, and
+        # the table without the libraries the fork stranded (_blas.pyx)
+        blas_after_fork()
+        blas = blas and _G.use
     # OpenBLAS runs a GEMM of fewer than 65536 * 4 multiply-adds on the calling
     # thread whatever its setting (interface/gemm.c, SMP_THRESHOLD_MIN *
     # GEMM_MULTITHREAD_THRESHOLD): no need to pin it (two calls into OpenBLAS)
-    cdef bint pin = blas and m * n * k >= BLAS_SERIAL_BELOW
+    pin = blas and m * n * k >= BLAS_SERIAL_BELOW
     team = team_begin(batch * m * n * k, grain)
     if team == 1:
         slot = _acquire() if pin else 0
