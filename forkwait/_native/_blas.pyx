@@ -136,7 +136,7 @@ cdef void blas_atfork_child() noexcept nogil:
     fork(): what is left (the user's counts, stranded libraries out of the
     GEMM table) waits for the child's first BLAS step, blas_after_fork."""
     if fw_blas_atfork_child():
-        _gemms.forked = 1
+        FW_STORE(&_gemms.forked, 1)
     fw_ob_atfork_child()
 
 

@@ -76,8 +76,8 @@ def load_blas(order=None, numpy_module=None, openblas64_path=False):
             continue
         lib_file = _file_of(<void*>_gemms.set[slot])
         _gemms.lib[slot] = _register(<void*>_gemms.set[slot], <void*>_gemms.get[slot], lib_file)
-        if _gemms.lib[slot] < 0:
-            continue
+        if _gemms.lib[slot] < 0 or fw_blas_libs[_gemms.lib[slot]].stranded:
+            continue            # (stranded: an os.fork() child never calls it, _fw_blas.h)
         _gemms.kind[slot] = BLAS_ORDER.index(name)
         if lib_file in _private_libs:
             _gemms.team = slot

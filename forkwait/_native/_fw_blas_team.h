@@ -154,11 +154,7 @@ static void fw_ob_test_job(int thread_num, void *job, int n) {
     (void)thread_num;
     (void)job;
     FW_ADD(&fw_ob_test_arrived, 1);
-    while (FW_LOAD(&fw_ob_test_arrived) < n) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-    }
+    while (FW_LOAD(&fw_ob_test_arrived) < n) FW_PAUSE();
     FW_ADD(&fw_ob_test_ran, 1);
 }
 
