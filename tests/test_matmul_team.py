@@ -136,7 +136,7 @@ def test_a_fork_child_after_a_team_product_multiplies(team_copy):
 
     def in_child():
         with fw.num_threads(2):
-            return np.allclose(ops.matmul(a, a), a @ a), _matmul._test_team_callback(2, False)
+            return np.allclose(ops.matmul(a, a), a @ a), _blas._test_team_callback(2, False)
 
     child = in_fork_child(in_child, timeout=20)  # a hang (the broken team) is killed
     assert child.ok, child.error

@@ -56,7 +56,7 @@ extern FW_HIDDEN const fw_kernels fw_kernels_avx512;
 
 /* The variants built into this module, best first, and whether this CPU
    (and its OS) runs each. */
-static const fw_kernels *fw_variant_table(int i) {
+static inline const fw_kernels *fw_variant_table(int i) {
     const fw_kernels *all[] = {
 #ifdef FW_BUILT_AVX512
         &fw_kernels_avx512,
@@ -69,7 +69,7 @@ static const fw_kernels *fw_variant_table(int i) {
     return i >= 0 && i < (int)(sizeof(all) / sizeof(all[0])) ? all[i] : NULL;
 }
 
-static int fw_variant_runs(const fw_kernels *k) {
+static inline int fw_variant_runs(const fw_kernels *k) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
 #ifdef FW_BUILT_AVX512

@@ -49,7 +49,9 @@ from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.pythread cimport PyThread_get_thread_ident
 
 from forkwait._native._atomic cimport FW_ADD, FW_ADDLL, FW_LOAD, FW_LOADLL, FW_STORE, fw_cas_int
-from forkwait._native._blas cimport blas_atfork_child, blas_tasks
+from forkwait._native._blas cimport (
+    blas_atfork_child, blas_atfork_parent, blas_atfork_prepare, blas_tasks,
+)
 from forkwait._native._team cimport get_local_threads, set_local_threads, team_atfork_child
 
 import _thread
@@ -82,7 +84,7 @@ _logger = logging.getLogger("forkwait")
 # The one pthread_atfork of forkwait's native modules (C state) and the one
 # os.register_at_fork (Python state): see _pool/atfork.pxi for what each
 # resets and in which order.
-if fw_sched_init() != 0 or pthread_atfork(fw_atfork_prepare, fw_atfork_parent,
+if fw_sched_init() != 0 or pthread_atfork(_atfork_prepare, _atfork_parent,
                                           _atfork_child) != 0:
     raise ImportError("forkwait: could not set up the pool (pthread_atfork failed)")
 os.register_at_fork(after_in_child=_after_fork_child)

@@ -3,7 +3,8 @@
 # The pool's process state, and what the child of os.fork() does with each
 # piece (one list: a piece of state that is not here lives in fw_P):
 #
-#   C, in _atfork_child (pthread_atfork's child handler, inside fork()):
+#   C, in _atfork_prepare/_parent (inside fork(): the pool's locks, then the
+#   BLAS record's lock, are held across it) and _atfork_child:
 #     fw_P's locks and sleep counts   re-made (fw_atfork_child)
 #     the intra-op teams' state       _team's team_atfork_child
 #     the BLAS record                 _blas's blas_atfork_child
@@ -20,6 +21,20 @@
 #   _prof_next_id, the GIL-free registrations, the Future free list (memory
 #   of the child's own), _atexit_registered (threading's at-exit list is
 #   copied with the process).
+
+cdef void _atfork_prepare() noexcept nogil:
+    """Before fork() (inside it, after CPython's own before-fork steps): the
+    pool's locks, then the BLAS record's (no thread count of forkwait's
+    changes between OpenBLAS's own before-fork handler, registered earlier
+    and so run later, and the fork)."""
+    fw_atfork_prepare()
+    blas_atfork_prepare()
+
+
+cdef void _atfork_parent() noexcept nogil:
+    blas_atfork_parent()
+    fw_atfork_parent()
+
 
 cdef void _atfork_child() noexcept nogil:
     """The one C-level child handler of os.fork(): each native module's
