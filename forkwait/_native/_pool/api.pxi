@@ -230,6 +230,7 @@ def wait_all(futures, timeout=None):
     cdef double deadline = -1.0 if t < 0.0 else fw_now() + t
     cdef FutureCore f
     cdef FutureCore coll
+    cdef _Collector collector
     cdef Py_ssize_t i, n = len(futs)
     if n == 1:
         f = futs[0]
@@ -266,9 +267,18 @@ def wait_all(futures, timeout=None):
         # no collector; failing fast is waiting on it.
         _wait_done(<FutureCore>rest[0], -1.0)
     else:
-        # The rest run elsewhere: sleep until all are done or one fails.
-        coll = _collect(rest)
-        _wait_many(rest, coll, deadline)
+        # The rest run elsewhere: sleep until all are done or one fails. The
+        # collector is forkwait's own (quiet), and it is taken off the
+        # members when the wait ends early (a timeout, Ctrl-C): a member's
+        # later failure stays the member's to report.
+        collector = _collector(rest, True)
+        coll = collector.out
+        try:
+            _wait_many(rest, coll, deadline)
+        except BaseException:
+            for f in rest:
+                f._remove_done_callback(collector)
+            raise
         if FW_LOAD(&coll.node.state) == FW_FAILED:
             _mark_retrieved(coll)
             raise coll._exc
@@ -301,19 +311,34 @@ cdef class _Collector:
         return 0
 
 
-cdef FutureCore _collect(list futs):
+cdef _Collector _collector(list futs, bint quiet):
+    """A collector of `futs`, added to each; its future is `.out`. `quiet`:
+    one of forkwait's own, which never reports a failure nobody retrieved
+    (the member's failure was handed to whoever waits on it)."""
     cdef FutureCore out = _new_future()
     cdef _Collector coll = _Collector.__new__(_Collector)
     cdef FutureCore f
+    out._quiet = quiet
     coll.out = out
     coll.futs = futs
     coll.remaining = len(futs)
     if not futs:
         _complete_manual(out, FW_FINISHED, futs, None)
-        return out
+        return coll
     for f in futs:
         f.add_done_callback(coll)
-    return out
+    return coll
+
+
+cdef inline FutureCore _collect(list futs, bint quiet=False):
+    return _collector(futs, quiet).out
+
+
+def _collect_quiet(futures):
+    """collect_all for forkwait's own use: the collected future never reports
+    a failure that nobody retrieved (the member's failure goes to whoever
+    waits on it)."""
+    return _collect(_as_future_list(futures, "_collect_quiet"), True)
 
 
 def collect_all(futures):

@@ -154,7 +154,7 @@ cdef bint _complete_manual(FutureCore fut, int state, object result, object exc)
         return False
     fut._result = result
     fut._exc = exc
-    if state == FW_FAILED:
+    if state == FW_FAILED and not fut._quiet:
         _arm_guard(fut, exc)
     if not fw_settle(&fut.node, state, 0):
         _mark_retrieved(fut)  # this failure did not happen: disarm its guard

@@ -52,6 +52,7 @@ cdef class FutureCore:
     cdef int _intra
     cdef int _completing
     cdef _FailureGuard _guard  # set while a failure is not retrieved
+    cdef bint _quiet        # forkwait's own (a collector's): never reports a failure
     # profiling (only set while forkwait.profile() records)
     cdef long long _prof_id
     cdef long long _prof_parent
@@ -370,6 +371,32 @@ cdef class FutureCore:
                 (<list>cbs).append(fn)
             fw_unlock(&fw_P.cb_lock)
             return True
+
+    def _remove_done_callback(self, fn):
+        """Remove every registration of `fn` (by identity) that has not run;
+        how many were removed. (forkwait's own waits on many futures take
+        back the callbacks they added, so that nothing they leave keeps a
+        member's waiters or results alive.)"""
+        cdef object cbs
+        cdef Py_ssize_t i, removed = 0
+        if FW_LOAD(&self.node.cb_adders) == 0:
+            return 0  # none was ever added
+        fw_lock(&fw_P.cb_lock)
+        cbs = self._callbacks
+        if cbs is fn:
+            self._callbacks = None
+            removed = 1
+        elif type(cbs) is list:
+            # identity only (no __eq__: no Python code under the lock); the
+            # caller's reference keeps `fn` alive through the deletions
+            i = len(<list>cbs) - 1
+            while i >= 0:
+                if (<list>cbs)[i] is fn:
+                    del (<list>cbs)[i]
+                    removed += 1
+                i -= 1
+        fw_unlock(&fw_P.cb_lock)
+        return removed
 
     def then(self, callback):
         """A new Future with the value of ``callback(self)``, once this is done.
