@@ -186,6 +186,21 @@ def test_a_dropped_future_is_freed_with_later_forkwait_calls():
     assert until(freed)
 
 
+def test_a_loop_that_only_forks_keeps_no_finished_task_alive(interop):
+    # Workers complete GIL-free tasks without the GIL; their release (the
+    # queue's reference, the result array) waits for a thread with the GIL.
+    # fork() itself releases them: a loop that forks kernels and never
+    # waits holds only the tasks in flight, not every finished one.
+    interop(2)
+    x = np.ones(10_000)
+    n = 2000
+    refs = []
+    for _ in range(n):
+        refs.append(weakref.ref(fw.fork(ops.exp, x)))
+    alive_done = sum(1 for r in refs if (f := r()) is not None and f.done())
+    assert alive_done < n // 4, f"{alive_done} of {n} finished tasks still alive"
+
+
 def test_a_dropped_future_is_freed_by_the_idle_worker():
     # No forkwait call after the fork: the worker that ran it releases it
     # (with the GIL) before it sleeps.

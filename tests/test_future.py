@@ -320,3 +320,11 @@ def test_then_chain_of_a_million_completes():
         tail = tail.then(lambda f: f.value() + 1)
     head.set_result(0)
     assert tail.value() == 1_000_000
+
+
+def test_a_future_cannot_be_pickled_and_says_so():
+    import pickle
+
+    for f in (fw.fork(abs, -1), fw.Future()):
+        with pytest.raises(TypeError, match="cannot pickle a forkwait.Future"):
+            pickle.dumps(f)

@@ -37,6 +37,47 @@ def test_exit_with_queued_and_running_tasks_runs_them():
     assert proc.stderr == ""
 
 
+def test_failures_still_referenced_at_exit_are_reported_once_each():
+    """Futures that failed, still referenced when the script ends (a
+    module-level list nobody waited on), die while the interpreter tears its
+    modules down, after logging has shut down: each is reported on stderr,
+    once, with its traceback, and nothing of forkwait's own goes wrong."""
+    proc = run_python(
+        """
+        import time
+        import forkwait as fw
+        def boom(i):
+            raise ValueError(f"task {i} failed and nobody looked")
+        fs = [fw.fork(boom, i) for i in range(5)]
+        time.sleep(0.1)
+        """
+    )
+    err = proc.stderr
+    assert err.count("nobody retrieved its exception") == 5, err
+    assert sorted(f"task {i} failed and nobody looked" in err for i in range(5)) == [True] * 5
+    assert "Exception ignored" not in err and "TypeError" not in err, err
+
+
+def test_a_failure_collected_before_exit_goes_to_logging():
+    """One that died while logging is still up (here: before the exit
+    starts) is an ERROR record of the forkwait logger, as documented."""
+    proc = run_python(
+        """
+        import gc, logging, sys, time
+        import forkwait as fw
+        logging.basicConfig(stream=sys.stdout, format="%(levelname)s %(name)s %(message)s")
+        f = fw.fork(int, "x")
+        while not f.done():
+            time.sleep(0.01)
+        del f
+        gc.collect()
+        """
+    )
+    assert "ERROR forkwait forkwait: a future failed and nobody retrieved" in proc.stdout, (
+        proc.stdout + proc.stderr)
+    assert "Exception ignored" not in proc.stderr
+
+
 def test_exit_runs_queued_fork_trees_to_the_end():
     """Documented: queued tasks run at exit, and a task that runs then may
     still fork and wait on children; nothing is lost, nothing hangs."""

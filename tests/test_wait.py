@@ -10,6 +10,7 @@ limit (spare threads): test_pool_size.py. Ctrl-C in a wait: test_shutdown.py.
 """
 
 import os
+import sys
 import threading
 import time
 
@@ -279,11 +280,16 @@ def _thread_state(native_id):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux's /proc")
-def test_result_timeout_inf_waits_without_spinning(interop):
+@pytest.mark.parametrize("how", ["result-inf", "result-1e300", "result-max", "wait_all-max"])
+def test_result_timeout_inf_waits_without_spinning(interop, how):
     """A waiter with timeout=inf blocks in the kernel: it is asleep ('S')
     and nothing wakes it (its voluntary context switches stay the same)
     while the task runs on. A spinning waiter is never asleep; one that
-    polls, or spins for the GIL, is woken again and again."""
+    polls, or spins for the GIL, is woken again and again. So does one with a
+    timeout too large for the system's clocks (past threading.TIMEOUT_MAX:
+    no deadline; a deadline that overflowed the timespec spun a CPU)."""
+    timeout = {"result-inf": float("inf"), "result-1e300": 1e300,
+               "result-max": sys.float_info.max, "wait_all-max": sys.float_info.max}[how]
     interop(1)
     gate = threading.Event()
     f = fw.fork(gate.wait, TIMEOUT)
@@ -294,7 +300,10 @@ def test_result_timeout_inf_waits_without_spinning(interop):
     def waiter():
         out["tid"] = threading.get_native_id()
         started.set()
-        out["value"] = f.result(timeout=float("inf"))
+        if how.startswith("wait_all"):
+            out["value"] = fw.wait_all([f, f], timeout=timeout)[0]
+        else:
+            out["value"] = f.result(timeout=timeout)
 
     t = threading.Thread(target=waiter)
     t.start()

@@ -55,11 +55,14 @@ from forkwait._native._blas cimport (
 from forkwait._native._team cimport get_local_threads, set_local_threads, team_atfork_child
 
 import _thread
+import atexit
 import collections
 import concurrent.futures as _cf
 import logging
 import os
+import sys
 import threading
+import traceback
 import types
 from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FuturesTimeoutError
@@ -83,11 +86,16 @@ _logger = logging.getLogger("forkwait")
 
 # The one pthread_atfork of forkwait's native modules (C state) and the one
 # os.register_at_fork (Python state): see _pool/atfork.pxi for what each
-# resets and in which order.
+# resets and in which order. (logging is imported above: its atexit handler
+# is registered before ours.)
 if fw_sched_init() != 0 or pthread_atfork(_atfork_prepare, _atfork_parent,
                                           _atfork_child) != 0:
     raise ImportError("forkwait: could not set up the pool (pthread_atfork failed)")
 os.register_at_fork(after_in_child=_after_fork_child)
+# At exit: threading's hook (_shutdown_at_exit: queued tasks run, workers
+# stop; see _pool/control.pxi) and atexit's (_exit_reports: after logging's
+# own handler was registered, so run before it: see _pool/report.pxi).
+atexit.register(_exit_reports)
 
 MAX_INTEROP_THREADS = FW_MAX_INTEROP
 

@@ -29,6 +29,10 @@ cdef object _fork_impl(object fn, PyObject **argv, Py_ssize_t nargs, object kwar
             return hooked
     if FW_LOAD(&fw_P.state) == FW_POOL_IDLE:
         _start_pool()
+    # GIL-free tasks that workers completed without the GIL are released
+    # here too, not only by waits: a loop that forks kernels and never waits
+    # on them would otherwise hold every finished one's arrays
+    _drain_if_any()
     cdef PyObject *prepare = NULL
     if _n_gil_free_fns != 0 and not fw_prof_on:
         prepare = _gil_free_prepare(fn)

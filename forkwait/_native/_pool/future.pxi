@@ -448,6 +448,13 @@ cdef class FutureCore:
         return self._exc
 
     # -- reporting -------------------------------------------------------------
+    def __reduce__(self):
+        raise TypeError(
+            "cannot pickle a forkwait.Future: it stands for a call in this process; "
+            "send its value (fut.result()) instead (forks made in a fw.backend() "
+            "block take Futures as arguments and send what the cluster needs)"
+        )
+
     def __repr__(self):
         cdef int state = FW_LOAD(&self.node.state)
         extra = ""

@@ -4,12 +4,24 @@
 
 cdef list _unretrieved = []
 cdef bint _report_scheduled = False
+# Set at interpreter exit (_shutdown_at_exit, before atexit's handlers: so
+# before logging shuts down): from then on a report goes straight to stderr,
+# at once. Futures still referenced at exit die while the interpreter tears
+# its modules down, when a deferred report would find logging gone.
+cdef bint _at_exit = False
+# kept at import: module teardown clears the modules' own globals
+cdef object _sys = sys
+cdef object _format_exception = traceback.format_exception
+cdef str _REPORT = "forkwait: a future failed and nobody retrieved its exception: %s"
 
 
 cdef int _report_pending(void *arg) noexcept with gil:
     global _report_scheduled
     _report_scheduled = False
-    _flush_unretrieved()
+    try:
+        _flush_unretrieved()
+    except BaseException:
+        pass
     return 0
 
 
@@ -19,13 +31,23 @@ def _flush_unretrieved():
     items = _unretrieved
     _unretrieved = []
     for text, exc in items:
+        if _at_exit:
+            _report_to_stderr(text, exc)
+            continue
         try:
-            _logger.error(
-                "forkwait: a future failed and nobody retrieved its exception: %s",
-                text, exc_info=(type(exc), exc, exc.__traceback__),
-            )
-        except BaseException:  # interpreter shutdown: logging may be gone
-            pass
+            _logger.error(_REPORT, text, exc_info=(type(exc), exc, exc.__traceback__))
+        except BaseException:  # logging may be gone
+            _report_to_stderr(text, exc)
+
+
+cdef void _report_to_stderr(str text, object exc) noexcept:
+    """The report, written to stderr without logging (at exit)."""
+    try:
+        lines = _format_exception(type(exc), exc, exc.__traceback__)
+        _sys.stderr.write((_REPORT % text) + "\n" + "".join(lines))
+        _sys.stderr.flush()
+    except BaseException:
+        pass
 
 
 cdef void _defer_unretrieved_report(size_t addr, object exc):
@@ -37,9 +59,11 @@ cdef void _defer_unretrieved_report(size_t addr, object exc):
     """
     global _report_scheduled
     try:
-        _unretrieved.append((
-            f"<forkwait.Future at {addr:#x} state=finished raised {type(exc).__name__}>", exc,
-        ))
+        text = f"<forkwait.Future at {addr:#x} state=finished raised {type(exc).__name__}>"
+        if _at_exit:
+            _report_to_stderr(text, exc)
+            return
+        _unretrieved.append((text, exc))
         if not _report_scheduled:
             if Py_AddPendingCall(_report_pending, NULL) == 0:
                 _report_scheduled = True
@@ -56,3 +80,12 @@ def _defer_report_for_tests(exc):
     """(Tests) collect `exc` as a dying future's failure is, without
     scheduling its report (that is _flush_unretrieved's, by hand)."""
     _unretrieved.append(("<forkwait.Future at 0x0 (a test's)>", exc))
+
+
+def _exit_reports():
+    """atexit's hook (registered after logging's, so run before logging shuts
+    down): the reports collected so far go to logging; later ones, of futures
+    that die while the interpreter tears its modules down, to stderr."""
+    global _at_exit
+    _flush_unretrieved()
+    _at_exit = True

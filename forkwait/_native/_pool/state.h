@@ -184,6 +184,9 @@ static inline double fw_now(void) {
 }
 
 static inline void fw_deadline_ts(double deadline, struct timespec *ts) {
+    /* (callers pass deadlines under threading.TIMEOUT_MAX from now; a larger
+     * one would overflow time_t: clamped to about 30 years of seconds) */
+    if (deadline > 1e9) deadline = 1e9;
     ts->tv_sec = (time_t)deadline;
     ts->tv_nsec = (long)((deadline - (double)ts->tv_sec) * 1e9);
     if (ts->tv_nsec >= 1000000000L) { ts->tv_sec += 1; ts->tv_nsec -= 1000000000L; }

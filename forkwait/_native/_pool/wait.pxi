@@ -11,6 +11,10 @@ cdef double SIGNAL_POLL_S = 0.05
 # its waits poll for Ctrl-C, and a KeyboardInterrupt raised in a task it ran goes on.
 cdef unsigned long main_ident = PyThread_get_thread_ident()
 cdef long long _wait_tokens = 0   # marks of wait_all's help roots
+# A timeout this long (threading.TIMEOUT_MAX: about 292 years) or longer is
+# no deadline at all: a deadline past it would overflow the time_t of the
+# sleep's timespec (it spun a CPU).
+cdef double TIMEOUT_MAX = threading.TIMEOUT_MAX
 
 cdef inline double _check_timeout(timeout) except? -2.0:
     """A timeout argument in seconds: -1.0 for none, else >= 0."""
@@ -28,8 +32,8 @@ cdef double _parse_timeout(timeout) except? -2.0:
         ) from None
     if t != t:
         raise ValueError("timeout must be a number of seconds, got nan")
-    if t == float("inf"):
-        return -1.0
+    if t >= TIMEOUT_MAX:
+        return -1.0  # inf, or so far off (past threading.TIMEOUT_MAX) that it never comes
     return t if t > 0.0 else 0.0
 
 
