@@ -10,6 +10,7 @@ fw.Executor: test_executor.py. fw.as_completed/fw.wait_any: test_wait_many.py.
 import asyncio
 import concurrent.futures as cf
 import threading
+import time
 
 import pytest
 from _pool_helpers import TIMEOUT, blocked
@@ -78,6 +79,61 @@ def test_concurrent_futures_as_completed_timeout(gate, interop):
         list(cf.as_completed([mine], timeout=0.05))
     gate.set()
     assert [f.result() for f in cf.as_completed([mine], timeout=TIMEOUT)] == [1]
+
+
+@pytest.mark.parametrize("kind", ["task", "gil_free", "manual"])
+def test_state_under_the_condition_changes_only_with_the_notification(kind, interop):
+    """concurrent.futures.wait reads `_state` twice under `_condition` and
+    counts on every change of it to come with a notification of its waiter:
+    a future that completes while a reader holds the condition shows its
+    final state only once the reader lets go, with the notification (as the
+    standard Future does). Before, the state showed at once and the
+    notification came later: cf.wait then hung or returned early."""
+    import numpy as np
+
+    interop(1)
+    gate = threading.Event()
+    x = np.ones(1 << 22)
+    if kind == "task":
+        f = fw.fork(gate.wait, TIMEOUT)
+    elif kind == "gil_free":
+        blocker = fw.fork(gate.wait, TIMEOUT)  # the one worker is busy until the gate
+        f = fw.fork(fw.ops.exp, x)               # queued: runs when the gate opens
+    else:
+        f = fw.Future()
+
+    class Waiter:  # what cf.wait installs: counts its notifications
+        def __init__(self):
+            self.calls = []
+
+        def add_result(self, fut):
+            self.calls.append("result")
+
+        add_exception = add_cancelled = add_result
+
+    w = Waiter()
+    with f._condition:
+        first = f._state
+        f._waiters.append(w)
+        if kind == "manual":
+            threading.Thread(target=f.set_result, args=(1,)).start()
+        else:
+            gate.set()
+        deadline = time.monotonic() + TIMEOUT
+        while not f.done():  # the future's own state is final...
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        second = f._state    # ...but not as the holder of the condition sees it
+        assert w.calls == []
+    # (pending or running: the standard library tells only done from not done)
+    assert first in ("PENDING", "RUNNING") and second in ("PENDING", "RUNNING")
+    deadline = time.monotonic() + TIMEOUT
+    while f._state != "FINISHED" or not w.calls:
+        assert time.monotonic() < deadline, (f._state, w.calls)
+        time.sleep(0.001)
+    assert w.calls == ["result"]
+    if kind == "gil_free":
+        blocker.result(TIMEOUT)
 
 
 def test_future_is_a_concurrent_futures_future_and_invalid_state_is_both():

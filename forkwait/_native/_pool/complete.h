@@ -41,6 +41,27 @@ static inline void fw_wake_waiters(fw_node *n) {
     }
 }
 
+/* concurrent.futures' waiters (cf.wait, cf.as_completed) read a future's
+ * `_state` under its `_condition` (forkwait's one _cf_lock), twice, and count
+ * on every change of it to come with a notification of the waiters installed
+ * meanwhile, under that lock: the standard Future changes both in one step.
+ * A forkwait future's state changes without that lock (a compare-and-swap,
+ * on a worker without the GIL for a GIL-free task), so what `_state` shows
+ * of a final state is decided once, right after the state becomes final:
+ *  - no cf waiter was ever installed (cf_watched 0; Dekker with `_condition`,
+ *    which sets it before the reader takes the lock and reads): FW_CF_SEEN,
+ *    final at once; any later reader sees it final in both of its reads;
+ *  - else FW_CF_TO_PUBLISH: `_state` stays RUNNING until the completer, with
+ *    the lock held, marks it FW_CF_PUBLISHED and notifies the waiters
+ *    (_notify_cf_waiters): one step under the lock, as the standard Future.
+ * A reader that finds a final state still FW_CF_UNDECIDED waits for the
+ * decision (a few instructions of the completer, which holds nothing then). */
+static inline void fw_cf_decide(fw_node *n) {
+    /* after the final state's sequentially consistent write (the Dekker
+     * pair: `_condition` stores cf_watched, then its caller reads the state) */
+    FW_STORE_REL(&n->cf_pub, FW_LOAD(&n->cf_watched) ? FW_CF_TO_PUBLISH : FW_CF_SEEN);
+}
+
 /* Move a RUNNING task or a PENDING hand-made future to a final state, once.
  * 1 on success (the caller then wakes waiters and runs callbacks). */
 static inline int fw_settle(fw_node *n, int final_state, int from_running) {
@@ -48,11 +69,14 @@ static inline int fw_settle(fw_node *n, int final_state, int from_running) {
     if (!FW_CAS(&n->state, &expected, final_state)) {
         if (!from_running && final_state != FW_CANCELLED) {
             expected = FW_RUNNING;  /* set_running_or_notify_cancel() was called */
-            if (!n->is_task && FW_CAS(&n->state, &expected, final_state))
+            if (!n->is_task && FW_CAS(&n->state, &expected, final_state)) {
+                fw_cf_decide(n);
                 return 1;
+            }
         }
         return 0;
     }
+    fw_cf_decide(n);
     if (from_running) {
         if (n->runner != NULL && n->runner->top == n) n->runner->top = n->outer;
         n->outer = NULL;

@@ -94,7 +94,7 @@ cdef int _after_wake(FutureCore fut) except -1:
         callbacks = fut._callbacks
         fut._callbacks = None
         fw_unlock(&fw_P.cb_lock)
-    if FW_LOAD(&fut.node.cf_watched):
+    if FW_LOAD(&fut.node.cf_pub) == FW_CF_TO_PUBLISH:
         _notify_cf_waiters(fut)
     _release_call(fut)
     if callbacks is not None:
@@ -133,8 +133,12 @@ cdef inline void _unlink_parent(FutureCore fut):
 
 
 cdef _notify_cf_waiters(FutureCore fut):
+    """Publish the final state to concurrent.futures' waiters: its `_state`
+    and their notification change in one step, under _cf_lock, as the
+    standard Future's do (see _pool/complete.h)."""
     cdef int state
     with _cf_lock:
+        FW_STORE(&fut.node.cf_pub, FW_CF_PUBLISHED)
         waiters = fut._cf_waiters
         if not waiters:
             return

@@ -48,6 +48,7 @@ cdef extern from "_pool/state.h" nogil:
         int waiters
         int help_waiters
         int cf_watched
+        int cf_pub
         int cb_adders
         int is_task
         int live_children
@@ -115,6 +116,11 @@ cdef extern from "_pool/queue.h" nogil:
     void fw_notify_helpers(const fw_node *parent)
 
 cdef extern from "_pool/complete.h" nogil:
+    enum:
+        FW_CF_UNDECIDED
+        FW_CF_SEEN
+        FW_CF_TO_PUBLISH
+        FW_CF_PUBLISHED
     void fw_defer_push(fw_node *n)
     fw_node *fw_defer_take_all()
     int fw_any_deferred()
@@ -164,6 +170,9 @@ cdef extern from "_pool/object.h":
 
 cdef extern from "<stdlib.h>" nogil:
     void free(void *p)
+
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
 
 cdef extern from "<string.h>" nogil:
     void *memset(void *s, int c, size_t n)

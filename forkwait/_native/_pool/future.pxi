@@ -434,7 +434,20 @@ cdef class FutureCore:
 
     @property
     def _state(self):
-        return _CF_STATES[FW_LOAD(&self.node.state)]
+        # As concurrent.futures sees it (see _pool/complete.h): a final
+        # state that concurrent.futures' waiters were installed for shows
+        # once the completer has published it under _cf_lock, with their
+        # notification; until then it is RUNNING.
+        cdef int st = FW_LOAD(&self.node.state)
+        cdef int pub
+        if st >= FW_FINISHED:
+            pub = FW_LOAD(&self.node.cf_pub)
+            while pub == FW_CF_UNDECIDED:  # the completer decides right after its write
+                sched_yield()
+                pub = FW_LOAD(&self.node.cf_pub)
+            if pub == FW_CF_TO_PUBLISH:
+                st = FW_RUNNING
+        return _CF_STATES[st]
 
     @property
     def _waiters(self):

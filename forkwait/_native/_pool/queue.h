@@ -15,6 +15,7 @@
 #define FORKWAIT_POOL_QUEUE_H
 
 #include "state.h"
+#include "complete.h"
 
 /* ------------------------------------------------------------ queues */
 static inline void fw_q_link_tail(fw_queue *q, fw_node *n) {
@@ -83,7 +84,7 @@ static inline int fw_claim_node(fw_node *n, int to_state) {
     if (n->queue == q && FW_LOAD(&n->state) == FW_PENDING) {
         fw_q_unlink(q, n);
         if (to_state == FW_RUNNING) fw_mark_running(n);
-        else FW_STORE(&n->state, to_state);
+        else { FW_STORE(&n->state, to_state); fw_cf_decide(n); }
         ok = 1;
     }
     pthread_mutex_unlock(&q->lock);

@@ -33,6 +33,8 @@
 enum { FW_PENDING = 0, FW_RUNNING = 1, FW_FINISHED = 2, FW_FAILED = 3, FW_CANCELLED = 4 };
 /* a new (zeroed) Future is pending: FutureCore has no __cinit__ to set it */
 _Static_assert(FW_PENDING == 0, "FW_PENDING must be 0");
+/* A final state as concurrent.futures sees it (fw_node.cf_pub, complete.h). */
+enum { FW_CF_UNDECIDED = 0, FW_CF_SEEN = 1, FW_CF_TO_PUBLISH = 2, FW_CF_PUBLISHED = 3 };
 /* Pool states. */
 enum { FW_POOL_IDLE = 0, FW_POOL_RUNNING = 1, FW_POOL_DRAINING = 2, FW_POOL_CLOSED = 3 };
 
@@ -53,6 +55,8 @@ typedef struct fw_node {
     int waiters;                /* threads sleeping until it is done (sleep lock) */
     int help_waiters;           /* of those, threads that would run its subtree (atomic) */
     int cf_watched;             /* concurrent.futures waiters may be installed (atomic) */
+    int cf_pub;                 /* the final state as concurrent.futures sees it (FW_CF_*;
+                                   atomic; see complete.h) */
     int cb_adders;              /* callbacks were ever added (atomic): while 0 the
                                    completer skips the callback lock (see _after_final) */
     struct fw_node *outer;      /* while RUNNING: the task beneath it on its thread */
