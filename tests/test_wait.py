@@ -377,3 +377,95 @@ def test_waiting_on_an_ancestor_from_a_helped_task_raises():
     box["outer"] = fw.fork(outer)
     with pytest.raises(RuntimeError, match="deadlock"):
         fw.wait(box["outer"])
+
+
+def _cycle_through(kind, other):
+    """A wait of `kind` on [other's future, a long-running helper] as the
+    waiting side of a two-task cycle."""
+    futs = [other]
+    if kind == "wait_all":
+        return fw.wait_all(futs + [fw.fork(time.sleep, 0.01)])
+    if kind == "wait_any":
+        return fw.wait_any(futs).result()
+    if kind == "as_completed":
+        return [f.result() for f in fw.as_completed(futs)]
+    if kind == "collect_all":
+        return fw.collect_all(futs).wait()
+    return fw.wait(other)
+
+
+@pytest.mark.parametrize("kind", ["wait_all", "wait_any", "as_completed", "collect_all"])
+def test_a_cycle_through_a_wait_on_many_raises_instead_of_hanging(interop, kind):
+    """A waits on B through wait_all / wait_any / as_completed /
+    collect_all(...).wait(), B waits on A: the wait that closes the cycle
+    raises RuntimeError at once, as a cycle through wait() does."""
+    interop(2)
+    box = {}
+    both = threading.Barrier(2, timeout=TIMEOUT)
+
+    def a():
+        both.wait()
+        return _cycle_through(kind, box["b"])
+
+    def b():
+        both.wait()
+        return fw.wait(box["a"])
+
+    box["a"] = fw.fork(a)
+    box["b"] = fw.fork(b)
+    errors = []
+    for f in (box["a"], box["b"]):
+        try:
+            f.result(timeout=TIMEOUT)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+    assert errors and all("deadlock" in e for e in errors), errors
+    assert fw.wait(fw.fork(sum, [1, 2])) == 3
+
+
+def test_wait_any_with_one_member_outside_the_cycle_is_no_deadlock(interop):
+    """wait_any on [B (which waits on A), C (which ends)]: C may end the wait,
+    so A's wait is no deadlock and returns C; B then gets A's value."""
+    interop(3)
+    box = {}
+    started = threading.Event()
+
+    def a():
+        started.wait(TIMEOUT)
+        first = fw.wait_any([box["b"], box["c"]])
+        return first is box["c"]
+
+    def b():
+        started.set()
+        return fw.wait(box["a"])
+
+    box["a"] = fw.fork(a)
+    box["b"] = fw.fork(b)
+    box["c"] = fw.fork(time.sleep, 0.2)
+    assert box["a"].result(timeout=TIMEOUT) is True
+    assert box["b"].result(timeout=TIMEOUT) is True
+
+
+def test_a_timed_wait_in_a_cycle_is_no_deadlock(interop):
+    """A waits on B with a timeout and a fallback, B waits on A without one:
+    only a cycle of untimed waits is a deadlock, so B waits, A times out and
+    takes its fallback, and B gets A's value."""
+    interop(2)
+    box = {}
+    both = threading.Barrier(2, timeout=TIMEOUT)
+
+    def a():
+        both.wait()
+        try:
+            return fw.wait(box["b"], timeout=0.3)
+        except TimeoutError:
+            return "fallback"
+
+    def b():
+        both.wait()
+        return ("b got", fw.wait(box["a"]))
+
+    box["a"] = fw.fork(a)
+    box["b"] = fw.fork(b)
+    assert box["a"].result(timeout=TIMEOUT) == "fallback"
+    assert box["b"].result(timeout=TIMEOUT) == ("b got", "fallback")

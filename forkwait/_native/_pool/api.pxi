@@ -278,7 +278,7 @@ def wait_all(futures, timeout=None):
         collector = _collector(rest, True)
         coll = collector.out
         try:
-            _wait_many(rest, coll, deadline)
+            _wait_many(rest, coll, deadline, False)
         except BaseException:
             for f in rest:
                 f._remove_done_callback(collector)
@@ -359,20 +359,27 @@ def collect_all(futures):
     [1, 2, 4, 8, 16]
     """
     cdef list futs = _as_future_list(futures, "collect_all")
-    return _collect(futs)
+    cdef FutureCore out = _collect(futs)
+    if futs and FW_LOAD(&out.node.state) < FW_FINISHED:
+        # a wait on it is a wait on all of them (the cycle check follows
+        # these; the future keeps them alive while it lives)
+        out._members = futs
+        out.node.many = _many_of(futs, False)
+    return out
 
 
 def _wait_on(done, futures, timeout=None):
     """Wait until the hand-made future `done` is done, helping with
     `futures` meanwhile (their unstarted members run here, in order, and the
     subtrees of running ones), as wait_all does. TimeoutError at the
-    deadline. The building block of forkwait's wait_any/as_completed/scope."""
+    deadline. The first member done completes `done` (the cycle check counts
+    on it). The building block of forkwait's wait_any and as_completed."""
     if not isinstance(done, FutureCore):
         raise TypeError(f"_wait_on() needs a forkwait.Future, got {type(done).__name__}")
     cdef list futs = _as_future_list(futures, "_wait_on")
     cdef double t = _check_timeout(timeout)
     cdef double deadline = -1.0 if t < 0.0 else fw_now() + t
-    _wait_many(futs, <FutureCore>done, deadline)
+    _wait_many(futs, <FutureCore>done, deadline, True)
 
 
 cdef list _as_future_list(futures, str caller, bint no_cycle=False):

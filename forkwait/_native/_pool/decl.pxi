@@ -40,6 +40,11 @@ cdef extern from "_pool/state.h" nogil:
         Py_ssize_t len
     ctypedef struct fw_thread:
         pass
+    ctypedef struct fw_many:
+        Py_ssize_t n
+        int any
+        fw_node *nodes[1]  # (a flexible array: n of them)
+    fw_many *fw_many_new(Py_ssize_t n, int any)
     ctypedef struct fw_node:
         fw_node *parent
         fw_thread *runner
@@ -54,6 +59,7 @@ cdef extern from "_pool/state.h" nogil:
         int live_children
         long long mark
         fw_gil_free_call *gil_free
+        fw_many *many
         fw_node *next
 
     ctypedef struct pthread_mutex_t:
@@ -142,7 +148,7 @@ cdef extern from "_pool/wait.h" nogil:
     int fw_spin_until_done(fw_node *n, double seconds, double deadline)
     int fw_sleep_wait(fw_node *target, double deadline, double poll_s,
                       fw_node *help_node, unsigned long long epoch,
-                      int check_cycle, double *slept)
+                      int check_cycle, fw_many *many, double *slept)
     unsigned long long fw_help_begin(fw_node *n)
     void fw_help_end(fw_node *n)
 
@@ -170,6 +176,9 @@ cdef extern from "_pool/object.h":
 
 cdef extern from "<stdlib.h>" nogil:
     void free(void *p)
+
+cdef extern from "Python.h" nogil:
+    void PyMem_RawFree(void *p)
 
 cdef extern from "<sched.h>" nogil:
     int sched_yield()

@@ -53,6 +53,7 @@ cdef class FutureCore:
     cdef int _completing
     cdef _FailureGuard _guard  # set while a failure is not retrieved
     cdef bint _quiet        # forkwait's own (a collector's): never reports a failure
+    cdef list _members      # a collect_all future's members (node.many points into them)
     # profiling (only set while forkwait.profile() records)
     cdef long long _prof_id
     cdef long long _prof_parent
@@ -65,6 +66,10 @@ cdef class FutureCore:
 
     def __init__(self):
         pass
+
+    def __dealloc__(self):
+        if self.node.many != NULL:
+            PyMem_RawFree(self.node.many)
 
     # -- state -----------------------------------------------------------
     def done(self):

@@ -41,6 +41,7 @@ enum { FW_POOL_IDLE = 0, FW_POOL_RUNNING = 1, FW_POOL_DRAINING = 2, FW_POOL_CLOS
 
 struct fw_queue;
 struct fw_thread;
+struct fw_many;
 
 typedef struct fw_node {
     /* first: the fields a pass over many futures reads (wait_all), next to
@@ -64,6 +65,8 @@ typedef struct fw_node {
                                    parent link stays, so helpers see the whole subtree */
     int on_pool;                /* while RUNNING: counted in n_running_pool */
     long long mark;             /* a wait_all's token (help roots) */
+    struct fw_many *many;       /* a collect_all future: the members it waits for (set at
+                                   its making, freed with it; the cycle check reads it) */
     fw_gil_free_call *gil_free;     /* a GIL-free kernel call (set at fork; the Future's
                                    capsule, in its context's slot, owns it), or NULL */
 } fw_node;
@@ -87,10 +90,26 @@ typedef struct fw_thread {
     long long n_run, n_done;    /* this thread's share of fw_P.n_running / n_completed: only
                                    the thread itself writes them (no locked instruction per
                                    task); readers add them up under the sleep lock */
-    fw_node *waiting_on;        /* sleep lock */
+    fw_node *waiting_on;        /* what it sleeps on in an untimed wait (sleep lock) */
+    struct fw_many *waiting_many; /* ... in an untimed wait on many: the members (sleep lock) */
     fw_node *top;               /* changed under a queue lock (claim) or by the thread */
     struct fw_thread *reg_prev, *reg_next;
 } fw_thread;
+
+/* Futures that one wait, or one collect_all future, waits for: all of them
+ * (wait_all, collect_all: `any` 0) or the first (wait_any, as_completed:
+ * `any` 1). The members are borrowed: whoever made it keeps them alive. */
+typedef struct fw_many {
+    Py_ssize_t n;
+    int any;
+    fw_node *nodes[];
+} fw_many;
+
+static inline fw_many *fw_many_new(Py_ssize_t n, int any) {
+    fw_many *m = (fw_many *)PyMem_RawMalloc(sizeof(fw_many) + (size_t)n * sizeof(fw_node *));
+    if (m != NULL) { m->n = n; m->any = any; }
+    return m;
+}
 
 typedef struct fw_pool {
     pthread_mutex_t sleep_lock; /* sleep state, pool state, counters below it */

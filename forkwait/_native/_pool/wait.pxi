@@ -154,6 +154,8 @@ ctypedef struct waiter_t:
     unsigned long long epoch
     long long token       # W_MANY: the mark of the running members helped
     PyObject *running     # ... those members while registered (a list; owned)
+    fw_many *many         # W_MANY untimed: its members, for the cycle check (owned)
+    bint any              # W_MANY: the first member done ends it (wait_any), not all
     bint spun             # W_ONE: spun once on its running GIL-free target
     int slot              # W_IDLE: the thread's deque
     int worker_index      # W_IDLE: the worker's index (-1: a spare)
@@ -372,7 +374,8 @@ cdef int _w_pause(waiter_t *w) noexcept:
     with nogil:
         _blas_asleep(-1)
         action = fw_sleep_wait(t, w.deadline, w.poll, w.help_node, w.epoch,
-                               w.kind == W_ONE and t.is_task, &w.slept)
+                               w.kind == W_MANY or t.is_task or t.many != NULL,
+                               w.many, &w.slept)
         _blas_asleep(1)
     return action
 
@@ -397,6 +400,12 @@ cdef int _w_woke(waiter_t *w, int action) except -1:
             raise FuturesTimeoutError(f"{<object>w.fut!r} not done within the timeout")
         raise FuturesTimeoutError("futures not done within the timeout")
     elif action == FW_W_CYCLE:
+        if w.kind == W_MANY:
+            raise RuntimeError(
+                f"deadlock: this wait on {len(<list>w.members)} futures closes a cycle of "
+                f"waits ({'every one' if w.any else 'one'} of them waits, directly or "
+                "through other tasks, on this thread's own task)"
+            )
         raise RuntimeError(
             f"deadlock: waiting on {<object>w.fut!r} closes a cycle of waits (the task "
             "it runs waits, directly or through other tasks, on this thread's "
@@ -476,9 +485,11 @@ cdef int _wait_one(FutureCore fut, double timeout) except -1:
     return _wait(&w)
 
 
-cdef int _wait_many(list futs, FutureCore done, double deadline) except -1:
+cdef int _wait_many(list futs, FutureCore done, double deadline, bint any) except -1:
     """Wait until `done` (a hand-made future that the members complete) is
-    done, running the unstarted members and the subtrees of running ones."""
+    done, running the unstarted members and the subtrees of running ones.
+    `any`: the first member done completes `done` (else all must: the
+    cycle check needs to know which)."""
     cdef waiter_t w
     cdef FutureCore f
     for f in futs:
@@ -488,4 +499,22 @@ cdef int _wait_many(list futs, FutureCore done, double deadline) except -1:
     w.fut = <PyObject *>done
     w.members = <PyObject *>futs
     w.helps = deadline != 0.0
-    return _wait(&w)
+    w.any = any
+    if deadline < 0.0:
+        w.many = _many_of(futs, any)
+    try:
+        return _wait(&w)
+    finally:
+        PyMem_RawFree(w.many)
+
+
+cdef fw_many *_many_of(list futs, bint any) except? NULL:
+    """The members of a wait or a collect_all future, for the cycle check
+    (the caller keeps the futures alive, and frees it with PyMem_RawFree)."""
+    cdef Py_ssize_t i, n = len(futs)
+    cdef fw_many *m = fw_many_new(n, any)
+    if m == NULL:
+        raise MemoryError()
+    for i in range(n):
+        m.nodes[i] = &(<FutureCore>futs[i]).node
+    return m
