@@ -363,8 +363,9 @@ def collect_all(futures):
     if futs and FW_LOAD(&out.node.state) < FW_FINISHED:
         # a wait on it is a wait on all of them (the cycle check follows
         # these; the future keeps them alive while it lives)
-        out._members = futs
-        out.node.many = _many_of(futs, False)
+        buf = bytearray(sizeof(fw_many) + len(futs) * sizeof(fw_node *))
+        out._many_keep = (futs, buf)
+        out.node.many = _many_into(<char *>buf, futs, False)
     return out
 
 

@@ -53,7 +53,7 @@ cdef class FutureCore:
     cdef int _completing
     cdef _FailureGuard _guard  # set while a failure is not retrieved
     cdef bint _quiet        # forkwait's own (a collector's): never reports a failure
-    cdef list _members      # a collect_all future's members (node.many points into them)
+    cdef tuple _many_keep   # a collect_all future's (members, the bytes node.many is in)
     # profiling (only set while forkwait.profile() records)
     cdef long long _prof_id
     cdef long long _prof_parent
@@ -67,9 +67,6 @@ cdef class FutureCore:
     def __init__(self):
         pass
 
-    def __dealloc__(self):
-        if self.node.many != NULL:
-            PyMem_RawFree(self.node.many)
 
     # -- state -----------------------------------------------------------
     def done(self):

@@ -509,12 +509,20 @@ cdef int _wait_many(list futs, FutureCore done, double deadline, bint any) excep
 
 
 cdef fw_many *_many_of(list futs, bint any) except? NULL:
-    """The members of a wait or a collect_all future, for the cycle check
-    (the caller keeps the futures alive, and frees it with PyMem_RawFree)."""
-    cdef Py_ssize_t i, n = len(futs)
-    cdef fw_many *m = fw_many_new(n, any)
+    """The members of a wait, for the cycle check (the caller keeps the
+    futures alive, and frees it with PyMem_RawFree)."""
+    cdef fw_many *m = fw_many_new(len(futs), any)
     if m == NULL:
         raise MemoryError()
+    return _many_into(<char *>m, futs, any)
+
+
+cdef fw_many *_many_into(char *mem, list futs, bint any) noexcept:
+    """Fill `mem` (room for len(futs) members) as a fw_many of `futs`."""
+    cdef Py_ssize_t i, n = len(futs)
+    cdef fw_many *m = <fw_many *>mem
+    m.n = n
+    m.any = any
     for i in range(n):
         m.nodes[i] = &(<FutureCore>futs[i]).node
     return m
