@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from _pool_helpers import TIMEOUT, Boom, raise_it, wait_running
+from _pool_helpers import TIMEOUT, Boom, blocked, raise_it, wait_running
 
 import forkwait as fw
 
@@ -30,12 +30,33 @@ def test_collect_all_and_wait_all():
     assert fw.wait_all(f for f in [fw.fork(abs, -2)]) == [2]
 
 
-def test_wait_all_raises_first_failure_in_order():
+def test_wait_all_runs_queued_members_in_order_and_stops_at_the_first_failure(interop):
+    # every pool thread busy: the waiter runs the members itself, in order,
+    # and the first to fail (in time, so in order here) ends the wait
+    gate = threading.Event()
+    blocked(gate, interop)
     futs = [fw.fork(int, "1"), fw.fork(int, "x"), fw.fork(raise_it, Boom())]
     with pytest.raises(ValueError):
         fw.wait_all(futs)
+    assert futs[0].done() and not futs[2].done()  # never started: the wait ended first
+    gate.set()
     # retrieved, so that its report cannot land in a later test's log
     assert isinstance(futs[2].exception(timeout=TIMEOUT), Boom)
+
+
+def test_wait_all_raises_the_first_failure_in_time(interop):
+    # idle pool threads take members too: whichever fails first ends it
+    interop(2)
+    order = []
+    futs = [fw.fork(int, "1"), fw.fork(int, "x"), fw.fork(raise_it, Boom())]
+    for f in futs:
+        f.add_done_callback(lambda f: order.append(f))
+    with pytest.raises((ValueError, Boom)) as info:
+        fw.wait_all(futs)
+    for f in futs:
+        f.exception(timeout=TIMEOUT)  # retrieved (no report in a later test's log)
+    first_failed = next(f for f in order if f.exception() is not None)
+    assert info.value is first_failed.exception()
 
 
 def test_wait_all_fails_fast_at_the_first_failure_in_time(interop):
@@ -166,3 +187,72 @@ def test_fw_wait_any_returns_the_first_done_and_times_out():
         fw.wait_any([])
     with pytest.raises(TypeError):
         fw.wait_any([cf.Future()])
+
+
+# -- waits that may end early leave long work to idle pool threads ----------------------
+
+
+def _gate_opened_later():
+    """An Event that opens by itself after a while: a wait that wrongly runs
+    a member blocked on it inline ends then, instead of hanging the test."""
+    gate = threading.Event()
+    timer = threading.Timer(10, gate.set)
+    timer.daemon = True
+    timer.start()
+    return gate, timer
+
+
+def test_wait_all_fails_fast_while_a_member_it_could_have_run_still_runs(interop):
+    """The waiter leaves the queued members to the idle pool threads: the
+    failure ends the wait while the long member still runs (run inline, the
+    long member kept the waiter from seeing the failure until it ended)."""
+    interop(2)
+    gate, timer = _gate_opened_later()
+
+    def fail_soon():
+        time.sleep(0.05)
+        raise Boom()
+
+    futs = [fw.fork(gate.wait, TIMEOUT), fw.fork(fail_soon)]
+    try:
+        with pytest.raises(Boom):
+            fw.wait_all(futs)
+        assert not futs[0].done(), "the wait ended only after the long member"
+    finally:
+        gate.set()
+        timer.cancel()
+    assert futs[0].result(timeout=TIMEOUT) is True
+
+
+@pytest.mark.parametrize("how", ["wait_all", "result", "wait"])
+def test_a_timed_wait_returns_at_its_deadline_while_idle_threads_run_the_task(interop, how):
+    interop(2)
+    gate, timer = _gate_opened_later()
+    f = fw.fork(gate.wait, TIMEOUT)
+    try:
+        with pytest.raises(TimeoutError):
+            if how == "wait_all":
+                fw.wait_all([f], timeout=0.1)
+            elif how == "result":
+                f.result(timeout=0.1)
+            else:
+                fw.wait(f, timeout=0.1)
+        assert not f.done(), "the timed wait ran the task itself, past its deadline"
+    finally:
+        gate.set()
+        timer.cancel()
+    assert f.result(timeout=TIMEOUT) is True
+
+
+def test_a_timed_wait_still_runs_the_task_when_no_pool_thread_is_idle(interop):
+    """Never a deadlock: with every pool thread busy, the waiter runs it."""
+    gate = threading.Event()
+    blockers = blocked(gate, interop)
+    f = fw.fork(abs, -7)
+    try:
+        assert f.result(timeout=TIMEOUT) == 7
+        assert fw.wait_all([fw.fork(abs, -1), fw.fork(abs, -2)], timeout=TIMEOUT) == [1, 2]
+    finally:
+        gate.set()
+    for b in blockers:
+        b.result(timeout=TIMEOUT)

@@ -198,7 +198,10 @@ def wait_all(futures, timeout=None):
 
     As ``torch.futures.wait_all``: it fails fast, raising the exception of
     the first future to fail (in time, not in list order) without waiting
-    for the others. Unstarted futures run in the waiting thread.
+    for the others. Unstarted futures go to the pool threads that are idle,
+    one each, and the waiting thread runs the rest itself (see the user
+    guide, "Waits that may end early"): a future it ran itself could not be
+    left for another's failure or for the deadline.
 
     Parameters
     ----------
@@ -256,6 +259,7 @@ def wait_all(futures, timeout=None):
     w.values = <PyObject *>values
     w.rest_at = <PyObject *>rest_at
     w.helps = t != 0.0 and not _too_deep()
+    w.early = True  # (two or more members: the first failure ends it)
     _wait_loop(&w)
     if w.failed != NULL:
         (<FutureCore>w.failed)._outcome()  # failed or cancelled: raises

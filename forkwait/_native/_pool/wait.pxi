@@ -7,6 +7,9 @@ cdef enum:
     STACK_MARGIN = 512 * 1024
 # The main thread wakes this often while it waits, so that Ctrl-C is seen.
 cdef double SIGNAL_POLL_S = 0.05
+# A wait that left a queued future to an idle pool thread looks again this
+# often while it is still queued.
+cdef double LEFT_POLL_S = 0.001
 # The thread that imported forkwait (the child's forking thread after os.fork()):
 # its waits poll for Ctrl-C, and a KeyboardInterrupt raised in a task it ran goes on.
 cdef unsigned long main_ident = PyThread_get_thread_ident()
@@ -130,6 +133,16 @@ cdef int _check_not_own_ancestor(FutureCore fut) except -1:
 # A wait with a deadline claims nothing once the deadline has passed; a wait
 # too deep in the stack to run more inline claims nothing and is
 # compensated by a spare thread (_wait).
+#
+# A wait that may end early (`early`: it has a deadline, or it is a wait on
+# many that another member's outcome can end: wait_all's first failure,
+# wait_any's first done) leaves queued futures it waits for to the pool
+# threads that are idle now, one each, and runs the others itself: a member
+# it ran inline could not be left for a failure or a deadline meanwhile
+# (docs/guide.md, "Waits that may end early"). It looks again every
+# millisecond while one it left is still queued, and runs it itself once no
+# pool thread is idle: a future is never left unrun (no deadlock). A plain
+# wait() runs its future inline, as always (the fork/wait round trip).
 
 cdef enum:
     W_ONE = 0
@@ -156,6 +169,10 @@ ctypedef struct waiter_t:
     PyObject *running     # ... those members while registered (a list; owned)
     fw_many *many         # W_MANY untimed: its members, for the cycle check (owned)
     bint any              # W_MANY: the first member done ends it (wait_any), not all
+    bint early            # it may end before a member it would run inline is done
+                          # (a deadline; wait_all's first failure; wait_any's first done)
+    int left              # queued members (or the target) left to idle pool threads
+    bint pending          # ... of which one was still queued at the last claim
     bint spun             # W_ONE: spun once on its running GIL-free target
     int slot              # W_IDLE: the thread's deque
     int worker_index      # W_IDLE: the worker's index (-1: a spare)
@@ -187,6 +204,21 @@ cdef inline bint _w_may_claim(waiter_t *w) noexcept:
     return w.helps and (w.deadline < 0.0 or fw_now() < w.deadline)
 
 
+cdef inline int _idle_threads() noexcept nogil:
+    """Pool threads looking for work or asleep now."""
+    return FW_LOAD(&fw_P.searching) + FW_LOAD(&fw_P.sleepers)
+
+
+cdef inline bint _w_leaves(waiter_t *w) noexcept:
+    """Should this early-ending waiter leave a queued future it waits for to
+    an idle pool thread (one idle thread per future left)?"""
+    if w.early and w.left < _idle_threads():
+        w.left += 1
+        w.pending = True
+        return True
+    return False
+
+
 cdef fw_node *_w_claim(waiter_t *w) except? NULL:
     """The isolation rule: a queued task this waiter may run, claimed for
     this thread, or NULL. With nothing to claim, a waiter that may help is
@@ -208,8 +240,15 @@ cdef fw_node *_w_claim(waiter_t *w) except? NULL:
         if not _w_may_claim(w):
             return NULL
         # the target itself (a deep waiter's spare may not have taken it yet)
-        if fw_claim_node(w.target, FW_RUNNING):
-            return w.target
+        w.pending = False
+        if FW_LOAD(&w.target.state) == FW_PENDING:
+            if w.early and _idle_threads() > 0:
+                w.pending = True  # a timed wait leaves it to an idle pool thread
+                return NULL
+            if fw_claim_node(w.target, FW_RUNNING):
+                return w.target
+        if w.early and _idle_threads() > 0:
+            return NULL  # nor does it run its subtree meanwhile
         if w.target.gil_free != NULL:
             return NULL  # a kernel call forks nothing: no subtree to help
         w.epoch = fw_help_begin(w.target)
@@ -228,7 +267,26 @@ cdef fw_node *_w_claim(waiter_t *w) except? NULL:
         w.next = len(<list>w.members)
     if not _w_may_claim(w):
         return NULL
+    if w.left:
+        n = _w_claim_left(w)
+        if n != NULL:
+            return n
     return _w_claim_in_running(w)
+
+
+cdef fw_node *_w_claim_left(waiter_t *w) except? NULL:
+    """W_MANY: a member it left to an idle pool thread, still queued, once
+    no pool thread is idle (then nobody else may run it soon)."""
+    cdef FutureCore f
+    w.pending = False
+    for f in <list>w.members:
+        if FW_LOAD(&f.node.state) == FW_PENDING and f.node.is_task:
+            if _idle_threads() > 0:
+                w.pending = True
+                return NULL
+            if fw_claim_node(&f.node, FW_RUNNING):
+                return &f.node
+    return NULL
 
 
 cdef fw_node *_w_claim_member(waiter_t *w) except? NULL:
@@ -245,8 +303,8 @@ cdef fw_node *_w_claim_member(waiter_t *w) except? NULL:
         w.next += 1
         f = <FutureCore>members[i]
         state = FW_LOAD(&f.node.state)
-        if state < FW_FINISHED and f.node.is_task and _w_may_claim(w) \
-                and fw_claim_node(&f.node, FW_RUNNING):
+        if state == FW_PENDING and f.node.is_task and _w_may_claim(w) \
+                and not _w_leaves(w) and fw_claim_node(&f.node, FW_RUNNING):
             w.running_at = i
             return &f.node
         if w.values != NULL:
@@ -371,9 +429,12 @@ cdef int _w_pause(waiter_t *w) noexcept:
         with nogil:
             fw_spin_until_done(t, FW_GIL_FREE_SPIN_S, w.deadline)
         return FW_W_RESCAN
+    cdef double poll = w.poll
+    if w.pending and (poll == 0.0 or poll > LEFT_POLL_S):
+        poll = LEFT_POLL_S  # look again soon: what it left may still be queued
     with nogil:
         _blas_asleep(-1)
-        action = fw_sleep_wait(t, w.deadline, w.poll, w.help_node, w.epoch,
+        action = fw_sleep_wait(t, w.deadline, poll, w.help_node, w.epoch,
                                w.kind == W_MANY or t.is_task or t.many != NULL,
                                w.many, &w.slept)
         _blas_asleep(1)
@@ -468,7 +529,7 @@ cdef int _wait_done(FutureCore fut, double timeout) except -1:
         return 0
     # The wait loop's first step, unrolled (the fork/wait round trip): a
     # wait on a queued task claims it and runs it here.
-    if timeout != 0.0 and fut.node.is_task and not _too_deep() \
+    if timeout < 0.0 and fut.node.is_task and not _too_deep() \
             and fw_claim_node(&fut.node, FW_RUNNING):
         return _run_claimed(&fut.node)
     return _wait_one(fut, timeout)
@@ -480,6 +541,7 @@ cdef int _wait_one(FutureCore fut, double timeout) except -1:
     w.target = &fut.node
     w.fut = <PyObject *>fut
     w.helps = timeout != 0.0 and fut.node.is_task
+    w.early = timeout >= 0.0
     if fut.node.is_task:
         _check_not_own_ancestor(fut)
     return _wait(&w)
@@ -500,6 +562,7 @@ cdef int _wait_many(list futs, FutureCore done, double deadline, bint any) excep
     w.members = <PyObject *>futs
     w.helps = deadline != 0.0
     w.any = any
+    w.early = deadline >= 0.0 or any or len(futs) > 1
     if deadline < 0.0:
         w.many = _many_of(futs, any)
     try:
