@@ -469,3 +469,33 @@ def test_a_timed_wait_in_a_cycle_is_no_deadlock(interop):
     box["b"] = fw.fork(b)
     assert box["a"].result(timeout=TIMEOUT) == "fallback"
     assert box["b"].result(timeout=TIMEOUT) == ("b got", "fallback")
+
+
+def test_a_wait_helps_a_great_grandchild_whose_ancestors_are_done(interop):
+    """R (on the only pool thread) forks P and blocks until a gate opens; the
+    main thread's wait on R runs P, P forks Q and returns, Q forks C and
+    returns, and C opens the gate. C belongs to R's subtree though P and Q
+    are done: the waiter must find it (each done task keeps its parent link
+    while a descendant is undone), or nobody runs C and R never ends."""
+    interop(1)
+    gate = threading.Event()
+
+    def c():
+        gate.set()
+        return "c"
+
+    def q():
+        fw.fork(c)
+        return "q"
+
+    def p():
+        fw.fork(q)
+        return "p"
+
+    def r():
+        fw.fork(p)
+        return gate.wait(TIMEOUT)
+
+    root = fw.fork(r)
+    wait_running(root)
+    assert fw.wait(root) is True

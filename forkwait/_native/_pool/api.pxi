@@ -53,12 +53,13 @@ cdef object _fork_impl(object fn, PyObject **argv, Py_ssize_t nargs, object kwar
     if prepare == NULL or not _make_gil_free(fut, <object>prepare):
         fut._ctx = PyContext_CopyCurrent()
     fut.node.is_task = 1
+    fut.node.live = 1   # itself, until done (see state.h)
     if cur != NULL:
         parent = <FutureCore>cur
         fut._parent = parent
         fut.node.parent = &parent.node
         fut.node.depth = parent.node.depth + 1
-        FW_ADD(&parent.node.live_children, 1)
+        FW_ADD(&parent.node.live, 1)
     if fw_prof_on:
         _prof_fork(fut)
     # While queued, the future (made untracked) and its context are alive
@@ -78,7 +79,7 @@ cdef object _fork_impl(object fn, PyObject **argv, Py_ssize_t nargs, object kwar
     _gc_retrack(fut)
     Py_DECREF(fut)
     if cur != NULL:
-        FW_ADD(&parent.node.live_children, -1)
+        FW_ADD(&parent.node.live, -1)
     fut._fn = fut._args = fut._kwargs = fut._ctx = fut._parent = None
     fut._a0 = fut._a1 = None
     fut.node.parent = NULL

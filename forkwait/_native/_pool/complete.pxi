@@ -118,18 +118,19 @@ cdef inline void _release_call(FutureCore fut):
 
 
 cdef inline void _unlink_parent(FutureCore fut):
-    """A task is done: its parent has one live child less, and links that
-    no queued descendant needs any more go (so a finished task does not keep
-    its ancestors' results alive). A done task keeps its own parent link
-    while it has live children: helpers walk through it to find the subtree."""
-    cdef FutureCore p = fut._parent
-    if p is not None:
-        if FW_ADD(&p.node.live_children, -1) == 0 and FW_LOAD(&p.node.state) >= FW_FINISHED:
-            p.node.parent = NULL
-            p._parent = None
-    if FW_LOAD(&fut.node.live_children) == 0:
+    """A task is done: it counts itself out of its `live` count, and each
+    task whose count that brings to 0 (done, and no forked descendant left
+    undone) drops its parent link, counting itself out of its parent's in
+    turn. So a finished tree lets go of its ancestors' results, while a
+    task still queued keeps its whole chain of ancestors (helpers walk it to
+    find the subtree). Each link is dropped once, by the thread whose count
+    reached 0 (no two threads clear the same field)."""
+    cdef FutureCore p
+    while fut is not None and FW_ADD(&fut.node.live, -1) == 0:
+        p = fut._parent
         fut.node.parent = NULL
         fut._parent = None
+        fut = p
 
 
 cdef _notify_cf_waiters(FutureCore fut):

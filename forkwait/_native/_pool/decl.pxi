@@ -56,7 +56,7 @@ cdef extern from "_pool/state.h" nogil:
         int cf_pub
         int cb_adders
         int is_task
-        int live_children
+        int live
         long long mark
         fw_gil_free_call *gil_free
         fw_many *many

@@ -151,9 +151,10 @@ static inline int fw_any_work(void) {
 /* ------------------------------------------------------------ isolated helping */
 /* Is `n` in the subtree of `root` (forked by it or, transitively, by its
  * descendants)? With `mark` != 0, of any node whose mark is `mark`.
- * Ancestors stay alive while `n` is queued (each Future holds its parent);
- * the caller holds the GIL, which keeps a finishing ancestor from dropping
- * its parent meanwhile. */
+ * The caller holds the lock of the queue `n` is in: while `n` is queued its
+ * `live` count is not 0, so neither is any ancestor's, and no ancestor drops
+ * its parent link or can be freed during the walk (state.h, `live`); each
+ * Future holds its parent. No GIL is needed for it. */
 static inline int fw_in_subtree(const fw_node *n, const fw_node *root, long long mark) {
     const fw_node *a;
     if (mark != 0) {

@@ -61,8 +61,12 @@ typedef struct fw_node {
     int cb_adders;              /* callbacks were ever added (atomic): while 0 the
                                    completer skips the callback lock (see _after_final) */
     struct fw_node *outer;      /* while RUNNING: the task beneath it on its thread */
-    int live_children;          /* forked tasks not yet done (atomic): while > 0, the
-                                   parent link stays, so helpers see the whole subtree */
+    int live;                   /* a task: 1 while it is not done, plus 1 per forked child
+                                   whose own `live` is not 0 yet (atomic). Its parent link
+                                   stays until it reaches 0, whoever brings it there drops
+                                   it (once): so every queued task's chain of ancestors
+                                   stays whole for helpers that walk it (queue.h), and no
+                                   ancestor on it is freed under a walker */
     int on_pool;                /* while RUNNING: counted in n_running_pool */
     long long mark;             /* a wait_all's token (help roots) */
     struct fw_many *many;       /* a collect_all future: the members it waits for (set at
