@@ -85,7 +85,9 @@ def wait_any(futures: Iterable[Future[T]], timeout: float | None = None) -> Futu
     -------
     Future
         The future that was done first. Its value is not read (a failure is
-        not raised here: call ``.result()`` on it).
+        not raised here: call ``.result()`` on it). However the call ends
+        (a result, a timeout, Ctrl-C), it leaves nothing on the members: a
+        long-lived member (a stop signal, say) can be polled in a loop.
 
     Raises
     ------
@@ -115,9 +117,16 @@ def wait_any(futures: Iterable[Future[T]], timeout: float | None = None) -> Futu
         first.append(f)
         _settle(signal)
 
-    for f in futs:
-        f.add_done_callback(on_done)
-    pool._wait_on(signal, futs, timeout)
+    try:
+        for f in futs:
+            f.add_done_callback(on_done)
+        pool._wait_on(signal, futs, timeout)
+    finally:
+        # Taken back from every member, however the wait ended: a member
+        # that outlives the call (a stop signal, a slow task) must not keep
+        # this call's closure, and through it the returned future, alive.
+        for f in futs:
+            f._remove_done_callback(on_done)
     return first[0]
 
 
@@ -131,7 +140,9 @@ def as_completed(
     ``TimeoutError`` is raised from the iteration when it passes. Unlike the
     standard library's, the waiting thread helps (runs unstarted futures and
     tasks of the running ones' subtrees), so it works inside a task whose
-    children are still queued, with any pool size.
+    children are still queued, with any pool size. When the iteration ends
+    (exhausted, closed, dropped, or a timeout), the members not yet yielded
+    keep nothing of it.
 
     Examples
     --------
@@ -153,29 +164,39 @@ def _as_completed(futs: list[Future], deadline: float | None) -> Iterator[Future
         order.append(f)
         _settle(box[0])
 
-    for f in futs:
-        f.add_done_callback(on_done)  # done ones are appended at once, in order
     remaining = len(futs)
     rest = futs
     yielded: set[int] = set()
-    while remaining:
-        if not order:
-            box[0] = Future()
-            if not order:  # a callback may have run before the swap
-                if len(yielded) * 2 > len(rest):
-                    rest = [f for f in rest if id(f) not in yielded]
-                    yielded.clear()
-                try:
-                    pool._wait_on(box[0], rest, _left(deadline))
-                except TimeoutError:
-                    raise TimeoutError(
-                        f"{remaining} (of {len(futs)}) futures unfinished"
-                    ) from None
-                continue
-        f = order.popleft()
-        yielded.add(id(f))
-        remaining -= 1
-        yield f
+    try:
+        for f in futs:
+            f.add_done_callback(on_done)  # done ones are appended at once, in order
+        while remaining:
+            if not order:
+                box[0] = Future()
+                if not order:  # a callback may have run before the swap
+                    if len(yielded) * 2 > len(rest):
+                        rest = [f for f in rest if id(f) not in yielded]
+                        yielded.clear()
+                    try:
+                        pool._wait_on(box[0], rest, _left(deadline))
+                    except TimeoutError:
+                        raise TimeoutError(
+                            f"{remaining} (of {len(futs)}) futures unfinished"
+                        ) from None
+                    continue
+            f = order.popleft()
+            yielded.add(id(f))
+            remaining -= 1
+            yield f
+    finally:
+        # However the iteration ends (exhausted, closed early, collected, a
+        # timeout, Ctrl-C), the members not yet yielded give the callback
+        # back: a long-lived member keeps nothing of this iteration alive.
+        # (A yielded member is done: its callbacks have run and are gone.)
+        if remaining:
+            for f in rest:
+                if id(f) not in yielded:
+                    f._remove_done_callback(on_done)
 
 
 # ---------------------------------------------------------------- Executor

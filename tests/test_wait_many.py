@@ -6,8 +6,10 @@ concurrent.futures.wait/as_completed on forkwait futures: test_stdlib.py.
 """
 
 import concurrent.futures as cf
+import gc
 import threading
 import time
+import weakref
 
 import pytest
 from _pool_helpers import TIMEOUT, Boom, blocked, raise_it, wait_running
@@ -256,3 +258,61 @@ def test_a_timed_wait_still_runs_the_task_when_no_pool_thread_is_idle(interop):
         gate.set()
     for b in blockers:
         b.result(timeout=TIMEOUT)
+
+
+def _callbacks_of(fut):
+    """The done-callbacks a future holds (read through the GC: the pool keeps
+    them in a C field)."""
+    found = []
+    for r in gc.get_referents(fut):
+        if type(r) is list:
+            found.extend(r)
+        elif callable(r) and not isinstance(r, type):
+            found.append(r)
+    return found
+
+
+def test_fw_wait_any_takes_its_callback_back_from_every_member():
+    never = fw.Future()  # a long-lived member, e.g. a stop signal
+    refs = []
+    for _ in range(20):
+        f = fw.fork(bytearray, 1000)
+        assert fw.wait_any([never, f], timeout=TIMEOUT) is f
+        refs.append(weakref.ref(f))
+        del f
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []  # results are not kept alive
+    assert _callbacks_of(never) == []
+    for _ in range(10_000):  # a polling loop does not grow the member
+        with pytest.raises(TimeoutError):
+            fw.wait_any([never], timeout=0)
+    assert _callbacks_of(never) == []
+    mine = print  # a caller's own callback stays
+    never.add_done_callback(mine)
+    with pytest.raises(TimeoutError):
+        fw.wait_any([never], timeout=0)
+    assert _callbacks_of(never) == [mine]
+
+
+def test_fw_as_completed_takes_its_callback_back_when_the_iteration_ends():
+    never = fw.Future()
+    done = fw.Future()
+    done.set_result(1)
+    for _ in range(1000):  # timed out
+        with pytest.raises(TimeoutError):
+            next(fw.as_completed([never], timeout=0))
+    assert _callbacks_of(never) == []
+    it = fw.as_completed([done, never])  # closed early
+    assert next(it) is done
+    assert len(_callbacks_of(never)) == 1
+    it.close()
+    assert _callbacks_of(never) == []
+    it = fw.as_completed([never, done])  # dropped without closing
+    assert next(it) is done
+    del it
+    gc.collect()
+    assert _callbacks_of(never) == []
+    late = fw.Future()  # exhausted
+    threading.Timer(0.02, late.set_result, (2,)).start()
+    assert [f.result() for f in fw.as_completed([late, done], timeout=TIMEOUT)] == [1, 2]
+    assert _callbacks_of(late) == []
