@@ -375,7 +375,13 @@ class scope:  # noqa: N801 - used as ``with fw.scope() as s``
     have not started are cancelled, the running ones finish, and the block
     raises: one failure as itself, several as an ``ExceptionGroup``. An
     exception in the block itself (``KeyboardInterrupt`` included) cancels
-    what has not started, waits for what runs, and is raised. Scopes nest.
+    what has not started, waits for what runs, and is raised. So does a
+    Ctrl-C while the end of the block waits: the scope counts as failed (a
+    running task's new ``s.fork`` is cancelled at once), what has not
+    started is cancelled, and ``KeyboardInterrupt`` is raised once no task
+    of the scope runs. A second Ctrl-C during that wait goes through at once:
+    the scope is left with its running tasks still running (they are not
+    stopped; nothing waits for them). Scopes nest.
 
     This is oneTBB's ``task_group`` (``run``/``wait``, cancellation of the
     group on a failure) with trio's nursery and Python 3.11's
@@ -435,7 +441,9 @@ class scope:  # noqa: N801 - used as ``with fw.scope() as s``
             other.cancel()
 
     def _cancel_all(self) -> None:
+        """Fail the scope: cancel what has not started, and every later fork."""
         with self._lock:
+            self._failed = True
             futs = list(self._futures)
         for f in futs:
             f.cancel()
@@ -456,14 +464,22 @@ class scope:  # noqa: N801 - used as ``with fw.scope() as s``
                 except _cf.CancelledError:
                     pass
 
+    def _wait_running(self) -> None:
+        """After an interrupted wait: wait for the tasks that run. A second
+        interruption (Ctrl-C again) goes through: the caller asked twice."""
+        try:
+            self._wait_all()
+        finally:
+            self._closed = True
+
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc is not None:
             self._cancel_all()
         try:
             self._wait_all()
-        except BaseException:
+        except BaseException:  # Ctrl-C (or another signal's exception) while waiting
             self._cancel_all()
-            self._closed = True
+            self._wait_running()
             raise
         errors = [
             f.exception() for f in self._futures

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from _child import run_python
 from _pool_helpers import TIMEOUT, blocked, wait_running
 
 import forkwait as fw
@@ -85,3 +86,73 @@ def test_scopes_nest_and_fork_from_inside_a_scope_task(interop):
     with fw.scope() as outer:
         totals = [outer.fork(inner_sum, n) for n in range(5)]
     assert [t.result() for t in totals] == [0, 0, 1, 3, 6]
+
+
+
+# A child process: Ctrl-C (SIGINT) sent while the scope waits for its tasks at the
+# end of the block (both run on pool threads by then). The tasks block on
+# `release`, which the interrupter sets once KeyboardInterrupt came out of the
+# scope or, if it does not come, a while later: a scope that left at once shows
+# its tasks running. Released, each task forks into the scope once more.
+_CTRL_C_AT_EXIT = """
+fw.set_num_interop_threads(2)
+started = threading.Semaphore(0)
+release = threading.Event()
+out = threading.Event()
+main = threading.main_thread().ident
+PRESSES = int(sys.argv[1])
+
+def task():
+    started.release()
+    release.wait(60)
+    try:
+        late = s.fork(abs, -1)
+    except RuntimeError:
+        return "left"
+    return "cancelled" if late.cancelled() else "ran"
+
+def in_frame(name):
+    frame = sys._current_frames().get(main)
+    while frame is not None:
+        if frame.f_code.co_name == name and "_futures" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+def until(pred):
+    deadline = time.monotonic() + 60
+    while not pred():
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+
+def interrupter():
+    until(lambda: in_frame("_wait_all"))  # the end of the block waits on them
+    os.kill(os.getpid(), signal.SIGINT)
+    if PRESSES == 2:
+        until(lambda: in_frame("_wait_running"))  # waiting for the running ones
+        os.kill(os.getpid(), signal.SIGINT)
+    out.wait(3)  # KeyboardInterrupt out of the scope, or it waits as it should
+    release.set()
+
+threading.Thread(target=interrupter, daemon=True).start()
+try:
+    with fw.scope() as s:
+        fs = [s.fork(task) for _ in range(2)]
+        started.acquire(); started.acquire()  # both run on pool threads
+    print("no KeyboardInterrupt")
+except KeyboardInterrupt:
+    running = sum(f.running() for f in fs)
+    out.set()
+print("running", running, "then", [f.result(60) for f in fs])
+"""
+
+
+def test_ctrl_c_while_the_scope_waits_at_the_end_waits_for_its_running_tasks():
+    # ... and the scope has failed: a running task's new fork is cancelled at once
+    out = run_python(_CTRL_C_AT_EXIT, argv=["1"], prelude=True).stdout
+    assert "running 0 then ['cancelled', 'cancelled']" in out
+
+
+def test_a_second_ctrl_c_while_the_scope_waits_leaves_at_once():
+    out = run_python(_CTRL_C_AT_EXIT, argv=["2"], prelude=True).stdout
+    assert "running 2 then ['left', 'left']" in out
