@@ -9,7 +9,7 @@ import time
 
 import pytest
 from _child import run_python
-from _pool_helpers import TIMEOUT, blocked, wait_running
+from _pool_helpers import TIMEOUT, blocked, until, wait_running
 
 import forkwait as fw
 
@@ -73,6 +73,22 @@ def test_scope_keyboard_interrupt_cancels_unstarted_and_reraises(gate, interop):
             queued = [s.fork(abs, -i) for i in range(3)]
             raise KeyboardInterrupt
     assert all(q.cancelled() for q in queued)
+
+
+def test_an_exception_in_the_block_cancels_later_forks_of_running_tasks(gate, interop):
+    interop(1)
+
+    def parent():
+        gate.wait(TIMEOUT)  # released once the scope has failed
+        return s.fork(abs, -1)
+
+    with pytest.raises(KeyError, match="body"):
+        with fw.scope() as s:
+            p = s.fork(parent)
+            wait_running(p)
+            threading.Thread(target=lambda: until(lambda: s._failed) and gate.set()).start()
+            raise KeyError("body")
+    assert p.result().cancelled()
 
 
 def test_scopes_nest_and_fork_from_inside_a_scope_task(interop):
