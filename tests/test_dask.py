@@ -271,6 +271,27 @@ def test_local_futures_as_arguments(client):
         g.result(timeout=TIMEOUT)
 
 
+def test_a_pending_local_argument_that_fails_is_reported_only_to_the_cluster_fork(
+        client, caplog):
+    # forkwait waits for the pending argument with a collection of its own; its
+    # failure goes to the cluster fork (whose waiter retrieves it), and the
+    # collection never reports "nobody retrieved its exception".
+    gc.collect()
+    with caplog.at_level(logging.ERROR, logger="forkwait"):
+        with fw.backend(client):
+            loc = fw.Future()
+            f = fw.fork(fw.wait, loc)
+        loc.set_exception(ValueError("dep failed"))
+        with pytest.raises(ValueError, match="dep failed"):
+            f.result(timeout=TIMEOUT)
+        with pytest.raises(ValueError, match="dep failed"):
+            loc.result()
+        del f, loc
+        gc.collect()
+        fw._native.pool._flush_unretrieved()
+    assert [r.getMessage() for r in caplog.records if r.name == "forkwait"] == []
+
+
 def test_a_dropped_cluster_fork_releases_its_dask_key(client):
     # Once it is done, nothing but the forkwait future keeps the Dask future
     # (and so the value on the cluster) alive: no cycle that waits for the GC.

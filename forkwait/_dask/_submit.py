@@ -73,7 +73,9 @@ def _submit_into(client: Any, out: Future, fn: Any, args: tuple, kwargs: dict) -
                 if not out.done():
                     out.set_exception(exc)
 
-        pool.collect_all(pending).add_done_callback(later)
+        # forkwait's own collection: a failure of `pending` goes to the cluster
+        # fork (submitted with it), never reported as nobody's
+        pool._collect_quiet(pending).add_done_callback(later)
         return
     marked = sargs is not args or (skwargs is not None and skwargs is not kwargs) or bool(deps)
     name = _task_name(fn)
