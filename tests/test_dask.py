@@ -8,6 +8,7 @@ the scheduler-loss test runs its own scheduler and worker processes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import gc
 import logging
 import math
@@ -46,6 +47,10 @@ def where():
 
 def boom(msg):
     raise KeyError(msg)
+
+
+def raise_cancelled(msg):
+    raise cf.CancelledError(msg)
 
 
 def is_future_with(x):
@@ -227,6 +232,42 @@ def test_exception_keeps_its_type_and_the_remote_traceback(client):
     frames = [fr.name for fr in traceback.extract_tb(info.value.__traceback__)]
     assert "boom" in frames
     assert isinstance(f.exception(), KeyError)
+
+
+def test_a_tasks_own_cancelled_error_arrives_as_itself(client):
+    # As locally: the function's CancelledError (raised, or from a wait on a
+    # cancelled future) is the fork's failure, not the cluster's cancellation
+    # or a closed event loop; the fork itself is failed, not cancelled.
+    dep = fw.Future()
+    dep.cancel()
+    with fw.backend(client):
+        own = fw.fork(raise_cancelled, "the task's own")
+        waits = fw.fork(fw.wait, dep)
+    for f in (own, waits):
+        exc = f.exception(timeout=TIMEOUT)
+        assert type(exc) is cf.CancelledError, repr(exc)
+        assert not f.cancelled()
+    assert str(own.exception()) == "the task's own"
+    with pytest.raises(cf.CancelledError):
+        waits.result(timeout=0)
+
+
+def test_which_cancellation_a_failure_is_follows_the_dask_status():
+    # Whose CancelledError it is, by the Dask future's status when it came:
+    # "error" the task's own; "cancelled" the cluster's; otherwise (the
+    # watching coroutine was cancelled) the client's event loop closed.
+    from forkwait._dask._complete import _explain_failure
+
+    own = cf.CancelledError("mine")
+    assert _explain_failure(own, "k-1", "f", "error") is own
+    for status in ("pending", None):
+        closed = _explain_failure(asyncio.CancelledError(), "k-1", "f", status)
+        assert type(closed) is RuntimeError and "event loop closed" in str(closed)
+    for exc in (cf.CancelledError(), cf.CancelledError("k-1")):  # older distributed
+        by_cluster = _explain_failure(exc, "k-1", "f", "cancelled")
+        assert type(by_cluster) is RuntimeError and "cluster cancelled" in str(by_cluster)
+    older = _explain_failure(cf.CancelledError("k-1"), "k-1", "f", None)
+    assert "cluster cancelled" in str(older)
 
 
 def test_futures_as_arguments_become_dependencies(client):

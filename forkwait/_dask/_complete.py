@@ -127,7 +127,7 @@ class _Pump:
             items, self.hooked = list(self.hooked.values()), {}
             self.watching -= len(items)
             if items:
-                _completer.put([(out, False, exc, key, name) for _, out, key, name in items])
+                _completer.put([_failure(item, exc) for item in items])
             raise
         finally:
             self.guard = self.unhooked = None
@@ -157,7 +157,7 @@ class _Pump:
                 return
             value = await dfut
         except BaseException as exc:  # noqa: B036 - asyncio.CancelledError too: the loop closes
-            _completer.put([(out, False, exc, key, name)])
+            _completer.put([_failure((dfut, out, key, name), exc)])
         else:
             _completer.put([(out, True, value, key, name)])
 
@@ -187,7 +187,7 @@ class _Pump:
                         try:
                             value = await dfut
                         except BaseException as exc:  # noqa: B036
-                            _completer.put([(out, False, exc, key, name)])
+                            _completer.put([_failure((dfut, out, key, name), exc)])
                         else:
                             _completer.put([(out, True, value, key, name)])
                 else:
@@ -256,8 +256,32 @@ def _propagate_cancel(fut: Future) -> None:
             _completer.put([(None, False, dfut, "", "")])
 
 
-def _explain_failure(exc: BaseException, key: str, name: str) -> BaseException:
-    """Dask's error for a task the cluster gave up on, with a note that says so."""
+def _failure(item: tuple, exc: BaseException) -> tuple:
+    """The completer's outcome for a watched task (Dask future, forkwait
+    future, key, name) that ended with `exc`: explained here, on the event
+    loop, where the Dask future's status still tells whose exception it is."""
+    dfut, out, key, name = item
+    try:
+        status = dfut.status
+    except Exception:  # pragma: no cover - a Dask future always has one
+        status = None
+    return (out, False, _explain_failure(exc, key, name, status), key, name)
+
+
+def _explain_failure(exc: BaseException, key: str, name: str,
+                     status: str | None = None) -> BaseException:
+    """`exc` as the fork's failure: the task's own exception as it is; Dask's
+    error for a task the cluster gave up on, with a note that says so; a
+    cancellation that is not the task's own as a RuntimeError that says what
+    happened.
+
+    `status` is the Dask future's status when `exc` came: ``"error"`` means
+    the task raised `exc` (a function may raise ``CancelledError`` itself, or
+    wait on a cancelled future: that arrives as itself, as it does locally);
+    ``"cancelled"`` that the cluster cancelled the key. A ``CancelledError``
+    with any other status is the client's event loop closing under the
+    coroutine that watched the task (asyncio cancels its tasks as it closes).
+    """
     try:
         from distributed.scheduler import KilledWorker
     except ImportError:  # pragma: no cover
@@ -273,10 +297,13 @@ def _explain_failure(exc: BaseException, key: str, name: str) -> BaseException:
         note = (f"forkwait: the Dask cluster gave up on fork({name}) (key {key!r}): every "
                 "worker that ran it died (a crash, a kill, or running out of memory); "
                 "see the workers' logs")
+    elif status == "error":  # the task raised it: its own exception, whatever its type
+        return exc
     elif isinstance(exc, FutureCancelledError):
         note = cancelled
     elif type(exc).__name__ == "CancelledError":
-        if exc.args and str(exc.args[0]) == key:  # older distributed: the cluster cancelled it
+        if status == "cancelled" or (exc.args and str(exc.args[0]) == key):
+            # the cluster cancelled it (older distributed: a bare CancelledError(key))
             wrapped = RuntimeError(cancelled)
         else:  # the event loop closed under the task
             wrapped = RuntimeError(
@@ -404,7 +431,7 @@ class _Completer:
             if ok:
                 out.set_result(value)
             else:
-                out.set_exception(_explain_failure(value, key, name))
+                out.set_exception(value)  # explained by _failure
         except Exception:  # InvalidStateError: cancelled just now
             if not out.done():
                 raise
