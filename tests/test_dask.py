@@ -500,6 +500,21 @@ def test_a_task_that_keeps_killing_workers_fails_with_daskes_error(client):
     assert f.done() and not f.cancelled()
 
 
+@pytest.mark.slow
+def test_system_exit_in_a_cluster_task_ends_workers_until_dask_gives_up(client):
+    # Dask's behaviour, as docs/distributed.md says: not SystemExit in the caller
+    # (as for a local fork) but dead workers, then KilledWorker with forkwait's note.
+    from distributed.scheduler import KilledWorker
+
+    before = worker_pids(client)
+    with fw.backend(client):
+        f = fw.fork(sys.exit, 3)
+    with pytest.raises(KilledWorker):
+        f.result(timeout=TIMEOUT)
+    client.wait_for_workers(2, timeout=TIMEOUT)
+    assert worker_pids(client) != before
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

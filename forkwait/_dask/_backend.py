@@ -116,7 +116,9 @@ def backend(client: Any = "dask") -> ClusterBackend:
     affected. A cluster fork returns a :class:`forkwait.Future`: ``wait``,
     ``result(timeout)``, ``then``, ``collect_all``, ``await`` ... work as for
     a local one, and a task's exception arrives with its type and the
-    remote traceback. A forkwait future passed as an argument of a cluster
+    remote traceback (a ``SystemExit`` or ``KeyboardInterrupt`` in a cluster
+    task ends its Dask worker instead: see docs/distributed.md, "Faults").
+    A forkwait future passed as an argument of a cluster
     fork (also inside a list, tuple or dict) becomes a Dask dependency: the
     data moves from worker to worker, and the function receives a finished
     forkwait future, as it would locally.
