@@ -69,6 +69,20 @@ def _blas_line() -> str:
     return line
 
 
+def _pool_size(stats: dict) -> str:
+    """The pool's size: its target, and the live workers while they differ
+    (a shrinking pool's busy workers leave when their task ends)."""
+    target, live = stats["target"], stats["workers"]
+    size = f"{target} worker{'' if target == 1 else 's'}"
+    if live > target:
+        size += f" ({live} live while it shrinks: a busy worker leaves when its task ends)"
+    elif live == 0:
+        size += " (none started yet: they start at the first fork)"
+    elif live < target:
+        size += f" ({live} live so far)"
+    return size
+
+
 def parallel_info() -> str:
     """A report of forkwait's parallel settings, for humans and bug reports.
 
@@ -104,7 +118,7 @@ def parallel_info() -> str:
         f"intra-op mode: {get_intra_op_mode()} [{SOURCES['intra_op_mode']}]",
         f"inter-op threads (set_num_interop_threads): {pool._get_interop_threads()}"
         f" [{SOURCES['num_interop_threads']}]",
-        f"inter-op pool: {stats['state']}, {stats['workers']} workers, "
+        f"inter-op pool: {stats['state']}, {_pool_size(stats)}, "
         f"{stats['running']} running, {stats['queued']} queued, "
         f"{stats['spares']} spare (compensating) threads",
         f"inter-op scheduler: work-stealing deques; {stats['completed']} tasks done, "

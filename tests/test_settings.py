@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 from _child import run_python
+from _pool_helpers import blocked, until
 
 import forkwait as fw
-from forkwait._native import _team
+from forkwait._native import _team, pool
 from forkwait._threads import available_cpus
 
 SETTERS = [
@@ -119,6 +120,22 @@ def test_parallel_info_reports_settings(intra, interop):
     assert "OpenMP compiled in:" in info
     assert "CPUs available to this process:" in info
     assert "thread pools seen by threadpoolctl:" in info
+
+
+def _pool_line():
+    return next(line for line in fw.parallel_info().splitlines()
+                if line.startswith("inter-op pool:"))
+
+
+def test_parallel_info_reports_the_pool_size_and_live_workers_while_it_shrinks(gate, interop):
+    blocked(gate, interop, 3)  # 3 workers, each busy
+    fw.set_num_interop_threads(1)
+    line = _pool_line()
+    assert ", 1 worker (3 live while it shrinks" in line, line
+    gate.set()
+    assert until(lambda: pool._stats()["workers"] == 1)
+    line = _pool_line()
+    assert ", 1 worker, " in line and "live" not in line, line
 
 
 def test_parallel_info_lists_environment():
