@@ -211,9 +211,28 @@ def test_bench_json():
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["rows"] and all(r["ratio"] > 0 for r in data["rows"])
+    assert all(r["forkwait_s"] > 0 and r["peer_s"] > 0 for r in data["rows"])
+    assert "runs inline" in data["rows"][0]["note"]
     assert any(r["peer"] == "concurrent.futures" for r in data["rows"])
     assert any(r["peer"] == "NumPy" for r in data["rows"])  # forkwait.ops always there
     assert "others_cpus" in data and "loadavg_before" in data
+
+
+def test_bench_table_shows_the_times_behind_each_ratio_and_says_the_trip_runs_inline():
+    from forkwait.cli import bench
+
+    trip = {"measurement": "fork+wait of a no-op", "peer": "concurrent.futures",
+            "ratio": 0.1, "forkwait_s": 2e-6, "peer_s": 2e-5, "per": "round trip",
+            "lower is better": True, "note": bench.INLINE}
+    kernel = {"measurement": "exp", "peer": "NumPy", "ratio": 1.5, "forkwait_s": 0.002,
+              "peer_s": 0.003, "per": "call", "lower is better": False}
+    lines = bench.table([trip, kernel, {**trip, "measurement": "again"}])
+    assert "0.10x  (forkwait 2 us, concurrent.futures 20 us per round trip;" in lines[0]
+    assert "1.50x  (forkwait 2 ms, NumPy 3 ms per call; higher is better)" in lines[1]
+    notes = " ".join(lines[3:]).split()
+    assert " ".join(notes) == " ".join(bench.INLINE.split())  # once, however many rows
+    assert "the waiting thread finds the task still queued, claims it and runs it itself" \
+        in " ".join(notes)
 
 
 def test_progress_bar_only_on_a_terminal(monkeypatch):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import textwrap
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,31 @@ def _noop() -> None:
     return None
 
 
+#: What the round-trip row measures, said once under the table.
+INLINE = ("fork+wait of a no-op runs inline: the waiting thread finds the task still "
+          "queued, claims it and runs it itself, so the round trip is the cost of a fork "
+          "and a wait, without a hand-off to a pool thread (concurrent.futures' result() "
+          "always waits for one).")
+
+
+def _row(measurement: str, peer: str, t: dict[str, list[float]], per: int, what: str,
+         lower_is_better: bool, **more: object) -> dict:
+    """One row: the ratio (forkwait over the peer when lower is better, the
+    peer over forkwait when higher is), and the median times behind it, in
+    seconds per `what` (`per` of them in one timed call)."""
+    ours, theirs = t["forkwait"], t[peer]
+    return {
+        "measurement": measurement,
+        "peer": peer,
+        "ratio": median_ratio(ours, theirs) if lower_is_better else median_ratio(theirs, ours),
+        "forkwait_s": statistics.median(ours) / per,
+        "peer_s": statistics.median(theirs) / per,
+        "per": what,
+        "lower is better": lower_is_better,
+        **more,
+    }
+
+
 def overhead_rows(rounds: int) -> list[dict]:
     rows = []
     with ThreadPoolExecutor(fw.get_num_interop_threads()) as ex:
@@ -37,13 +63,10 @@ def overhead_rows(rounds: int) -> list[dict]:
                 ex.submit(_noop).result()
 
         t = interleaved({"forkwait": fw_trip, "concurrent.futures": tpe_trip}, rounds)
-        rows.append({
-            "measurement": "fork+wait of a no-op, time vs concurrent.futures submit().result()",
-            "peer": "concurrent.futures",
-            "ratio": median_ratio(t["forkwait"], t["concurrent.futures"]),
-            "forkwait_us": statistics.median(t["forkwait"]) / n * 1e6,
-            "lower is better": True,
-        })
+        rows.append(_row(
+            "fork+wait of a no-op, time vs concurrent.futures submit().result()",
+            "concurrent.futures", t, n, "round trip", True, note=INLINE,
+        ))
         m = 20_000
 
         def fw_many():
@@ -54,12 +77,10 @@ def overhead_rows(rounds: int) -> list[dict]:
                 f.result()
 
         t = interleaved({"forkwait": fw_many, "concurrent.futures": tpe_many}, max(3, rounds // 2))
-        rows.append({
-            "measurement": "throughput of 20k forked no-ops, vs concurrent.futures",
-            "peer": "concurrent.futures",
-            "ratio": median_ratio(t["concurrent.futures"], t["forkwait"]),
-            "lower is better": False,
-        })
+        rows.append(_row(
+            "throughput of 20k forked no-ops, vs concurrent.futures",
+            "concurrent.futures", t, m, "no-op", False,
+        ))
     try:
         import torch
     except ImportError:
@@ -76,13 +97,11 @@ def overhead_rows(rounds: int) -> list[dict]:
     def fw_two():
         return fw.wait_all([fw.fork(sleeper) for _ in range(2)])
 
-    t = interleaved({"forkwait": fw_two, "torch": torch_two}, 3)
-    rows.append({
-        "measurement": "two forked 20 ms sleeps, speed-up vs eager torch.jit.fork",
-        "peer": "torch.jit.fork",
-        "ratio": median_ratio(t["torch"], t["forkwait"]),
-        "lower is better": False,
-    })
+    t = interleaved({"forkwait": fw_two, "torch.jit.fork": torch_two}, 3)
+    rows.append(_row(
+        "two forked 20 ms sleeps, speed-up vs eager torch.jit.fork",
+        "torch.jit.fork", t, 1, "pair", False,
+    ))
     return rows
 
 
@@ -134,15 +153,45 @@ def kernel_rows(rounds: int) -> list[dict]:
             for name, (ours, peers) in cases.items():
                 t = interleaved({"forkwait": ours, **peers}, rounds)
                 for peer in peers:
-                    rows.append({
-                        "measurement": f"{name}, {threads} thread(s): speed-up vs {peer}",
-                        "peer": peer,
-                        "ratio": median_ratio(t[peer], t["forkwait"]),
-                        "lower is better": False,
-                    })
+                    rows.append(_row(
+                        f"{name}, {threads} thread(s): speed-up vs {peer}",
+                        peer, t, 1, "call", False,
+                    ))
     finally:
         fw.set_num_threads(saved)
     return rows
+
+
+def _time(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds * 1e9:.3g} ns"
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The rows as text: each ratio with the median times behind it; then
+    each row's note (what it measures), once.
+
+    Examples
+    --------
+    >>> from forkwait.cli.bench import table
+    >>> row = {"measurement": "exp, speed-up vs NumPy", "peer": "NumPy", "ratio": 2.0,
+    ...        "forkwait_s": 0.001, "peer_s": 0.002, "per": "call",
+    ...        "lower is better": False}
+    >>> print(table([row])[0])
+    exp, speed-up vs NumPy     2.00x  (forkwait 1 ms, NumPy 2 ms per call; higher is better)
+    """
+    width = max((len(r["measurement"]) for r in rows), default=0)
+    lines, notes = [], []
+    for r in rows:
+        better = "lower is better" if r["lower is better"] else "higher is better"
+        times = (f"forkwait {_time(r['forkwait_s'])}, {r['peer']} {_time(r['peer_s'])} "
+                 f"per {r['per']}")
+        lines.append(f"{r['measurement']:<{width}}  {r['ratio']:7.2f}x  ({times}; {better})")
+        if r.get("note") and r["note"] not in notes:
+            notes.append(r["note"])
+    return lines + [textwrap.fill(note, 100) for note in notes]
 
 
 def _np_softmax(m: np.ndarray) -> np.ndarray:
@@ -185,10 +234,8 @@ def main(rounds: int = 7, as_json: bool = False) -> int:
         f"forkwait bench: {header['cpus']} CPUs, {rounds} rounds, medians of per-round "
         f"ratios, peers interleaved; {load.describe()}"
     )
-    width = max(len(r["measurement"]) for r in rows)
-    for r in rows:
-        better = "lower is better" if r["lower is better"] else "higher is better"
-        print(f"{r['measurement']:<{width}}  {r['ratio']:7.2f}x  ({better})")
+    for line in table(rows):
+        print(line)
     if load.busy():
         print("(the machine was busy while measuring: these ratios may not mean much)")
     return 0
