@@ -192,6 +192,15 @@ class Profile:
         """Seconds between the start and the end of the recording."""
         return max(self.end - self.start, 0.0)
 
+    def _work_start(self) -> float:
+        """When the first task, kernel call or wait began (the recording's
+        start when there is none). The busy fractions and the timeline start
+        here: a script's set-up before its first fork is not idle time of
+        the pool."""
+        rec = self._records()
+        starts = [r.start for r in (*rec.tasks, *rec.kernels, *rec.waits)]
+        return max(min(starts, default=self.start), self.start)
+
     # -- Chrome / Perfetto trace --------------------------------------------
     def chrome_trace(self) -> dict[str, Any]:
         """The trace as a dict in Chrome's trace-event format (see
@@ -289,8 +298,10 @@ class Profile:
 
     # -- summary ------------------------------------------------------------
     def busy_fraction(self) -> dict[str, float]:
-        """Per thread: the fraction of the recording it spent in tasks or
-        kernels (nested slices counted once).
+        """Per thread: the fraction of the time from the first task or kernel
+        call (or wait) to the end of the recording that it spent in tasks or
+        kernels (nested slices counted once). What ran before the first fork
+        (a script's set-up) does not count.
 
         Examples
         --------
@@ -304,7 +315,7 @@ class Profile:
         for rec in self._slices():
             spans[rec.thread].append((rec.start, rec.end))
         out = {}
-        total = self.duration or 1e-12
+        total = max(self.end - self._work_start(), 1e-12)
         for ident, intervals in spans.items():
             intervals.sort()
             busy = 0.0
@@ -391,7 +402,7 @@ class Profile:
                 f"{kind:<7} {name[:32]:<32} {len(times):>7} {sum(times) * 1e3:>10.3f} "
                 f"{own.get(key, 0.0) * 1e3:>10.3f} {sum(times) / len(times) * 1e3:>10.3f}"
             )
-        lines.append("thread busy fraction (in tasks or kernels):")
+        lines.append("thread busy fraction (in tasks or kernels, from the first one on):")
         for name, frac in sorted(self.busy_fraction().items()):
             lines.append(f"  {name:<30} {frac * 100:5.1f}%")
         lines.append(
@@ -408,9 +419,12 @@ class Profile:
         them, and wide enough bars carry the name), nested tasks drawn over
         their parent; kernels in the middle band; waits in a thin band at the
         bottom, so that they never cover a task. The `max_labels` functions
-        with the most time get their own colour, the rest share one.
+        with the most time get their own colour, the rest share one. The
+        legend lists only what is drawn. Time starts at the first task,
+        kernel call or wait (what ran before, such as a script's set-up, is
+        left out).
 
-        Needs matplotlib (``pip install forkwait[plot]``); it does not change
+        Needs matplotlib (``pip install matplotlib``); it does not change
         matplotlib's backend.
 
         Examples
@@ -434,10 +448,11 @@ class Profile:
         fig = figure(width=12, height=1.4 + 0.6 * len(threads))
         ax = fig.add_subplot()
         ms = 1e3
-        span = max(self.duration * ms, 1e-6)
+        origin = self._work_start()
+        span = max((self.end - origin) * ms, 1e-6)
         # nesting depth per task, so that a nested task is drawn over its parent
         for t in sorted(self.tasks, key=lambda r: (r.start, -r.end)):
-            x, w = (t.start - self.start) * ms, (t.end - t.start) * ms
+            x, w = (t.start - origin) * ms, (t.end - t.start) * ms
             colour = colours.get(t.name, other)
             y = row[t.thread]
             ax.broken_barh([(x, w)], (y - 0.45, 0.5), facecolors=colour,
@@ -446,10 +461,10 @@ class Profile:
                 ax.text(x + w / 2, y - 0.2, t.name.rsplit(".", 1)[-1][:24], ha="center",
                         va="center", fontsize=7, color=text_colour(colour), clip_on=True)
         for k in self.kernels:
-            ax.broken_barh([((k.start - self.start) * ms, (k.end - k.start) * ms)],
+            ax.broken_barh([((k.start - origin) * ms, (k.end - k.start) * ms)],
                            (row[k.thread] + 0.07, 0.2), facecolors="#4d4d4d")
         for wt in self.waits:
-            ax.broken_barh([((wt.start - self.start) * ms, (wt.end - wt.start) * ms)],
+            ax.broken_barh([((wt.start - origin) * ms, (wt.end - wt.start) * ms)],
                            (row[wt.thread] + 0.3, 0.12), facecolors="none",
                            edgecolors="#555555", hatch="////", linewidth=0.5)
         from matplotlib.patches import Patch
@@ -457,15 +472,18 @@ class Profile:
         handles = [Patch(facecolor=colours[n], edgecolor="black", label=n[:40]) for n in named]
         if len(totals) > len(named):
             handles.append(Patch(facecolor=other, label="other tasks"))
-        handles.append(Patch(facecolor="#4d4d4d", label="forkwait.ops kernel"))
-        handles.append(Patch(facecolor="none", edgecolor="#555555", hatch="////",
-                             label="inside wait() (it may run tasks meanwhile)"))
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-                  title="tasks by function", title_fontsize=8, frameon=False)
+        if self.kernels:
+            handles.append(Patch(facecolor="#4d4d4d", label="forkwait.ops kernel"))
+        if self.waits:
+            handles.append(Patch(facecolor="none", edgecolor="#555555", hatch="////",
+                                 label="inside wait() (it may run tasks meanwhile)"))
+        if handles:
+            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                      fontsize=8, title="tasks by function", title_fontsize=8, frameon=False)
         ax.set_yticks(range(len(threads)), [self.thread_names[i] for i in threads])
         ax.set_ylim(len(threads) - 0.5, -0.6)
         ax.set_xlim(0, span)
-        ax.set_xlabel("time since the profile started (ms)")
+        ax.set_xlabel("time since the first task, kernel or wait (ms)")
         ax.set_title("forkwait timeline: a row per thread")
         ax.grid(axis="x", alpha=0.3)
         fig.savefig(path, dpi=100)

@@ -119,7 +119,7 @@ def test_summary_table():
     assert header.split() == ["kind", "name", "count", "total", "self", "mean"]
     row = next(line for line in text.splitlines() if line.startswith("task") and "sum" in line)
     assert row.split()[2] == "5"
-    assert "thread busy fraction (in tasks or kernels):" in text
+    assert "thread busy fraction (in tasks or kernels, from the first one on):" in text
     fractions = prof.busy_fraction()
     assert fractions and all(0.0 <= v <= 1.0 for v in fractions.values())
 
@@ -257,3 +257,54 @@ def test_callable_whose_getattr_raises_runs_under_the_profiler(interop):
     gate.set()
     assert f.done() and not f.running()
     assert [t.name for t in prof.tasks if t.outcome == "finished"]
+
+
+# -- a profile of chosen records: the busy fractions and the timeline start at the work --
+
+
+def _made_profile(kernels=False, waits=False):
+    """A finished profile of 10 s whose only work is its last second: one task
+    on a worker, and (optionally) a kernel in it and a wait in the main thread."""
+    from forkwait._profile import KernelRecord, Profile, TaskRecord, WaitRecord
+
+    prof = Profile()
+    prof.start, prof.end = 100.0, 110.0
+    prof._thread_names.update({1: "MainThread", 2: "forkwait-interop-0"})
+    prof._rec.tasks.append(TaskRecord(id=7, parent=0, name="work", fork_time=109.0,
+                                      fork_thread=1, start=109.0, end=110.0, thread=2,
+                                      wait_time=0.0, outcome="finished"))
+    if kernels:
+        prof._rec.kernels.append(KernelRecord(op="exp", shape=(10,), dtype="float64", team=1,
+                                              start=109.5, end=110.0, thread=2, task=7))
+    if waits:
+        prof._rec.waits.append(WaitRecord(task=7, start=109.0, end=110.0, thread=1))
+    return prof
+
+
+def test_busy_fractions_start_at_the_first_task_or_kernel():
+    # the 9 s of set-up before the first fork are not idle time of the worker
+    assert _made_profile().busy_fraction() == {"forkwait-interop-0": 1.0}
+    lines = _made_profile().summary().splitlines()
+    assert "thread busy fraction (in tasks or kernels, from the first one on):" in lines
+    assert "forkwait-interop-0 100.0%" in [" ".join(line.split()) for line in lines]
+
+
+def test_timeline_starts_at_the_work_and_its_legend_lists_only_what_is_drawn(
+        tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from forkwait._measure import plots
+
+    made = []
+    figure = plots.figure
+    monkeypatch.setattr(plots, "figure", lambda **kw: made.append(figure(**kw)) or made[-1])
+
+    def drawn(prof):
+        prof.plot_timeline(tmp_path / "t.png")
+        ax = made[-1].axes[0]
+        return ax.get_xlim(), [t.get_text() for t in ax.get_legend().get_texts()]
+
+    xlim, labels = drawn(_made_profile())
+    assert xlim == (0.0, 1000.0)  # ms from the first task to the end
+    assert labels == ["work"]  # no kernel ran, no wait: no band, no legend entry
+    _, labels = drawn(_made_profile(kernels=True, waits=True))
+    assert labels == ["work", "forkwait.ops kernel", "inside wait() (it may run tasks meanwhile)"]
