@@ -435,8 +435,9 @@ class Profile:
         >>> path = os.path.join(tempfile.mkdtemp(), "timeline.png")
         >>> prof.plot_timeline(path)  # doctest: +SKIP
         """
-        from forkwait._measure.plots import figure, palette, text_colour
+        from forkwait._measure.plots import figure, palette, require, text_colour
 
+        require()
         threads = sorted(self.thread_names, key=self._thread_order)
         row = {ident: i for i, ident in enumerate(threads)}
         totals: dict[str, float] = defaultdict(float)

@@ -27,6 +27,7 @@ from forkwait._measure.timing import (
     Progress,
     beats,
     blas_thread_count,
+    have_threadpoolctl,
     native_thread_ids,
     paired_speedup,
     thread_cpu_seconds,
@@ -238,7 +239,8 @@ def profile_facts(prof: Any, blas_cpu_seconds: float, cpu_seconds: float, wall: 
         "kernel_seconds": sum(k.end - k.start for k in prof.kernels),
         # share of the forked tasks' time spent in forkwait.ops kernels (GIL released)
         "kernel_share_of_tasks": in_tasks / task_seconds if task_seconds > 0 else 0.0,
-        "blas_threads": blas_thread_count(),
+        # None: not known (threadpoolctl is not installed)
+        "blas_threads": blas_thread_count() if have_threadpoolctl() else None,
         "blas_cpu_seconds": blas_cpu_seconds,
         "cpu_utilisation": cpu_seconds / max(wall, 1e-9),
         "profile_others_cpus": load.others_cpus,
@@ -522,7 +524,15 @@ class TuneResult:
                 f"{self.baseline.label()} already ran two tasks at once: on "
                 f"{self.cpus} CPUs that can be all that forking gains."
             )
-        if tasks and f.get("blas_threads", 0) > 1 and f.get("blas_cpu_seconds", 0.0) > 0.0:
+        blas_threads = f.get("blas_threads", 0)
+        if tasks and blas_threads is None:
+            out.append(
+                "Whether NumPy's BLAS ran threads of its own while tasks were forked (forked "
+                "calls to BLAS, @ or np.dot, then oversubscribe the cores) is not known: that "
+                "check needs threadpoolctl (pip install threadpoolctl, or pip install "
+                "'forkwait[tools]')."
+            )
+        elif tasks and blas_threads > 1 and f.get("blas_cpu_seconds", 0.0) > 0.0:
             out.append(
                 f"NumPy's BLAS ran threads of its own ({f['blas_threads']}) while tasks were "
                 f"forked ({f['blas_cpu_seconds'] * 1e3:.0f} ms of CPU in its pool): forked "
@@ -612,11 +622,13 @@ class TuneResult:
         """Write a PNG heatmap of speed-ups (inter-op x intra-op, a panel per
         mode), on one colour scale centred at 1.00x (white: as fast as one
         thread; blue: faster; red: slower), with the advised cell outlined and
-        the cells that were not run explained."""
+        the cells that were not run explained. Needs matplotlib (an
+        ImportError says what to install)."""
+        from forkwait._measure.plots import figure, require, text_colour
+
+        require()
         from matplotlib.colors import TwoSlopeNorm
         from matplotlib.patches import Rectangle
-
-        from forkwait._measure.plots import figure, text_colour
 
         modes = sorted({s.mode for s in self.times}, key=lambda m: m != "shared")
         inters = sorted({s.interop for s in self.times})

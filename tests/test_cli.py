@@ -5,6 +5,7 @@ test depends on this machine's speed, load or CPU count."""
 
 import io
 import json
+import os
 import sys
 import textwrap
 
@@ -94,6 +95,39 @@ def test_missing_script_is_one_line_exit_2(cmd, tmp_path):
 def test_every_subcommand_has_help(cmd):
     proc = cli(cmd, "--help")
     assert proc.returncode == 0 and "usage:" in proc.stdout
+    assert "%%" not in proc.stdout  # argparse escapes only where it formats
+    if cmd == "tune":
+        assert "90% interval" in " ".join(proc.stdout.split())
+
+
+def _without(tmp_path, *modules):
+    """An environment in which importing `modules` fails, as if not installed
+    (a package of that name, first on the path, that raises on import)."""
+    blocked = tmp_path / "blocked"
+    for name in modules:
+        (blocked / name).mkdir(parents=True)
+        (blocked / name / "__init__.py").write_text(
+            f"raise ModuleNotFoundError({f'No module named {name!r}'!r}, name={name!r})\n")
+    path = [str(blocked), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(path)}
+
+
+def test_tools_without_matplotlib_or_threadpoolctl_say_what_to_install(tmp_path):
+    path = script(tmp_path, "work.py", FORKING)
+    env = _without(tmp_path, "matplotlib", "threadpoolctl")
+    proc = run_module("forkwait", "tune", "--repeat", "1", "--max-rounds", "1",
+                      "--max-threads", "1", "--heatmap", str(tmp_path / "h.png"), path,
+                      env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = " ".join(proc.stdout.split())
+    assert "(no heatmap: matplotlib is not installed: pip install matplotlib" in out
+    assert "check needs threadpoolctl (pip install threadpoolctl" in out
+    assert not (tmp_path / "h.png").exists()
+    proc = run_module("forkwait", "trace", "-o", str(tmp_path / "t.json"),
+                      "--png", str(tmp_path / "t.png"), path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "(no timeline: matplotlib is not installed: pip install matplotlib" in proc.stdout
+    assert (tmp_path / "t.json").exists() and not (tmp_path / "t.png").exists()
 
 
 FORKING = """
@@ -481,6 +515,11 @@ def test_why_blas_only_when_blas_ran_its_threads():
     assert "BLAS" not in why(result(GRID, facts={**ran, "blas_cpu_seconds": 0.0}))
     assert "BLAS" not in why(result(GRID, facts={**ran, "blas_threads": 1}))
     assert "BLAS" not in why(result(GRID, facts={**ran, "tasks": 0}))
+    # not known (no threadpoolctl): says so and what to install, when tasks were forked
+    unknown = why(result(GRID, facts={"blas_threads": None}))
+    assert "is not known: that check needs threadpoolctl (pip install threadpoolctl" in unknown
+    assert "threadpoolctl" not in why(result(GRID, facts={"blas_threads": None, "tasks": 0}))
+    assert "threadpoolctl" not in why(result(GRID))
 
 
 def test_why_no_kernel_and_small_kernels():

@@ -29,3 +29,17 @@ def test_doc_examples_run(path, tmp_path):
 def test_docs_have_examples():
     assert blocks(ROOT / "README.md")
     assert blocks(ROOT / "docs" / "guide.md")
+
+
+def test_the_readme_main_job_install_brings_what_the_tools_use():
+    # tune's heatmap and trace's picture need matplotlib, tune's BLAS check
+    # threadpoolctl: the README's first command installs the extra that has both
+    tomllib = pytest.importorskip("tomllib")
+    readme = (ROOT / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if "python -m forkwait demo" in line)
+    extra = re.search(r'pip install -e "\.\[(\w+)\]"', command)
+    assert extra, command
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["optional-dependencies"][extra.group(1)]
+    names = {re.split(r"[<>=;\[ ]", dep, maxsplit=1)[0] for dep in wanted}
+    assert {"matplotlib", "threadpoolctl"} <= names

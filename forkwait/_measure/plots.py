@@ -11,14 +11,25 @@ from __future__ import annotations
 
 from typing import Any
 
+MISSING = ("matplotlib is not installed: pip install matplotlib (or install forkwait "
+           "with its tools: pip install 'forkwait[tools]')")
+
+
+def require() -> None:
+    """ImportError that says what to install, when matplotlib is missing.
+    Called before a picture imports anything of matplotlib's."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(MISSING) from exc
+
 
 def figure(width: float, height: float) -> Any:
     """A new matplotlib Figure (not registered with pyplot; constrained layout,
     so that titles, labels and colour bars do not overlap)."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ImportError("plots need matplotlib: pip install 'forkwait[plot]'") from exc
+    require()
+    from matplotlib.figure import Figure
+
     return Figure(figsize=(width, height), layout="constrained")
 
 

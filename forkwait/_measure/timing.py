@@ -184,6 +184,16 @@ def blas_limit(n: int) -> Any:
     return threadpool_limits(n, user_api="blas")
 
 
+def have_threadpoolctl() -> bool:
+    """Whether threadpoolctl is installed (what BLAS's threads are doing is
+    known only through it)."""
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def blas_thread_count() -> int:
     """The most threads any BLAS library loaded in this process will use
     (threadpoolctl; 0 when it is not installed)."""

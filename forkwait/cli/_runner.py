@@ -70,7 +70,10 @@ def run(script: str, args: list[str], profile: bool, trace: str | None, png: str
         if trace:
             prof.export_chrome_trace(trace)
         if png:
-            prof.plot_timeline(png)
+            try:
+                prof.plot_timeline(png)
+            except ImportError as exc:  # no matplotlib: the message says what to install
+                out["no_png"] = str(exc)
         out["summary"] = prof.summary()
     return out
 

@@ -32,5 +32,6 @@ def run(args: argparse.Namespace) -> int:
     print(result["summary"])
     print(f"trace: {args.output} (open it in https://ui.perfetto.dev or chrome://tracing)")
     if args.png:
-        print(f"timeline: {args.png}")
+        missing = result.get("no_png")
+        print(f"(no timeline: {missing})" if missing else f"timeline: {args.png}")
     return 0

@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run SCRIPT (in a fresh process per run) under inter-op x intra-op "
         "thread counts and intra-op modes, interleaved round by round until the medians are "
         "stable or the time budget is spent. Print each setting's median, spread and "
-        "speed-up with its 90%% interval, and the machine's load; advise a setting only when "
+        "speed-up with its 90% interval, and the machine's load; advise a setting only when "
         "it beats one thread beyond the noise, else say that none wins and why that may be; "
         "write a heatmap PNG. Only the script's marked region (with "
         "forkwait.tune_region():) is timed when it has one, or the function named by "
