@@ -198,7 +198,8 @@ class Profile:
         here: a script's set-up before its first fork is not idle time of
         the pool."""
         rec = self._records()
-        starts = [r.start for r in (*rec.tasks, *rec.kernels, *rec.waits)]
+        starts = [r.start for r in rec.tasks] + [r.start for r in rec.kernels]
+        starts += [r.start for r in rec.waits]
         return max(min(starts, default=self.start), self.start)
 
     # -- Chrome / Perfetto trace --------------------------------------------
