@@ -1,5 +1,6 @@
 """Fixtures of every test file: the thread settings (put back after each
-test) and a gate for tasks to block on. Helpers to import: _child.py
+test), a gate for tasks to block on, and one real Dask LocalCluster for the
+session (started by the first test that asks for it). Helpers to import: _child.py
 (child processes), _pool_helpers.py (fork trees, polling), _ops_helpers.py
 (the kernels' references).
 """
@@ -34,3 +35,28 @@ def gate():
     ev = threading.Event()
     yield ev
     ev.set()
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A LocalCluster of 2 worker processes of 1 thread each, on loopback."""
+    distributed = pytest.importorskip("distributed")
+    import dask
+
+    # A task that keeps killing workers fails after 2 tries, not 4.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cl = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      host="127.0.0.1", dashboard_address=None)
+    client = distributed.Client(cl)
+    yield cl, client
+    client.close()
+    cl.close()
+
+
+@pytest.fixture
+def client(cluster):
+    """The session cluster's client, with both workers up before and after."""
+    cl, client = cluster
+    client.wait_for_workers(2, timeout=60)
+    yield client
+    client.wait_for_workers(2, timeout=60)

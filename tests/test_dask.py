@@ -127,24 +127,8 @@ class Unpicklable:
 
 # ------------------------------------------------------------------ fixtures
 
-@pytest.fixture(scope="session")
-def cluster():
-    # A task that keeps killing workers fails after 2 tries, not 4.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        cl = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      host="127.0.0.1", dashboard_address=None)
-    client = distributed.Client(cl)
-    yield cl, client
-    client.close()
-    cl.close()
-
-
-@pytest.fixture
-def client(cluster):
-    cl, client = cluster
-    client.wait_for_workers(2, timeout=TIMEOUT)
-    yield client
-    client.wait_for_workers(2, timeout=TIMEOUT)
+# (the `cluster` and `client` fixtures live in conftest.py: test_stress.py uses
+# them too)
 
 
 def worker_pids(client):

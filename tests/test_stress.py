@@ -10,6 +10,7 @@ figures are in docs/reliability.md. Hypothesis fuzzing of the ops:
 test_ops_fuzz.py.
 """
 
+import concurrent.futures
 import gc
 import os
 import random
@@ -160,11 +161,15 @@ def test_many_fork_wait_pairs_memory_stays_flat(interop):
 
 
 @pytest.mark.slow
-def test_threads_fork_wait_callback_cancel_while_settings_change(interop, intra):
+def test_threads_fork_wait_callback_cancel_while_settings_change(interop, intra, client):
     """8 threads fork, wait, add callbacks and cancel at once while another
     thread resizes both thread settings: every future ends exactly once (one
     callback call each), every task body runs exactly once unless its future
-    was cancelled, then never; nothing crashes or hangs."""
+    was cancelled, then never; nothing crashes or hangs. In the mix: waits
+    through concurrent.futures.wait (odd threads), GIL-free kernel forks
+    (each batch), and cluster forks (thread 0, in a fw.backend block on the
+    session's Dask LocalCluster), each checked by its value."""
+    dask_client = client  # (the name `client` is taken below by each thread's loop)
     rounds = 1000 if LONG else 100
     batch = 40
     lock = threading.Lock()
@@ -193,6 +198,10 @@ def test_threads_fork_wait_callback_cancel_while_settings_change(interop, intra)
                 called[token] = called.get(token, 0) + 1
         return cb
 
+    x = np.linspace(-1.0, 1.0, 4096)
+    exp_x = np.exp(x)
+    cluster_values = []
+
     def client(c):
         rng = random.Random(c)
         try:
@@ -203,8 +212,22 @@ def test_threads_fork_wait_callback_cancel_while_settings_change(interop, intra)
                     f = fw.fork(body, token, rng.randrange(5))
                     f.add_done_callback(on_done(token))
                     futs.append((token, f))
+                kernels = [fw.fork(fw.ops.exp, x) for _ in range(2)]  # GIL-free tasks
+                remote = None
+                if c == 0 and r % 4 == 0:
+                    with fw.backend(dask_client):
+                        remote = fw.fork(ident, ("cluster", r))
                 for _token, f in rng.sample(futs, batch // 4):
                     f.cancel()
+                if c % 2:
+                    every = [f for _t, f in futs] + kernels
+                    done, not_done = concurrent.futures.wait(every, timeout=TIMEOUT)
+                    assert not not_done and len(done) == len(every)
+                for k in kernels:
+                    np.testing.assert_allclose(fw.wait(k), exp_x, rtol=1e-6)
+                if remote is not None:
+                    with lock:
+                        cluster_values.append(remote.result(timeout=TIMEOUT))
                 for token, f in futs:
                     try:
                         v = fw.wait(f)
@@ -228,6 +251,8 @@ def test_threads_fork_wait_callback_cancel_while_settings_change(interop, intra)
             fw.set_num_threads(rng.randint(1, 3))
             time.sleep(0.0005)
 
+    with fw.backend(dask_client):  # the backend's own threads start here, not below
+        assert fw.fork(ident, 0).result(timeout=TIMEOUT) == 0
     threads_before = threading.active_count()
     rt = threading.Thread(target=resizer)
     rt.start()
@@ -248,8 +273,10 @@ def test_threads_fork_wait_callback_cancel_while_settings_change(interop, intra)
         cancelled = {t for t, o in outcome.items() if o == "cancelled"}
         assert all(ran.get(t, 0) == 0 for t in cancelled)
         assert all(ran[t] == 1 for t in outcome if t not in cancelled)
+    assert sorted(cluster_values) == [("cluster", r) for r in range(0, rounds, 4)]
     figures("chaos", futures=n, cancelled=len(cancelled),
-            errors=sum(o == "error" for o in outcome.values()))
+            errors=sum(o == "error" for o in outcome.values()),
+            cluster_forks=len(cluster_values))
     fw.set_num_interop_threads(2)
     assert fw.wait_all([fw.fork(ident, i) for i in range(100)]) == list(range(100))
     assert until(lambda: threading.active_count() <= threads_before + 2, TIMEOUT)
