@@ -48,7 +48,9 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.pythread cimport PyThread_get_thread_ident
 
-from forkwait._native._atomic cimport FW_ADD, FW_ADDLL, FW_LOAD, FW_LOADLL, FW_STORE, fw_cas_int
+from forkwait._native._atomic cimport (
+    FW_ADD, FW_ADDLL, FW_LOAD, FW_LOADLL, FW_STORE, FW_STORE_REL, fw_cas_int,
+)
 from forkwait._native._blas cimport (
     blas_atfork_child, blas_atfork_parent, blas_atfork_prepare, blas_tasks,
 )

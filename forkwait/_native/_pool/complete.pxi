@@ -102,7 +102,7 @@ cdef int _after_wake(FutureCore fut) except -1:
     return 0
 
 
-cdef inline void _release_call(FutureCore fut):
+cdef inline void _release_call(FutureCore fut) noexcept:
     """A task is final: what only its run needed goes (with the GIL)."""
     fut._fn = None
     fut._args = None
@@ -117,7 +117,7 @@ cdef inline void _release_call(FutureCore fut):
         _unlink_parent(fut)
 
 
-cdef inline void _unlink_parent(FutureCore fut):
+cdef inline void _unlink_parent(FutureCore fut) noexcept:
     """A task is done: it counts itself out of its `live` count, and each
     task whose count that brings to 0 (done, and no forked descendant left
     undone) drops its parent link, counting itself out of its parent's in
@@ -126,7 +126,15 @@ cdef inline void _unlink_parent(FutureCore fut):
     find the subtree). Each link is dropped once, by the thread whose count
     reached 0 (no two threads clear the same field)."""
     cdef FutureCore p
-    while fut is not None and FW_ADD(&fut.node.live, -1) == 0:
+    # (a count of 1 is the task itself alone: no child is left to count out
+    # at the same time, so the common case needs no atomic decrement; a task
+    # forked outside any task then has no link to drop either)
+    if fut._parent is None and FW_LOAD(&fut.node.live) == 1:
+        FW_STORE_REL(&fut.node.live, 0)
+        return
+    while fut is not None and (FW_LOAD(&fut.node.live) == 1
+                               or FW_ADD(&fut.node.live, -1) == 0):
+        FW_STORE_REL(&fut.node.live, 0)
         p = fut._parent
         fut.node.parent = NULL
         fut._parent = None

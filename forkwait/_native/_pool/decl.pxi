@@ -180,6 +180,10 @@ cdef extern from "<stdlib.h>" nogil:
 cdef extern from "Python.h" nogil:
     void PyMem_RawFree(void *p)
 
+cdef extern from "Python.h":
+    PyObject *PyList_GET_ITEM(PyObject *lst, Py_ssize_t i)   # borrowed
+    Py_ssize_t PyList_GET_SIZE(PyObject *lst)
+
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
 

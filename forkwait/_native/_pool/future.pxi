@@ -511,7 +511,7 @@ cdef inline int _arm_guard(FutureCore fut, object exc) except -1:
     return 0
 
 
-cdef inline void _mark_retrieved(FutureCore fut):
+cdef inline void _mark_retrieved(FutureCore fut) noexcept:
     """The failure of `fut` was seen by the user (or never happened, when a
     hand-made future's completion lost a race): nothing to report."""
     cdef _FailureGuard g = fut._guard

@@ -50,7 +50,7 @@ cdef void _report_to_stderr(str text, object exc) noexcept:
         pass
 
 
-cdef void _defer_unretrieved_report(size_t addr, object exc):
+cdef void _defer_unretrieved_report(size_t addr, object exc) noexcept:
     """From a dying future: keep the failure and log it later, at a safe point.
 
     Formatting a traceback while an object is collected runs arbitrary code

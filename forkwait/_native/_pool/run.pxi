@@ -8,7 +8,7 @@ def _gc_track_self(FutureCore fut):
         PyObject_GC_Track(fut)
 
 
-cdef inline void _track_if_needed(FutureCore fut):
+cdef inline void _track_if_needed(FutureCore fut) noexcept:
     """A forked task's future is out of the cyclic GC from fork to completion
     (the queue, then the running thread, keeps it alive). Done, it goes back
     under the GC only if it holds a reference that could close a cycle: a
@@ -27,7 +27,7 @@ cdef inline void _track_if_needed(FutureCore fut):
         PyObject_GC_Track(fut)
 
 
-cdef inline void _gc_retrack(FutureCore fut):
+cdef inline void _gc_retrack(FutureCore fut) noexcept:
     """A task left its queue (claimed or cancelled): back under the GC."""
     if not PyObject_GC_IsTracked(fut):
         PyObject_GC_Track(fut)

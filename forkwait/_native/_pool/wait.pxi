@@ -10,6 +10,8 @@ cdef double SIGNAL_POLL_S = 0.05
 # A wait that left a queued future to an idle pool thread looks again this
 # often while it is still queued.
 cdef double LEFT_POLL_S = 0.001
+cdef enum:
+    IDLE_REREAD = 32   # claims of a pass between two reads of the idle threads' count
 # The thread that imported forkwait (the child's forking thread after os.fork()):
 # its waits poll for Ctrl-C, and a KeyboardInterrupt raised in a task it ran goes on.
 cdef unsigned long main_ident = PyThread_get_thread_ident()
@@ -172,6 +174,8 @@ ctypedef struct waiter_t:
     bint early            # it may end before a member it would run inline is done
                           # (a deadline; wait_all's first failure; wait_any's first done)
     int left              # queued members (or the target) left to idle pool threads
+    int idle              # ... the idle threads counted when last read
+    int idle_reread       # ... claims left until it is read again
     bint pending          # ... of which one was still queued at the last claim
     bint spun             # W_ONE: spun once on its running GIL-free target
     int slot              # W_IDLE: the thread's deque
@@ -196,7 +200,7 @@ cdef inline bint _w_done(waiter_t *w) noexcept:
     if w.kind == W_MANY:
         if w.target != NULL:
             return FW_LOAD(&w.target.state) >= FW_FINISHED
-        return w.failed != NULL or w.next >= len(<list>w.members)
+        return w.failed != NULL or w.next >= PyList_GET_SIZE(w.members)
     return False
 
 
@@ -209,17 +213,28 @@ cdef inline int _idle_threads() noexcept nogil:
     return FW_LOAD(&fw_P.searching) + FW_LOAD(&fw_P.sleepers)
 
 
-cdef inline bint _w_leaves(waiter_t *w) noexcept:
-    """Should this early-ending waiter leave a queued future it waits for to
-    an idle pool thread (one idle thread per future left)?"""
-    if w.early and w.left < _idle_threads():
+cdef inline bint _w_leaves(waiter_t *w, fw_node *n) noexcept:
+    """Should this early-ending waiter leave queued future `n`, which it
+    waits for, to an idle pool thread (one idle thread per future left)?
+    Never a GIL-free call: a kernel cannot fail and does bounded work, so
+    running it here delays neither a failure nor a deadline by more than a
+    kernel, and a pair of forked kernels keeps this thread busy with one. The
+    count of idle threads (counters that every idle thread writes) is read
+    again only every IDLE_REREAD claims of a long pass."""
+    if not w.early or n.gil_free != NULL:
+        return False
+    if w.idle_reread <= 0:
+        w.idle = _idle_threads()
+        w.idle_reread = IDLE_REREAD
+    w.idle_reread -= 1
+    if w.left < w.idle:
         w.left += 1
         w.pending = True
         return True
     return False
 
 
-cdef fw_node *_w_claim(waiter_t *w) except? NULL:
+cdef inline fw_node *_w_claim(waiter_t *w) except? NULL:
     """The isolation rule: a queued task this waiter may run, claimed for
     this thread, or NULL. With nothing to claim, a waiter that may help is
     left registered as a helper (w.help_node), so that a fork into what it
@@ -242,7 +257,7 @@ cdef fw_node *_w_claim(waiter_t *w) except? NULL:
         # the target itself (a deep waiter's spare may not have taken it yet)
         w.pending = False
         if FW_LOAD(&w.target.state) == FW_PENDING:
-            if w.early and _idle_threads() > 0:
+            if w.early and w.target.gil_free == NULL and _idle_threads() > 0:
                 w.pending = True  # a timed wait leaves it to an idle pool thread
                 return NULL
             if fw_claim_node(w.target, FW_RUNNING):
@@ -258,13 +273,13 @@ cdef fw_node *_w_claim(waiter_t *w) except? NULL:
             return n
         w.help_node = w.target
         return NULL
-    if w.next < len(<list>w.members):
+    if w.next < PyList_GET_SIZE(w.members):
         # the first pass (wait_all's reads every member, claiming or not)
         if w.target == NULL or _w_may_claim(w):
             n = _w_claim_member(w)
             if n != NULL or w.target == NULL:
                 return n
-        w.next = len(<list>w.members)
+        w.next = PyList_GET_SIZE(w.members)
     if not _w_may_claim(w):
         return NULL
     if w.left:
@@ -281,7 +296,7 @@ cdef fw_node *_w_claim_left(waiter_t *w) except? NULL:
     w.pending = False
     for f in <list>w.members:
         if FW_LOAD(&f.node.state) == FW_PENDING and f.node.is_task:
-            if _idle_threads() > 0:
+            if f.node.gil_free == NULL and _idle_threads() > 0:
                 w.pending = True
                 return NULL
             if fw_claim_node(&f.node, FW_RUNNING):
@@ -289,26 +304,29 @@ cdef fw_node *_w_claim_left(waiter_t *w) except? NULL:
     return NULL
 
 
-cdef fw_node *_w_claim_member(waiter_t *w) except? NULL:
+cdef inline fw_node *_w_claim_member(waiter_t *w) except? NULL:
     """W_MANY's first pass: the next unstarted member, in order, claimed
-    (recording the values of members done meanwhile, without `done`)."""
-    cdef list members = <list>w.members
-    cdef Py_ssize_t i, n = len(members)
-    cdef FutureCore f
+    (recording the values of members done meanwhile, without `done`).
+    Members are read as borrowed pointers (the list holds them): a pass
+    over 10^5 futures is most of a wait_all."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(w.members)
+    cdef fw_node *node
     cdef int state
+    cdef bint timed = w.deadline >= 0.0
     while w.next < n:
         if w.target != NULL and FW_LOAD(&w.target.state) >= FW_FINISHED:
             return NULL
         i = w.next
         w.next += 1
-        f = <FutureCore>members[i]
-        state = FW_LOAD(&f.node.state)
-        if state == FW_PENDING and f.node.is_task and _w_may_claim(w) \
-                and not _w_leaves(w) and fw_claim_node(&f.node, FW_RUNNING):
+        node = &(<FutureCore>PyList_GET_ITEM(w.members, i)).node
+        state = FW_LOAD(&node.state)
+        if state == FW_PENDING and node.is_task and w.helps \
+                and (not timed or fw_now() < w.deadline) \
+                and not _w_leaves(w, node) and fw_claim_node(node, FW_RUNNING):
             w.running_at = i
-            return &f.node
+            return node
         if w.values != NULL:
-            _w_note_member(w, i, f, state)
+            _w_note_member(w, i, <FutureCore>PyList_GET_ITEM(w.members, i), state)
             if w.failed != NULL:
                 return NULL
     return NULL
@@ -353,7 +371,7 @@ cdef fw_node *_w_claim_in_running(waiter_t *w) except? NULL:
     return NULL
 
 
-cdef inline void _w_unhelp(waiter_t *w):
+cdef inline void _w_unhelp(waiter_t *w) noexcept:
     """End the helper registration that _w_claim left."""
     cdef FutureCore f
     cdef object running
@@ -379,7 +397,7 @@ cdef inline int _run_claimed(fw_node *n) except -1:
     return 0
 
 
-cdef int _w_run(waiter_t *w, fw_node *n) except -1:
+cdef inline int _w_run(waiter_t *w, fw_node *n) except -1:
     """Run claimed task `n` here: the claim-and-run of every wait. A waiter
     runs it with _run_claimed; a pool thread lets nothing it raises end the
     thread, and runs a GIL-free task (and those it finds next) without the
@@ -404,8 +422,7 @@ cdef int _w_run(waiter_t *w, fw_node *n) except -1:
     _run_claimed(n)
     if w.running_at >= 0:
         if w.values != NULL:
-            task = <FutureCore>FW_FUT_OF(n)
-            _w_note_member(w, w.running_at, task, FW_LOAD(&task.node.state))
+            _w_note_member(w, w.running_at, <FutureCore>FW_FUT_OF(n), FW_LOAD(&n.state))
         w.running_at = -1
     return 0
 

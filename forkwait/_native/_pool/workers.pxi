@@ -2,7 +2,7 @@
 
 # ---------------------------------------------------------------- workers
 
-cdef void _run_guarded(FutureCore task):
+cdef void _run_guarded(FutureCore task) noexcept:
     """Run a claimed task in a pool thread; nothing it raises ends the thread."""
     try:
         _run_task(task)
@@ -49,7 +49,7 @@ cdef int _idle_pause(int slot, int worker_index, int spare) noexcept nogil:
         # nothing for the GIL: idle again
 
 
-cdef void _pool_thread_loop(int slot, int worker_index, int spare):
+cdef void _pool_thread_loop(int slot, int worker_index, int spare) noexcept:
     """Look for work, run it, sleep; return when this thread must stop: the
     wait loop with the W_IDLE policy."""
     cdef waiter_t w
