@@ -233,6 +233,9 @@ def extensions():
         "cdivision": True,
         "embedsignature": True,
         "binding": True,
+        # every module is safe without the GIL (docs/freethreading.md): a
+        # free-threaded CPython keeps the GIL off when forkwait is imported
+        "freethreading_compatible": True,
     }
     only = [m.strip() for m in os.environ.get("FORKWAIT_BUILD_ONLY", "").split(",") if m.strip()]
     exts = []

@@ -329,11 +329,14 @@ def test_result_timeout_inf_waits_without_spinning(interop, how):
 
 def test_task_waiting_on_itself_raises_runtime_error():
     box = {}
+    ready = threading.Event()  # (a pool thread may start the task before `box` is set)
 
     def me():
+        ready.wait(TIMEOUT)
         return fw.wait(box["f"])
 
     box["f"] = fw.fork(me)
+    ready.set()
     with pytest.raises(RuntimeError, match="deadlock"):
         box["f"].result(timeout=TIMEOUT)
 
@@ -341,7 +344,7 @@ def test_task_waiting_on_itself_raises_runtime_error():
 def test_two_tasks_waiting_on_each_other_raise_instead_of_hanging(interop):
     interop(2)
     box = {}
-    both = threading.Barrier(2, timeout=TIMEOUT)
+    both = threading.Barrier(3, timeout=TIMEOUT)  # the two tasks, and this thread once `box` is set
 
     def a():
         both.wait()
@@ -353,6 +356,7 @@ def test_two_tasks_waiting_on_each_other_raise_instead_of_hanging(interop):
 
     box["a"] = fw.fork(a)
     box["b"] = fw.fork(b)
+    both.wait()
     errors = []
     for f in (box["a"], box["b"]):
         try:
@@ -368,13 +372,17 @@ def test_waiting_on_an_ancestor_from_a_helped_task_raises():
     """A task run inline inside a wait, waiting on the task that waits."""
     box = {}
 
+    ready = threading.Event()  # (a pool thread may start `outer` before `box` is set)
+
     def inner():
         return fw.wait(box["outer"])  # outer runs beneath us on this thread
 
     def outer():
+        ready.wait(TIMEOUT)
         return fw.wait(fw.fork(inner))
 
     box["outer"] = fw.fork(outer)
+    ready.set()
     with pytest.raises(RuntimeError, match="deadlock"):
         fw.wait(box["outer"])
 
@@ -401,7 +409,7 @@ def test_a_cycle_through_a_wait_on_many_raises_instead_of_hanging(interop, kind)
     raises RuntimeError at once, as a cycle through wait() does."""
     interop(2)
     box = {}
-    both = threading.Barrier(2, timeout=TIMEOUT)
+    both = threading.Barrier(3, timeout=TIMEOUT)  # the two tasks, and this thread once `box` is set
 
     def a():
         both.wait()
@@ -413,6 +421,7 @@ def test_a_cycle_through_a_wait_on_many_raises_instead_of_hanging(interop, kind)
 
     box["a"] = fw.fork(a)
     box["b"] = fw.fork(b)
+    both.wait()
     errors = []
     for f in (box["a"], box["b"]):
         try:
@@ -429,19 +438,23 @@ def test_wait_any_with_one_member_outside_the_cycle_is_no_deadlock(interop):
     interop(3)
     box = {}
     started = threading.Event()
+    ready = threading.Event()  # `box` is set
 
     def a():
         started.wait(TIMEOUT)
+        ready.wait(TIMEOUT)
         first = fw.wait_any([box["b"], box["c"]])
         return first is box["c"]
 
     def b():
         started.set()
+        ready.wait(TIMEOUT)
         return fw.wait(box["a"])
 
     box["a"] = fw.fork(a)
     box["b"] = fw.fork(b)
     box["c"] = fw.fork(time.sleep, 0.2)
+    ready.set()
     assert box["a"].result(timeout=TIMEOUT) is True
     assert box["b"].result(timeout=TIMEOUT) is True
 
@@ -452,7 +465,7 @@ def test_a_timed_wait_in_a_cycle_is_no_deadlock(interop):
     takes its fallback, and B gets A's value."""
     interop(2)
     box = {}
-    both = threading.Barrier(2, timeout=TIMEOUT)
+    both = threading.Barrier(3, timeout=TIMEOUT)  # the two tasks, and this thread once `box` is set
 
     def a():
         both.wait()
@@ -467,6 +480,7 @@ def test_a_timed_wait_in_a_cycle_is_no_deadlock(interop):
 
     box["a"] = fw.fork(a)
     box["b"] = fw.fork(b)
+    both.wait()
     assert box["a"].result(timeout=TIMEOUT) == "fallback"
     assert box["b"].result(timeout=TIMEOUT) == ("b got", "fallback")
 

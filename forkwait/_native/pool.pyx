@@ -66,6 +66,7 @@ import sys
 import threading
 import traceback
 import types
+import weakref
 from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 
@@ -102,6 +103,7 @@ atexit.register(_exit_reports)
 MAX_INTEROP_THREADS = FW_MAX_INTEROP
 
 _set_node_offset()
+fw_object_init()
 fw_future_install(Future)
 
 # The two builtins: vectorcall functions over _fork_impl and _wait_impl

@@ -6,10 +6,17 @@
 cdef object _fork_hook = None   # forkwait's Dask backend while a block is active
 
 
+cdef list _retired_hooks = []   # every hook ever set, kept: see _set_fork_hook
+
+
 def _set_fork_hook(hook):
     """Install ``hook(fn, args, kwargs) -> Future or None`` for forks made
     outside any task (None removes it); returns the old one."""
     global _fork_hook
+    # A fork reads the hook without a lock (every fork does): an old hook
+    # must outlive a fork that read it just before the change, so no hook
+    # object ever set is freed (there are a handful in a process's life).
+    _retired_hooks.append(hook)
     old = _fork_hook
     _fork_hook = hook
     return old
@@ -23,8 +30,9 @@ cdef object _fork_impl(object fn, PyObject **argv, Py_ssize_t nargs, object kwar
             f"fork() needs a callable as its first argument, got {type(fn).__name__}: "
             f"{_short_repr(fn)}"
         )
-    if _fork_hook is not None and fw_task_depth == 0:
-        hooked = _fork_hook(fn, fw_args_tuple(argv, nargs), {} if kwargs is None else kwargs)
+    hook = _fork_hook  # (read once: another thread may change it)
+    if hook is not None and fw_task_depth == 0:
+        hooked = hook(fn, fw_args_tuple(argv, nargs), {} if kwargs is None else kwargs)
         if hooked is not None:
             return hooked
     if FW_LOAD(&fw_P.state) == FW_POOL_IDLE:
@@ -65,7 +73,7 @@ cdef object _fork_impl(object fn, PyObject **argv, Py_ssize_t nargs, object kwar
     # While queued, the future (made untracked) and its context are alive
     # through the queue: out of the cyclic GC's lists until claimed (10^6
     # queued futures would otherwise make every full collection scan them all).
-    if fut.node.gil_free == NULL:
+    if fut.node.gil_free == NULL and not FW_FREE_THREADED:
         PyObject_GC_UnTrack(fut._ctx)
     Py_INCREF(fut)  # owned by the queue while linked
     if fw_push(&fut.node):

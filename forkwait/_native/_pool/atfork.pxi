@@ -65,7 +65,7 @@ def _after_fork_child():
     main_ident = PyThread_get_thread_ident()
     _spawn_lock = threading.Lock()
     _cf_lock = threading.RLock()
-    _report_scheduled = False
+    _report_scheduled = 0
     _unretrieved = []
     _fork_hook = None
     n = fw_child_reset(&orphans)

@@ -103,8 +103,13 @@ cdef int _after_wake(FutureCore fut) except -1:
 
 
 cdef inline void _release_call(FutureCore fut) noexcept:
-    """A task is final: what only its run needed goes (with the GIL)."""
-    fut._fn = None
+    """A task is final: what only its run needed goes. The function is the
+    one field another thread may read meanwhile (repr): it is swapped out in
+    a critical section (a no-op with the GIL), and dropped after it."""
+    cdef object fn
+    with cython.critical_section(fut):
+        fn = fut._fn
+        fut._fn = None
     fut._args = None
     fut._kwargs = None
     fut._a0 = fut._a1 = None

@@ -14,6 +14,7 @@ cdef extern from "Python.h":
 
 cdef extern from "_pool/state.h" nogil:
     enum:
+        FW_FREE_THREADED
         FW_MAX_INTEROP
         FW_MAX_SPARES
         FW_PENDING
@@ -166,6 +167,7 @@ cdef extern from "_pool/stack.h":
 
 cdef extern from "_pool/object.h":
     void fw_future_install(object type)
+    int fw_object_init() except -1
     object fw_new_of(object type)
     object fw_new_untracked(object type)
     PyObject *fw_call_caught(PyObject *fn, PyObject *args, PyObject *kwargs, PyObject **exc)

@@ -348,31 +348,40 @@ cdef class FutureCore:
 
     cdef bint _add_callback(self, fn) except -1:
         """Append `fn` unless the future is done (then False). The first
-        callback is kept as it is; a list is made for a second one."""
+        callback is kept as it is; a second makes a list, and every change
+        of a list makes a new one (copy on write): the completer takes the
+        list it finds under the lock and calls it outside, so a list is never
+        changed once it is seen, with or without a GIL. The field is read
+        and written only under cb_lock, and nothing is allocated or freed
+        while it is held (the old value dies after the unlock)."""
         cdef object cbs
-        cdef list more = None
+        cdef object new
         # Before reading the state (Dekker with _after_final: the completer
         # settles the state, then reads cb_adders; both seq_cst)
         FW_ADD(&self.node.cb_adders, 1)
         while True:
-            cbs = self._callbacks
-            if cbs is not None and type(cbs) is not list:
-                more = [cbs, fn]  # allocated outside the lock
             fw_lock(&fw_P.cb_lock)
             if FW_LOAD(&self.node.state) >= FW_FINISHED:
                 fw_unlock(&fw_P.cb_lock)
                 return False
-            if self._callbacks is not cbs:  # changed meanwhile: try again
-                fw_unlock(&fw_P.cb_lock)
-                continue
+            cbs = self._callbacks
             if cbs is None:
                 self._callbacks = fn
-            elif more is not None:
-                self._callbacks = more
-            else:
-                (<list>cbs).append(fn)
+                fw_unlock(&fw_P.cb_lock)
+                return True
             fw_unlock(&fw_P.cb_lock)
-            return True
+            if type(cbs) is list:
+                new = list(<list>cbs)
+                new.append(fn)
+            else:
+                new = [cbs, fn]
+            fw_lock(&fw_P.cb_lock)
+            if self._callbacks is cbs and FW_LOAD(&self.node.state) < FW_FINISHED:
+                self._callbacks = new   # (the old value: `cbs` still holds it)
+                fw_unlock(&fw_P.cb_lock)
+                return True
+            fw_unlock(&fw_P.cb_lock)
+            cbs = new = None  # changed meanwhile (or completed): drop ours unlocked, look again
 
     def _remove_done_callback(self, fn):
         """Remove every registration of `fn` (by identity) that has not run;
@@ -380,25 +389,34 @@ cdef class FutureCore:
         back the callbacks they added, so that nothing they leave keeps a
         member's waiters or results alive.)"""
         cdef object cbs
-        cdef Py_ssize_t i, removed = 0
+        cdef object new
+        cdef Py_ssize_t removed
         if FW_LOAD(&self.node.cb_adders) == 0:
             return 0  # none was ever added
-        fw_lock(&fw_P.cb_lock)
-        cbs = self._callbacks
-        if cbs is fn:
-            self._callbacks = None
-            removed = 1
-        elif type(cbs) is list:
-            # identity only (no __eq__: no Python code under the lock); the
-            # caller's reference keeps `fn` alive through the deletions
-            i = len(<list>cbs) - 1
-            while i >= 0:
-                if (<list>cbs)[i] is fn:
-                    del (<list>cbs)[i]
-                    removed += 1
-                i -= 1
-        fw_unlock(&fw_P.cb_lock)
-        return removed
+        while True:
+            fw_lock(&fw_P.cb_lock)
+            cbs = self._callbacks
+            fw_unlock(&fw_P.cb_lock)
+            if cbs is None:
+                return 0
+            if cbs is fn:
+                new, removed = None, 1
+            elif type(cbs) is list:
+                # identity only: no __eq__ of the user's runs here
+                new = [cb for cb in <list>cbs if cb is not fn]
+                removed = len(<list>cbs) - len(<list>new)
+                if removed == 0:
+                    return 0
+                if not new:
+                    new = None
+            else:
+                return 0
+            fw_lock(&fw_P.cb_lock)
+            if self._callbacks is cbs:
+                self._callbacks = new
+                fw_unlock(&fw_P.cb_lock)
+                return removed
+            fw_unlock(&fw_P.cb_lock)  # changed meanwhile: look again
 
     def then(self, callback):
         """A new Future with the value of ``callback(self)``, once this is done.
@@ -478,8 +496,10 @@ cdef class FutureCore:
         elif state == FW_FAILED:
             extra = f" raised {type(self._exc).__name__}"
         name = ""
-        if self._fn is not None:
-            name = " " + _task_name(self._fn)
+        with cython.critical_section(self):  # (_release_call clears it: see there)
+            fn = self._fn
+        if fn is not None:
+            name = " " + _task_name(fn)
         return f"<forkwait.Future{name} at {id(self):#x} state={_STATE_NAMES[state]}{extra}>"
 
 
@@ -492,14 +512,21 @@ cdef class _FailureGuard:
     type would cost every fork a finalizer call at deallocation. Its
     ``__del__`` runs as tp_finalize, before the cyclic GC clears anything in
     a cycle, so the exception it holds is intact (and kept alive by the
-    report)."""
+    report). Armed guards are listed (weakly) in _armed, so that the
+    failures of futures still alive at exit are reported too, while logging
+    is up (_exit_reports)."""
     cdef object exc
     cdef size_t addr
+    cdef object __weakref__
 
     def __del__(self):
+        _armed.pop(<size_t><void *>self, None)
         if self.exc is not None:
             _defer_unretrieved_report(self.addr, self.exc)
             self.exc = None
+
+
+cdef dict _armed = {}   # address of each armed guard -> a weak reference to it
 
 
 cdef inline int _arm_guard(FutureCore fut, object exc) except -1:
@@ -507,17 +534,25 @@ cdef inline int _arm_guard(FutureCore fut, object exc) except -1:
     cdef _FailureGuard g = _FailureGuard.__new__(_FailureGuard)
     g.exc = exc
     g.addr = <size_t><void *>fut
+    _armed[<size_t><void *>g] = weakref.ref(g)
     fut._guard = g
     return 0
 
 
 cdef inline void _mark_retrieved(FutureCore fut) noexcept:
     """The failure of `fut` was seen by the user (or never happened, when a
-    hand-made future's completion lost a race): nothing to report."""
-    cdef _FailureGuard g = fut._guard
+    hand-made future's completion lost a race): nothing to report. Threads
+    that retrieve it at once take the guard in a critical section (a no-op
+    with the GIL): one of them disarms it."""
+    cdef _FailureGuard g
+    if fut._guard is None:
+        return
+    with cython.critical_section(fut):
+        g = fut._guard
+        fut._guard = None
     if g is not None:
         g.exc = None
-        fut._guard = None
+        _armed.pop(<size_t><void *>g, None)
 
 
 class Future(FutureCore, _cf.Future):

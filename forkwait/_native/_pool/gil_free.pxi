@@ -20,20 +20,31 @@ cdef inline size_t _gil_free_slot(PyObject *fn) noexcept:
     return (<size_t>fn >> 4) & (GIL_FREE_SLOTS - 1)
 
 
+_gil_free_lock = threading.Lock()
+cdef list _gil_free_kept = []   # every (fn, prepare) ever registered: forks read the
+                                # table without a lock, so no entry of it is ever freed
+
+
 def _register_gil_free(fn, prepare):
     """Make ``fork(fn, ...)`` a GIL-free task wherever ``prepare(args,
     kwargs)`` accepts the call (``kwargs`` None without keywords): it
     returns ``(capsule, result)`` (see ``_fw_gil_free.h``) or None for the
     ordinary path. ``prepare=None`` removes `fn`."""
-    global _n_gil_free_fns
     if prepare is not None and not callable(prepare):
         raise TypeError(f"prepare must be callable, got {type(prepare).__name__}")
+    with _gil_free_lock:
+        _register_gil_free_locked(fn, prepare)
+
+
+cdef _register_gil_free_locked(fn, prepare):
+    global _n_gil_free_fns
     cdef int i
     entries = [e for e in _gil_free_fns if e[0] is not fn]
     if prepare is not None:
         if len(entries) >= MAX_GIL_FREE:
             raise ValueError(f"at most {MAX_GIL_FREE} GIL-free functions")
         entries.append((fn, prepare))
+        _gil_free_kept.append((fn, prepare))
     cdef size_t j
     _n_gil_free_fns = 0
     _gil_free_fns[:] = entries

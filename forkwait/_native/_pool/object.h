@@ -9,6 +9,8 @@
 #include <Python.h>
 #include <string.h>
 
+#include "../_fw_atomic.h"
+
 /* ------------------------------------------------------------ memory */
 /* A free list of Future objects' memory (CPython keeps such lists for
  * its own small objects: tuples, floats, frames). Future's tp_free puts
@@ -99,8 +101,13 @@ static void fw_future_install(PyObject *type) {
 
 /* ------------------------------------------------------------ making one */
 static PyObject *fw_empty_tuple = NULL;
+/* At import, before any thread can make a Future. */
+static int fw_object_init(void) {
+    fw_empty_tuple = PyTuple_New(0);
+    return fw_empty_tuple == NULL ? -1 : 0;
+}
+
 static inline PyObject *fw_new_of(PyObject *type) {
-    if (fw_empty_tuple == NULL && (fw_empty_tuple = PyTuple_New(0)) == NULL) return NULL;
     return ((PyTypeObject *)type)->tp_new((PyTypeObject *)type, fw_empty_tuple, NULL);
 }
 /* fw_new_of(Future), the object not tracked by the GC (fork's): memory
@@ -108,6 +115,11 @@ static inline PyObject *fw_new_of(PyObject *type) {
  * untracked after */
 static inline PyObject *fw_new_untracked(PyObject *type) {
     PyObject *o;
+#ifdef Py_GIL_DISABLED
+    /* the GC's tracking bits are written without a lock of their own: on
+     * the free-threaded build every Future stays under the GC */
+    return fw_new_of(type);
+#endif
     fw_fl_untracked = 1;
     o = fw_new_of(type);
     fw_fl_untracked = 0;

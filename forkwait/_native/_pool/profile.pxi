@@ -62,6 +62,7 @@ def _set_profiler(hook):
     end=, thread=)``.
     """
     global _prof_hook, fw_prof_on
+    _retired_hooks.append(hook)  # (read without a lock by every task: see _set_fork_hook)
     old = _prof_hook
     _prof_hook = hook
     fw_prof_on = hook is not None

@@ -2,8 +2,9 @@
 
 # ---------------------------------------------------------------- reports
 
-cdef list _unretrieved = []
-cdef bint _report_scheduled = False
+cdef list _unretrieved = []    # (text, exc): appended by finalizers in any thread
+cdef int _report_scheduled = 0   # a pending call will flush it (atomic)
+_report_lock = threading.Lock()  # one flush at a time
 # Set at interpreter exit (_shutdown_at_exit, before atexit's handlers: so
 # before logging shuts down): from then on a report goes straight to stderr,
 # at once. Futures still referenced at exit die while the interpreter tears
@@ -16,8 +17,7 @@ cdef str _REPORT = "forkwait: a future failed and nobody retrieved its exception
 
 
 cdef int _report_pending(void *arg) noexcept with gil:
-    global _report_scheduled
-    _report_scheduled = False
+    FW_STORE(&_report_scheduled, 0)
     try:
         _flush_unretrieved()
     except BaseException:
@@ -27,9 +27,11 @@ cdef int _report_pending(void *arg) noexcept with gil:
 
 def _flush_unretrieved():
     """Log the failures collected by finalizers (a safe point, not a finalizer)."""
-    global _unretrieved
-    items = _unretrieved
-    _unretrieved = []
+    with _report_lock:
+        # the first n, taken out in place: finalizers may append meanwhile
+        n = len(_unretrieved)
+        items = _unretrieved[:n]
+        del _unretrieved[:n]
     for text, exc in items:
         if _at_exit:
             _report_to_stderr(text, exc)
@@ -57,16 +59,15 @@ cdef void _defer_unretrieved_report(size_t addr, object exc) noexcept:
     (linecache, and on CPython 3.11 even ast.parse) in the middle of whatever
     the collecting thread was doing, which broke an ast.parse running there.
     """
-    global _report_scheduled
     try:
         text = f"<forkwait.Future at {addr:#x} state=finished raised {type(exc).__name__}>"
         if _at_exit:
             _report_to_stderr(text, exc)
             return
         _unretrieved.append((text, exc))
-        if not _report_scheduled:
-            if Py_AddPendingCall(_report_pending, NULL) == 0:
-                _report_scheduled = True
+        if fw_cas_int(&_report_scheduled, 0, 1):
+            if Py_AddPendingCall(_report_pending, NULL) != 0:
+                FW_STORE(&_report_scheduled, 0)
     except BaseException:
         pass
 
@@ -84,8 +85,22 @@ def _defer_report_for_tests(exc):
 
 def _exit_reports():
     """atexit's hook (registered after logging's, so run before logging shuts
-    down): the reports collected so far go to logging; later ones, of futures
-    that die while the interpreter tears its modules down, to stderr."""
+    down): the reports collected so far go to logging, and so do the failures
+    of futures still alive now (a module-level list of forks nobody waited
+    on: the interpreter may never free them, the free-threaded one at
+    least); later ones, of futures that die while the interpreter tears its
+    modules down, to stderr."""
     global _at_exit
+    cdef _FailureGuard g
+    for ref in list(_armed.values()):
+        g = ref()
+        if g is not None and g.exc is not None:
+            exc = g.exc
+            g.exc = None
+            _unretrieved.append((
+                f"<forkwait.Future at {g.addr:#x} state=finished raised {type(exc).__name__}> "
+                "(still referenced at exit)", exc,
+            ))
+    _armed.clear()
     _flush_unretrieved()
     _at_exit = True

@@ -25,6 +25,15 @@
 #include "../_fw_atomic.h"
 #include "../_fw_gil_free.h"
 
+/* 1 on a free-threaded CPython (PEP 703, the GIL off): what leans on the GIL
+ * elsewhere (the Future's free list, leaving futures out of the cyclic GC)
+ * is off there, and what it guarded is locked or atomic (docs/freethreading.md). */
+#ifdef Py_GIL_DISABLED
+#define FW_FREE_THREADED 1
+#else
+#define FW_FREE_THREADED 0
+#endif
+
 #define FW_MAX_INTEROP 4096
 #define FW_MAX_SPARES 2048
 #define FW_MAX_SLOTS (FW_MAX_INTEROP + FW_MAX_SPARES)
