@@ -423,11 +423,16 @@ class scope:  # noqa: N801 - used as ``with fw.scope() as s``
         with self._lock:
             if self._closed:
                 raise RuntimeError("this forkwait.scope has been left; fork in an open scope")
+            if self._failed:
+                # never forked, so never run (a fork cancelled after the
+                # fact could already run on a pool thread: without a GIL,
+                # at once)
+                f: Future[T] = Future()
+                f.cancel()
+                self._futures.append(f)
+                return f
             f = fork(fn, *args, **kwargs)
             self._futures.append(f)
-            failed = self._failed
-        if failed:
-            f.cancel()
         f.add_done_callback(self._on_done)
         return f
 

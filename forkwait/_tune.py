@@ -14,6 +14,7 @@ import contextlib
 import math
 import os
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +37,11 @@ from forkwait._measure.timing import (
 from forkwait._threads import _check_count, available_cpus
 
 #: Differences smaller than this fraction are not called a win, however steady.
+# With the GIL on (the usual CPython), forked pure-Python code takes turns;
+# on a free-threaded CPython it runs in parallel, and the advice that says
+# it holds the GIL would be wrong there.
+_GIL_ON = getattr(sys, "_is_gil_enabled", lambda: True)()
+
 MIN_GAIN = 0.05
 #: Other processes using this many CPUs on average make the machine "busy".
 BUSY_CPUS = 0.25
@@ -509,14 +515,24 @@ class TuneResult:
             and (f.get("profile_others_cpus") or 0.0) < BUSY_CPUS
             and f.get("kernel_share_of_tasks", 0.0) < 0.5
         ):
-            out.append(
-                f"{tasks} tasks were forked, but the process used only "
-                f"{f['cpu_utilisation']:.2f} CPUs on average on a quiet machine: the forked "
-                "work holds the GIL (pure Python) or waits (I/O, sleep), so more threads "
-                "cannot overlap it. Move the hot loop into code that releases the GIL "
-                "(forkwait.ops, NumPy on large arrays, a Cython nogil function), or use "
-                "processes for pure-Python work."
-            )
+            if _GIL_ON:
+                out.append(
+                    f"{tasks} tasks were forked, but the process used only "
+                    f"{f['cpu_utilisation']:.2f} CPUs on average on a quiet machine: the "
+                    "forked work holds the GIL (pure Python) or waits (I/O, sleep), so more "
+                    "threads cannot overlap it. Move the hot loop into code that releases "
+                    "the GIL (forkwait.ops, NumPy on large arrays, a Cython nogil function), "
+                    "use processes for pure-Python work, or a free-threaded CPython "
+                    "(docs/freethreading.md)."
+                )
+            else:
+                out.append(
+                    f"{tasks} tasks were forked, but the process used only "
+                    f"{f['cpu_utilisation']:.2f} CPUs on average on a quiet machine: the "
+                    "forked work waits (I/O, sleep) or takes turns on a lock (this CPython "
+                    "runs Python code without the GIL, so it is not the GIL), so more "
+                    "threads cannot overlap it."
+                )
         if tasks and multi and self.baseline.interop == 1 and self.recommended is None \
                 and self.n_rounds >= MIN_ROUNDS and len(self.times) > 1:
             out.append(

@@ -346,6 +346,8 @@ def test_tune_region_in_process(monkeypatch):
         pass
 
 
+@pytest.mark.skipif(not getattr(sys, "_is_gil_enabled", lambda: True)(),
+                    reason="a free-threaded CPython runs forked pure Python in parallel")
 def test_profiled_run_sees_pure_python_holding_the_gil():
     def count():
         s = 0
@@ -487,8 +489,9 @@ def test_why_no_fork():
     assert "No task was forked" not in why(result(GRID))
 
 
-def test_why_gil():
+def test_why_gil(monkeypatch):
     gil = {"cpu_utilisation": 1.0, "kernel_share_of_tasks": 0.0}
+    monkeypatch.setattr(_tune, "_GIL_ON", True)  # (the usual CPython)
     assert "holds the GIL" in why(result(GRID, facts=gil))
     # quiet: the process did use several CPUs
     assert "holds the GIL" not in why(result(GRID))
@@ -498,6 +501,10 @@ def test_why_gil():
     assert "holds the GIL" not in why(result(GRID, facts={**gil, "profile_others_cpus": 0.9}))
     # quiet: one CPU
     assert "holds the GIL" not in why(result({S11: 1.0}, facts=gil, cpus=1))
+    # a free-threaded CPython: low use is not the GIL's doing
+    monkeypatch.setattr(_tune, "_GIL_ON", False)
+    text = why(result(GRID, facts=gil))
+    assert "holds the GIL" not in text and "takes turns on a lock" in text
 
 
 def test_why_the_baseline_already_ran_two_tasks():
