@@ -66,28 +66,32 @@ def clean_env(env: dict | None = None) -> dict:
     return full
 
 
-def _command(code: str | None, module: str | None, argv, flags, prelude: bool) -> list[str]:
+def _command(code: str | None, module: str | None, argv, flags, prelude: bool,
+             executable: str | None = None) -> list[str]:
     if (code is None) == (module is None):
         raise TypeError("give either code or module")
+    exe = executable or sys.executable
     if module is not None:
-        return [sys.executable, *flags, "-m", module, *argv]
+        return [exe, *flags, "-m", module, *argv]
     code = textwrap.dedent(code)
     if prelude:
         code = PRELUDE + code
-    return [sys.executable, *flags, "-c", code, *argv]
+    return [exe, *flags, "-c", code, *argv]
 
 
 def run_python(code: str | None = None, *, module: str | None = None, argv=(), flags=(),
                prelude: bool = False, env: dict | None = None, timeout: float = TIMEOUT,
-               check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess:
+               check: bool = True, executable: str | None = None,
+               **kwargs: Any) -> subprocess.CompletedProcess:
     """Run `code` (dedented; after ``PRELUDE`` if `prelude`), or ``-m
-    module``, in a fresh interpreter with ``clean_env(env)``, its output
-    captured as text. `flags` go to the interpreter, `argv` to the program;
-    `kwargs` to ``subprocess.run`` (``cwd``, ...). With `check`, a non-zero
-    exit fails with the output; a child still running after `timeout`
-    seconds is killed (``subprocess.TimeoutExpired``)."""
+    module``, in a fresh interpreter (this one, or `executable`) with
+    ``clean_env(env)``, its output captured as text. `flags` go to the
+    interpreter, `argv` to the program; `kwargs` to ``subprocess.run``
+    (``cwd``, ...). With `check`, a non-zero exit fails with the output; a
+    child still running after `timeout` seconds is killed
+    (``subprocess.TimeoutExpired``)."""
     proc = subprocess.run(
-        _command(code, module, argv, flags, prelude),
+        _command(code, module, argv, flags, prelude, executable),
         env=clean_env(env), capture_output=True, text=True, timeout=timeout, **kwargs,
     )
     if check and proc.returncode != 0:

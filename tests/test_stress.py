@@ -282,6 +282,98 @@ def test_threads_fork_wait_callback_cancel_while_settings_change(interop, intra,
     assert until(lambda: threading.active_count() <= threads_before + 2, TIMEOUT)
 
 
+# ---------------------------------------------------------------- pure Python at once
+
+
+def test_threads_fork_wait_cancel_resize_pure_python_work_exactly_once(interop):
+    """Made for the free-threaded CPython (where it is true concurrency, no
+    GIL in between; it runs on every build): 8 threads fork pure-Python work
+    (loops, nested fork/wait trees, failures), cancel some of it and wait
+    through wait, wait_all, as_completed and concurrent.futures.wait, while
+    another thread resizes the pool. Every task body runs exactly once
+    unless its future was cancelled first (then never), every future ends
+    with the outcome its body gave, and nothing hangs."""
+    rounds = 200 if LONG else 40
+    batch = 24
+    lock = threading.Lock()
+    ran = {}
+    never = set()     # tokens whose futures were cancelled before they started
+    errors = []
+    stop = threading.Event()
+
+    def body(token, kind):
+        with lock:
+            ran[token] = ran.get(token, 0) + 1
+        if kind == 0:
+            s = 0
+            for i in range(2000):
+                s += i * i
+            return token
+        if kind == 1:
+            return fib(9) and token  # a nested fork/wait tree
+        if kind == 2:
+            raise KeyError(token)
+        return fw.wait(fw.fork(ident, token))
+
+    def client(c):
+        rng = random.Random(c)
+        try:
+            for r in range(rounds):
+                kinds = [rng.randrange(4) for _ in range(batch)]
+                futs = [fw.fork(body, (c, r, j), kinds[j]) for j in range(batch)]
+                cancelled = {j for j in rng.sample(range(batch), batch // 4)
+                             if futs[j].cancel()}
+                how = rng.randrange(4)
+                if how == 1:
+                    try:
+                        fw.wait_all([f for j, f in enumerate(futs) if j not in cancelled])
+                    except KeyError:
+                        pass
+                elif how == 2:
+                    list(fw.as_completed(futs, timeout=TIMEOUT))
+                elif how == 3:
+                    _, not_done = concurrent.futures.wait(futs, timeout=TIMEOUT)
+                    assert not not_done
+                for j, f in enumerate(futs):
+                    token = (c, r, j)
+                    if j in cancelled:
+                        assert f.cancelled()
+                        with lock:
+                            never.add(token)
+                        continue
+                    if kinds[j] == 2:
+                        assert isinstance(f.exception(timeout=TIMEOUT), KeyError)
+                    else:
+                        assert f.result(timeout=TIMEOUT) == token
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def resizer():
+        rng = random.Random(7)
+        while not stop.is_set():
+            fw.set_num_interop_threads(rng.randint(1, 4))
+            time.sleep(0.001)
+
+    rt = threading.Thread(target=resizer)
+    rt.start()
+    clients = [threading.Thread(target=client, args=(c,)) for c in range(8)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join(TIMEOUT * 4)
+    stop.set()
+    rt.join(TIMEOUT)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in clients)
+    with lock:
+        done = dict(ran)
+    everything = {(c, r, j) for c in range(8) for r in range(rounds) for j in range(batch)}
+    assert set(done) == everything - never  # each ran unless cancelled first...
+    assert set(done.values()) == {1}        # ...and once
+    figures("pure-python", threads=8, tasks=len(everything), ran=len(done),
+            gil="on" if getattr(__import__("sys"), "_is_gil_enabled", lambda: True)() else "off")
+
+
 # ---------------------------------------------------------------- kernels
 
 
