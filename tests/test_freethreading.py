@@ -35,7 +35,8 @@ PUBLIC = ["forkwait", "forkwait.ops", "forkwait.cli", "forkwait._dask"] + sorted
 
 CHECK = f"""
 import importlib, sys, warnings
-warnings.simplefilter("error", RuntimeWarning)  # "The global interpreter lock (GIL) has been enabled ..."
+# "The global interpreter lock (GIL) has been enabled ..." is a RuntimeWarning
+warnings.simplefilter("error", RuntimeWarning)
 assert not sys._is_gil_enabled(), "the GIL is on before forkwait"
 for name in {sorted(set(PUBLIC))!r}:
     importlib.import_module(name)
