@@ -11,3 +11,4 @@ cdef extern from "_openmp_helpers.h" nogil:
     int omp_get_level()
     void omp_set_num_threads(int n)
     int omp_get_dynamic()
+    int fw_omp_release_threads()

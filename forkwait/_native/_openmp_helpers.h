@@ -7,6 +7,22 @@
 #include <omp.h>
 #define FW_HAVE_OPENMP 1
 #define FW_OPENMP_VERSION _OPENMP
+#include <dlfcn.h>
+/* Give back the calling thread's OpenMP threads (its team's pool: libgomp
+ * frees the calling thread's pool only, and joins its threads). OpenMP 5.0's
+ * omp_pause_resource, found at run time: compilers that have it (gcc >= 9)
+ * may still say _OPENMP 201511; where the runtime lacks it, nothing (-1). */
+typedef int (*fw_omp_pause_t)(int kind, int device);
+static inline int fw_omp_release_threads(void) {
+    static fw_omp_pause_t pause = NULL;
+    static int looked = 0;
+    if (!__atomic_load_n(&looked, __ATOMIC_ACQUIRE)) {
+        pause = (fw_omp_pause_t)dlsym(RTLD_DEFAULT, "omp_pause_resource");
+        __atomic_store_n(&looked, 1, __ATOMIC_RELEASE);
+    }
+    if (pause == NULL) return -1;
+    return pause(1 /* omp_pause_soft */, omp_get_initial_device());
+}
 #else
 #define FW_HAVE_OPENMP 0
 #define FW_OPENMP_VERSION 0
@@ -17,6 +33,7 @@ static inline int omp_in_parallel(void) { return 0; }
 static inline int omp_get_level(void) { return 0; }
 static inline void omp_set_num_threads(int n) { (void)n; }
 static inline int omp_get_dynamic(void) { return 0; }
+static inline int fw_omp_release_threads(void) { return 0; }
 #endif
 
 #endif

@@ -8,3 +8,5 @@ cdef int team_begin(Py_ssize_t n_items, Py_ssize_t grain) noexcept nogil
 cdef void team_end(int team) noexcept nogil
 cdef int omp_team_ok() noexcept nogil
 cdef void team_atfork_child() noexcept nogil
+cdef int team_held() noexcept nogil
+cdef void team_release() noexcept nogil

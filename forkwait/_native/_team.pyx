@@ -13,7 +13,8 @@ from forkwait._native._atomic cimport (
     FW_ADD_ACQREL, FW_CAS_ACQREL, FW_LOAD, FW_LOAD_ACQ, FW_STORE_REL,
 )
 from forkwait._native._openmp cimport (
-    FW_HAVE_OPENMP, FW_OPENMP_VERSION, omp_get_num_threads, omp_in_parallel,
+    FW_HAVE_OPENMP, FW_OPENMP_VERSION, fw_omp_release_threads, omp_get_num_threads,
+    omp_in_parallel,
     omp_get_max_threads,
 )
 
@@ -123,6 +124,44 @@ cdef int omp_team_ok() noexcept nogil:
         return 0
     fw_ran_team = 1
     return 1
+
+
+cdef int team_held() noexcept nogil:
+    """Does this thread keep an OpenMP team (it started one of 2 or more
+    threads since it last gave one back)?"""
+    return fw_ran_team and not fw_team_serial
+
+
+cdef void team_release() noexcept nogil:
+    """Give back this thread's OpenMP team (libgomp's pool of this thread:
+    its threads end; the next team starts new ones). For an idle pool thread
+    (_pool/sleep.h): more OpenMP threads than CPUs make libgomp throttle
+    every team's spinning, the main thread's too (docs/threads.md). Not in
+    the forking thread of an os.fork() child that ran a team (GCC bug 60035:
+    its pool refers to threads the child does not have)."""
+    global fw_ran_team
+    if fw_ran_team and not fw_team_serial and not omp_in_parallel():
+        fw_omp_release_threads()
+        fw_ran_team = 0
+        FW_ADD_ACQREL(&_teams_released, 1)
+
+
+cdef int _teams_released = 0
+
+
+def _released_teams():
+    """(Tests) OpenMP teams that idle pool threads gave back so far."""
+    return FW_LOAD_ACQ(&_teams_released)
+
+
+def _team_held():
+    """(Tests) Does this thread keep an OpenMP team?"""
+    return bool(team_held())
+
+
+def _team_release():
+    """(Tests) Give back this thread's OpenMP team."""
+    team_release()
 
 
 cdef void team_atfork_child() noexcept nogil:

@@ -54,7 +54,9 @@ from forkwait._native._atomic cimport (
 from forkwait._native._blas cimport (
     blas_atfork_child, blas_atfork_parent, blas_atfork_prepare, blas_tasks,
 )
-from forkwait._native._team cimport get_local_threads, set_local_threads, team_atfork_child
+from forkwait._native._team cimport (
+    get_local_threads, set_local_threads, team_atfork_child, team_held, team_release,
+)
 
 import _thread
 import atexit
@@ -104,6 +106,8 @@ MAX_INTEROP_THREADS = FW_MAX_INTEROP
 
 _set_node_offset()
 fw_object_init()
+fw_P.team_held = team_held      # an idle pool thread gives back its OpenMP team
+fw_P.team_release = team_release
 fw_future_install(Future)
 
 # The two builtins: vectorcall functions over _fork_impl and _wait_impl

@@ -90,6 +90,8 @@ cdef extern from "_pool/state.h" nogil:
         long long n_gil_free
         char *slot_alive
         char *slot_used
+        int (*team_held)() noexcept nogil
+        void (*team_release)() noexcept nogil
 
     fw_pool fw_P
 

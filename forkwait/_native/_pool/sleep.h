@@ -99,6 +99,7 @@ static inline int fw_must_stop(int worker_index, int spare) {
 static inline int fw_any_deferred(void);
 
 #define FW_SPIN_S 30e-6  /* an idle pool thread looks for work this long before it sleeps */
+#define FW_TEAM_IDLE_S 5e-3 /* ... and this long asleep before it gives back its OpenMP team */
 #define FW_DEFER_S 20e-3 /* ... and sleeps this long before it takes the GIL to release GIL-free tasks */
 
 /* An idle pool thread, counted in `searching` on entry. Returns 1 when work
@@ -135,6 +136,18 @@ static inline int fw_idle(int worker_index, int spare) {
      * wakes another thread for its work), and when it gets the GIL it may
      * preempt that thread on its CPU (seen: a 30 us stall of a 58 us pair). */
     double defer_until = fw_any_deferred() ? fw_now() + FW_DEFER_S : -1.0;
+    /* A pool thread that ran kernels with teams of 2 or more keeps a libgomp
+     * pool of its own (threads asleep in libgomp's dock). Once more OpenMP
+     * threads exist in the process than CPUs, libgomp makes every team's
+     * waits yield almost at once (its throttled spin), and every 2-thread
+     * kernel of the main thread slowed 3x for the rest of the process
+     * (docs/threads.md). So a pool thread that has slept FW_TEAM_IDLE_S
+     * without work gives its team back (omp_pause_resource on its own pool:
+     * _team.pyx, team_idle); the next forked kernel that wants one starts it
+     * again. Not at once: while forked kernels come and go, a worker sleeps
+     * for moments between them. */
+    double team_until = (fw_P.team_held != NULL && fw_P.team_held()) ? fw_now() + FW_TEAM_IDLE_S
+                                                                      : -1.0;
     struct timespec defer_ts;
     pthread_mutex_lock(&fw_P.sleep_lock);
     FW_ADD(&fw_P.sleepers, 1);
@@ -166,6 +179,20 @@ static inline int fw_idle(int worker_index, int spare) {
                 return 2;
             }
             fw_deadline_ts(defer_until, &defer_ts);
+            pthread_cond_timedwait(&fw_P.work_cond, &fw_P.sleep_lock, &defer_ts);
+            continue;
+        }
+        if (team_until >= 0.0) {
+            if (fw_now() >= team_until) {
+                /* without the lock (libgomp joins its threads); still counted
+                 * asleep: a wake-up meanwhile leaves its token, seen below */
+                team_until = -1.0;
+                pthread_mutex_unlock(&fw_P.sleep_lock);
+                fw_P.team_release();
+                pthread_mutex_lock(&fw_P.sleep_lock);
+                continue;
+            }
+            fw_deadline_ts(team_until, &defer_ts);
             pthread_cond_timedwait(&fw_P.work_cond, &fw_P.sleep_lock, &defer_ts);
             continue;
         }

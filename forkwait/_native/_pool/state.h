@@ -161,6 +161,11 @@ typedef struct fw_pool {
     int n_kernels_out;          /* of those, run by threads outside the pool (atomic) */
     long long n_gil_free;       /* GIL-free calls run (atomic) */
     pthread_key_t thread_key;   /* frees a thread's fw_thread when it ends */
+    /* The intra-op side of an idle pool thread (set at import: _team's
+     * team_held, team_release): does this thread keep an OpenMP team, and
+     * give it back (sleep.h). */
+    int (*team_held)(void);
+    void (*team_release)(void);
     char slot_alive[FW_MAX_INTEROP];
     char slot_used[FW_MAX_SLOTS];
     fw_queue deques[FW_MAX_SLOTS];
