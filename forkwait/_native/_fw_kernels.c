@@ -104,8 +104,9 @@ static void unary_d(int op, const double *x, double *y, ptrdiff_t n) {
     static void name(int op, const T *x, T *y, ptrdiff_t d) {                  \
         T m = ROWMAX(x, d), s, t;                                              \
         T buf[FW_RUN];                                                         \
-        V a[4] = {{0}, {0}, {0}, {0}};                                         \
+        V a[4];                                                                \
         ptrdiff_t i, j, k;                                                     \
+        memset(a, 0, sizeof a);                                                \
         for (j = 0; j < d; j += k) {                                           \
             const T *xj = x + j;                                               \
             /* softmax out of place: straight into y (log_softmax needs x) */  \
@@ -131,9 +132,9 @@ static void unary_d(int op, const double *x, double *y, ptrdiff_t n) {
             for (i = 0; i < d; i++) y[i] = (x[i] - m) - s;                     \
         }                                                                      \
     }
-FW_SOFTMAX_ROW(softmax_row_f, float, uint32_t, fw_v16f, fw_expf_fast, fw_expf, FW_EXPF_FAST,
+FW_SOFTMAX_ROW(softmax_row_f, float, uint32_t, fw_rowf, fw_expf_fast, fw_expf, FW_EXPF_FAST,
                logf, fw_rowmax_f, fw_rowacc_f, fw_rowsum_end_f)
-FW_SOFTMAX_ROW(softmax_row_d, double, uint64_t, fw_v8d, fw_exp_fast, fw_exp, FW_EXP_FAST, log,
+FW_SOFTMAX_ROW(softmax_row_d, double, uint64_t, fw_rowd, fw_exp_fast, fw_exp, FW_EXP_FAST, log,
                fw_rowmax_d, fw_rowacc_d, fw_rowsum_end_d)
 
 static void softmax_f(int op, const float *x, float *y, ptrdiff_t r0, ptrdiff_t r1,
@@ -202,8 +203,9 @@ static void layer_norm_d(const double *x, double *y, ptrdiff_t r0, ptrdiff_t r1,
     for (ptrdiff_t r = r0; r < r1; r++) {
         const double *xr = x + r * d;
         double *yr = y + r * d;
-        fw_v8d a[4] = {{0}, {0}, {0}, {0}};
+        fw_rowd a[4];
         double mean, var, sdev, rstd;
+        memset(a, 0, sizeof a);
         fw_rowacc_d(a, xr, d);
         mean = fw_rowsum_end_d(a) / d;
         fw_rowdev_d(xr, d, mean, &sdev, &var);

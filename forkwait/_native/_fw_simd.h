@@ -325,178 +325,235 @@ static inline void fw_max2_f(const float *x, const float *y, ptrdiff_t n, int is
     *ry = fw_max_end_f(bcc, nbn, y, m, n, is_max);
 }
 
+/* ------------------------------------------------ the variant's vectors */
+
+/* The hot loops' own vectors (_fw_kernels.c, _fw_math.h): the widest this
+   variant has (64 bytes under AVX-512, 32 under AVX, 16 otherwise), so that
+   every value stays in a register. gcc keeps a vector wider than the
+   instruction set in memory (a 64-byte vector under AVX2 went through the
+   stack at every operation: the row ops ran 4x slower than under AVX-512).
+   Element-wise code on them computes lane for lane, so its bits do not depend
+   on the width; sums across lanes use the 64-byte layout of fw_row below. */
+#if defined(__AVX512F__)
+#define FW_NB 64
+#elif defined(__AVX__)
+#define FW_NB 32
+#else
+#define FW_NB 16
+#endif
+typedef float fw_nf __attribute__((vector_size(FW_NB)));
+typedef double fw_nd __attribute__((vector_size(FW_NB)));
+typedef int32_t fw_ni __attribute__((vector_size(FW_NB)));
+typedef uint32_t fw_nu __attribute__((vector_size(FW_NB)));
+typedef int64_t fw_nl __attribute__((vector_size(FW_NB)));
+typedef uint64_t fw_nul __attribute__((vector_size(FW_NB)));
+typedef float fw_hf __attribute__((vector_size(FW_NB / 2))); /* FW_ND floats */
+#define FW_NF (FW_NB / 4) /* float lanes */
+#define FW_ND (FW_NB / 8) /* double lanes */
+#define FW_NK (64 / FW_NB) /* native vectors in 64 bytes */
+
+static inline fw_nf fw_ldf(const float *p) { fw_nf v; memcpy(&v, p, sizeof v); return v; }
+static inline fw_nd fw_ldd(const double *p) { fw_nd v; memcpy(&v, p, sizeof v); return v; }
+static inline void fw_stf(float *p, fw_nf v) { memcpy(p, &v, sizeof v); }
+static inline void fw_std(double *p, fw_nd v) { memcpy(p, &v, sizeof v); }
+/* FW_ND floats widened to doubles */
+static inline fw_nd fw_ldfd(const float *p) {
+    fw_hf v;
+    memcpy(&v, p, sizeof v);
+    return __builtin_convertvector(v, fw_nd);
+}
+/* the lane numbers 0, 1, 2, ... of a vector of n lanes (n <= 16) */
+static inline fw_ni fw_iota_i(void) {
+    fw_ni v;
+    for (int j = 0; j < FW_NF; j++) v[j] = j;
+    return v;
+}
+static inline fw_nl fw_iota_l(void) {
+    fw_nl v;
+    for (int j = 0; j < FW_ND; j++) v[j] = j;
+    return v;
+}
+
 /* ------------------------------------------------------ row-op helpers */
 
 /* The row ops (softmax, log_softmax, layer_norm) work on rows of a few hundred
    to a few thousand elements, where the lanes' combination and a scalar tail
-   cost as much as the loop: these helpers use 64-byte vectors (16 float32 / 8
-   float64 lanes: one register under AVX-512, two under AVX2, four under SSE,
-   the same lane-wise arithmetic in each) and take the last partial vector as
-   one vector (overlapping the one before it, the repeated lanes masked out
-   where they would count twice) instead of a tail one element at a time. */
-typedef float fw_v16f __attribute__((vector_size(64)));
-typedef double fw_v8d __attribute__((vector_size(64)));
-typedef int32_t fw_v16i __attribute__((vector_size(64)));
-typedef int64_t fw_v8l __attribute__((vector_size(64)));
+   cost as much as the loop. Their sums and maxima run in "row lanes": 64
+   bytes (16 float32 / 8 float64 lanes) whatever the variant, held as FW_NK
+   native vectors (one under AVX-512, two under AVX2, four under SSE), piece q
+   holding row lanes q * FW_NF (or FW_ND) onwards: the same lane-wise
+   arithmetic in each variant, so the same bits. The last partial 64 bytes of
+   a row are taken as one whole (overlapping the one before it, the repeated
+   lanes masked out where they would count twice) instead of a tail one
+   element at a time. */
+#define FW_RLF 16 /* float row lanes */
+#define FW_RLD 8  /* double row lanes */
+typedef struct { fw_nf v[FW_NK]; } fw_rowf;
+typedef struct { fw_nd v[FW_NK]; } fw_rowd;
 
-/* FW_ROWACC(name, T, V, M, W): x[:k] added into the lanes of a[0..3]: each
-   4W elements in turn lane for lane, then each remaining W into a[0], then the
-   last k mod W (when k >= W) as the vector x[k-W:k] with its first lanes (the
-   elements already added) zeroed. Every call but the last one of a row gives
-   a multiple of 4W elements, so where an element lands depends only on its
-   index and the row's length: the same bits in every variant and for any
-   split of the rows between threads. Adding +0.0 changes no sum but that of
-   a -0.0 lane. Four accumulators: an add's latency is several cycles. */
-#define FW_ROWACC(name, T, V, M, W)                                            \
-    static inline void name(V a[4], const T *x, ptrdiff_t k) {                 \
+/* FW_ROWACC(name, T, R, N, NI, NL, W, LD, IOTA): x[:k] added into the row
+   lanes of a[0..3]: each 4W elements in turn lane for lane, then each
+   remaining W into a[0], then the last k mod W (when k >= W) as the row
+   vector x[k-W:k] with its first lanes (the elements already added) zeroed.
+   Every call but the last one of a row gives a multiple of 4W elements, so
+   where an element lands depends only on its index and the row's length: the
+   same bits in every variant and for any split of the rows between threads.
+   Adding +0.0 changes no sum but that of a -0.0 lane. Four accumulators: an
+   add's latency is several cycles. */
+#define FW_ROWACC(name, T, R, N, NI, NL, W, LD, IOTA)                          \
+    static inline void name(R a[4], const T *x, ptrdiff_t k) {                 \
         ptrdiff_t i = 0;                                                       \
-        V a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], v0, v1, v2, v3;          \
-        for (; i + 4 * W <= k; i += 4 * W) {                                   \
-            memcpy(&v0, x + i, sizeof(V));                                     \
-            memcpy(&v1, x + i + W, sizeof(V));                                 \
-            memcpy(&v2, x + i + 2 * W, sizeof(V));                             \
-            memcpy(&v3, x + i + 3 * W, sizeof(V));                             \
-            a0 += v0;                                                          \
-            a1 += v1;                                                          \
-            a2 += v2;                                                          \
-            a3 += v3;                                                          \
-        }                                                                      \
-        for (; i + W <= k; i += W) {                                           \
-            memcpy(&v0, x + i, sizeof(V));                                     \
-            a0 += v0;                                                          \
-        }                                                                      \
+        int j, q;                                                              \
+        for (; i + 4 * W <= k; i += 4 * W)                                     \
+            for (j = 0; j < 4; j++)                                            \
+                for (q = 0; q < FW_NK; q++)                                    \
+                    a[j].v[q] += LD(x + i + j * W + q * NL);                   \
+        for (; i + W <= k; i += W)                                             \
+            for (q = 0; q < FW_NK; q++) a[0].v[q] += LD(x + i + q * NL);       \
         if (i < k && k >= W) {                                                 \
-            M lane = FW_LANES_##W, keep = lane >= (int)(W - (k - i));         \
-            memcpy(&v0, x + k - W, sizeof(V));                                 \
-            a0 += (V)((M)v0 & keep);                                          \
+            /* lanes >= W - (k - i) are new */                                 \
+            NI first = (NI){0} + (int)(W - (k - i));                           \
+            for (q = 0; q < FW_NK; q++) {                                      \
+                NI keep = IOTA() + q * NL >= first;                            \
+                a[0].v[q] += (N)((NI)LD(x + k - W + q * NL) & keep);           \
+            }                                                                  \
         } else if (i < k) {                                                    \
             T pad[W] = {0};                                                    \
             for (; i < k; i++) pad[i] = x[i];                                  \
-            memcpy(&v0, pad, sizeof(V));                                       \
-            a0 += v0;                                                          \
+            for (q = 0; q < FW_NK; q++) a[0].v[q] += LD(pad + q * NL);         \
         }                                                                      \
-        a[0] = a0;                                                             \
-        a[1] = a1;                                                             \
-        a[2] = a2;                                                             \
-        a[3] = a3;                                                             \
     }
-#define FW_LANES_16 {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
-#define FW_LANES_8 {0, 1, 2, 3, 4, 5, 6, 7}
-FW_ROWACC(fw_rowacc_f, float, fw_v16f, fw_v16i, 16)
-FW_ROWACC(fw_rowacc_d, double, fw_v8d, fw_v8l, 8)
+FW_ROWACC(fw_rowacc_f, float, fw_rowf, fw_nf, fw_ni, FW_NF, FW_RLF, fw_ldf, fw_iota_i)
+FW_ROWACC(fw_rowacc_d, double, fw_rowd, fw_nd, fw_nl, FW_ND, FW_RLD, fw_ldd, fw_iota_l)
 
-/* The 4W lanes of a[0..3] summed in a fixed tree. */
-static inline float fw_rowsum_end_f(const fw_v16f a[4]) {
-    fw_v16f v = (a[0] + a[2]) + (a[1] + a[3]);
-    float h[8];
+/* the 64-byte row vector (a[0] + a[2]) + (a[1] + a[3]), lane for lane, into h */
+static inline void fw_rowf_store(float h[FW_RLF], const fw_rowf a[4]) {
+    for (int q = 0; q < FW_NK; q++)
+        fw_stf(h + q * FW_NF, (a[0].v[q] + a[2].v[q]) + (a[1].v[q] + a[3].v[q]));
+}
+static inline void fw_rowd_store(double h[FW_RLD], const fw_rowd a[4]) {
+    for (int q = 0; q < FW_NK; q++)
+        fw_std(h + q * FW_ND, (a[0].v[q] + a[2].v[q]) + (a[1].v[q] + a[3].v[q]));
+}
+
+/* The 4W row lanes of a[0..3] summed in a fixed tree. */
+static inline float fw_rowsum_end_f(const fw_rowf a[4]) {
+    float v[FW_RLF], h[8];
+    fw_rowf_store(v, a);
     for (int j = 0; j < 8; j++) h[j] = v[j] + v[j + 8];
     return ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
 }
 /* the 8 lanes of v summed in a fixed tree */
-static inline double fw_lanes8_d(fw_v8d v) {
+static inline double fw_lanes8_d(const double v[8]) {
     return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
-static inline double fw_rowsum_end_d(const fw_v8d a[4]) {
-    return fw_lanes8_d((a[0] + a[2]) + (a[1] + a[3]));
+static inline double fw_rowsum_end_d(const fw_rowd a[4]) {
+    double v[FW_RLD];
+    fw_rowd_store(v, a);
+    return fw_lanes8_d(v);
 }
 
-/* FW_ROWMAX(name, T, V, M, W): the largest of x[:n] (n >= 1) by `v > acc ?
-   v : acc` in four vector accumulators (the last partial vector is x[n-W:n],
-   which takes some elements twice: harmless for a max), combined, then the
-   lanes in a fixed tree. A NaN may or may not win (a row op that meets one
-   makes the whole row NaN anyway, through its sum); the order is fixed, so
-   the result is too. */
-#define FW_VMAXSEL(V, M, a, v)                                                 \
+/* FW_ROWMAX(name, T, R, N, NI, NL, W, LD): the largest of x[:n] (n >= 1) by
+   `v > acc ? v : acc` in four row-lane accumulators (the last partial 64
+   bytes are x[n-W:n], which takes some elements twice: harmless for a max),
+   combined, then the lanes in a fixed tree. A NaN may or may not win (a row
+   op that meets one makes the whole row NaN anyway, through its sum); the
+   order is fixed, so the result is too. */
+#define FW_VMAXSEL(N, NI, a, v)                                                \
     do {                                                                       \
-        M c_ = (v) > (a);                                                      \
-        (a) = (V)(((M)(v) & c_) | ((M)(a) & ~c_));                             \
+        NI c_ = (v) > (a);                                                     \
+        (a) = (N)(((NI)(v) & c_) | ((NI)(a) & ~c_));                           \
     } while (0)
-#define FW_ROWMAX(name, T, V, M, W)                                            \
+#define FW_ROWMAX(name, T, R, N, NI, NL, W, LD)                                \
     static inline T name(const T *x, ptrdiff_t n) {                            \
         ptrdiff_t i = 0;                                                       \
-        V a0, a1, a2, a3, v0, v1, v2, v3;                                      \
+        R a[4];                                                                \
         T h[W];                                                                \
-        int j, w;                                                              \
+        int j, w, q;                                                           \
         if (n < W) {                                                           \
             T r = x[0];                                                        \
             for (i = 1; i < n; i++) r = x[i] > r ? x[i] : r;                   \
             return r;                                                          \
         }                                                                      \
-        memcpy(&a0, x, sizeof(V));                                             \
-        a1 = a2 = a3 = a0;                                                     \
-        for (; i + 4 * W <= n; i += 4 * W) {                                   \
-            memcpy(&v0, x + i, sizeof(V));                                     \
-            memcpy(&v1, x + i + W, sizeof(V));                                 \
-            memcpy(&v2, x + i + 2 * W, sizeof(V));                             \
-            memcpy(&v3, x + i + 3 * W, sizeof(V));                             \
-            FW_VMAXSEL(V, M, a0, v0);                                          \
-            FW_VMAXSEL(V, M, a1, v1);                                          \
-            FW_VMAXSEL(V, M, a2, v2);                                          \
-            FW_VMAXSEL(V, M, a3, v3);                                          \
+        for (q = 0; q < FW_NK; q++) a[0].v[q] = LD(x + q * NL);                \
+        a[1] = a[2] = a[3] = a[0];                                             \
+        for (; i + 4 * W <= n; i += 4 * W)                                     \
+            for (j = 0; j < 4; j++)                                            \
+                for (q = 0; q < FW_NK; q++)                                    \
+                    FW_VMAXSEL(N, NI, a[j].v[q], LD(x + i + j * W + q * NL));  \
+        for (; i + W <= n; i += W)                                             \
+            for (q = 0; q < FW_NK; q++) FW_VMAXSEL(N, NI, a[0].v[q], LD(x + i + q * NL)); \
+        if (i < n)                                                             \
+            for (q = 0; q < FW_NK; q++)                                        \
+                FW_VMAXSEL(N, NI, a[1].v[q], LD(x + n - W + q * NL));          \
+        for (q = 0; q < FW_NK; q++) {                                          \
+            FW_VMAXSEL(N, NI, a[0].v[q], a[2].v[q]);                           \
+            FW_VMAXSEL(N, NI, a[1].v[q], a[3].v[q]);                           \
+            FW_VMAXSEL(N, NI, a[0].v[q], a[1].v[q]);                           \
+            memcpy(h + q * NL, &a[0].v[q], sizeof(N));                         \
         }                                                                      \
-        for (; i + W <= n; i += W) {                                           \
-            memcpy(&v0, x + i, sizeof(V));                                     \
-            FW_VMAXSEL(V, M, a0, v0);                                          \
-        }                                                                      \
-        if (i < n) {                                                           \
-            memcpy(&v0, x + n - W, sizeof(V));                                 \
-            FW_VMAXSEL(V, M, a1, v0);                                          \
-        }                                                                      \
-        FW_VMAXSEL(V, M, a0, a2);                                              \
-        FW_VMAXSEL(V, M, a1, a3);                                              \
-        FW_VMAXSEL(V, M, a0, a1);                                              \
-        memcpy(h, &a0, sizeof(V));                                             \
         for (w = W / 2; w >= 1; w /= 2)                                        \
             for (j = 0; j < w; j++) h[j] = h[j + w] > h[j] ? h[j + w] : h[j];  \
         return h[0];                                                           \
     }
-FW_ROWMAX(fw_rowmax_f, float, fw_v16f, fw_v16i, 16)
-FW_ROWMAX(fw_rowmax_d, double, fw_v8d, fw_v8l, 8)
+FW_ROWMAX(fw_rowmax_f, float, fw_rowf, fw_nf, fw_ni, FW_NF, FW_RLF, fw_ldf)
+FW_ROWMAX(fw_rowmax_d, double, fw_rowd, fw_nd, fw_nl, FW_ND, FW_RLD, fw_ldd)
 
 /* FW_ROWDEV(name, T, LD): the sums of t = x[i] - c and of t^2 over x[:n], in
    float64 (T = float: each element widened first), for layer_norm: two pairs
-   of 8-lane accumulators, then whole vectors into the first, then the last
-   partial vector (x[n-8:n] with the lanes already added masked out; or, for
+   of 8-lane (64-byte) accumulators, then whole 8s into the first, then the
+   last partial 8 (x[n-8:n] with the lanes already added masked out; or, for
    n < 8, the lanes built one by one), each sum's lanes in a fixed tree. */
-static inline fw_v8d fw_ld8d(const double *p) { fw_v8d v; memcpy(&v, p, 64); return v; }
-static inline fw_v8d fw_ld8f_d(const float *p) {
-    fw_v8f v;
-    memcpy(&v, p, 32);
-    return __builtin_convertvector(v, fw_v8d);
-}
 #define FW_ROWDEV(name, T, LD)                                                 \
     static inline void name(const T *x, ptrdiff_t n, double c, double *s1, double *s2) { \
-        fw_v8d a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, t0, t1;                 \
+        fw_rowd a0, a1, b0, b1;                                                \
+        fw_nd t0, t1;                                                          \
         ptrdiff_t i = 0;                                                       \
-        for (; i + 16 <= n; i += 16) {                                         \
-            t0 = LD(x + i) - c;                                                \
-            t1 = LD(x + i + 8) - c;                                            \
-            a0 += t0;                                                          \
-            a1 += t1;                                                          \
-            b0 += t0 * t0;                                                     \
-            b1 += t1 * t1;                                                     \
-        }                                                                      \
-        for (; i + 8 <= n; i += 8) {                                           \
-            t0 = LD(x + i) - c;                                                \
-            a0 += t0;                                                          \
-            b0 += t0 * t0;                                                     \
-        }                                                                      \
+        int q;                                                                 \
+        double h[FW_RLD], g[FW_RLD];                                           \
+        for (q = 0; q < FW_NK; q++)                                            \
+            a0.v[q] = a1.v[q] = b0.v[q] = b1.v[q] = (fw_nd){0};                \
+        for (; i + 16 <= n; i += 16)                                           \
+            for (q = 0; q < FW_NK; q++) {                                      \
+                t0 = LD(x + i + q * FW_ND) - c;                                \
+                t1 = LD(x + i + 8 + q * FW_ND) - c;                            \
+                a0.v[q] += t0;                                                 \
+                a1.v[q] += t1;                                                 \
+                b0.v[q] += t0 * t0;                                            \
+                b1.v[q] += t1 * t1;                                            \
+            }                                                                  \
+        for (; i + 8 <= n; i += 8)                                             \
+            for (q = 0; q < FW_NK; q++) {                                      \
+                t0 = LD(x + i + q * FW_ND) - c;                                \
+                a0.v[q] += t0;                                                 \
+                b0.v[q] += t0 * t0;                                            \
+            }                                                                  \
         if (i < n && n >= 8) {                                                 \
-            fw_v8l lane = FW_LANES_8, keep = lane >= (int64_t)(8 - (n - i));   \
-            t0 = LD(x + n - 8) - c;                                            \
-            t0 = (fw_v8d)((fw_v8l)t0 & keep);                                  \
-            a0 += t0;                                                          \
-            b0 += t0 * t0;                                                     \
+            fw_nl first = (fw_nl){0} + (int)(8 - (n - i));                     \
+            for (q = 0; q < FW_NK; q++) {                                      \
+                fw_nl keep = fw_iota_l() + q * FW_ND >= first;                 \
+                t0 = LD(x + n - 8 + q * FW_ND) - c;                            \
+                t0 = (fw_nd)((fw_nl)t0 & keep);                                \
+                a0.v[q] += t0;                                                 \
+                b0.v[q] += t0 * t0;                                            \
+            }                                                                  \
         } else if (i < n) {                                                    \
-            t0 = (fw_v8d){0};                                                  \
-            for (int j = 0; i + j < n; j++) t0[j] = (double)x[i + j] - c;      \
-            a0 += t0;                                                          \
-            b0 += t0 * t0;                                                     \
+            double pad[FW_RLD] = {0};                                          \
+            for (int j = 0; i + j < n; j++) pad[j] = (double)x[i + j] - c;     \
+            for (q = 0; q < FW_NK; q++) {                                      \
+                t0 = fw_ldd(pad + q * FW_ND);                                  \
+                a0.v[q] += t0;                                                 \
+                b0.v[q] += t0 * t0;                                            \
+            }                                                                  \
         }                                                                      \
-        *s1 = fw_lanes8_d(a0 + a1);                                            \
-        *s2 = fw_lanes8_d(b0 + b1);                                            \
+        for (q = 0; q < FW_NK; q++) {                                          \
+            fw_std(h + q * FW_ND, a0.v[q] + a1.v[q]);                          \
+            fw_std(g + q * FW_ND, b0.v[q] + b1.v[q]);                          \
+        }                                                                      \
+        *s1 = fw_lanes8_d(h);                                                  \
+        *s2 = fw_lanes8_d(g);                                                  \
     }
-FW_ROWDEV(fw_rowdev_d, double, fw_ld8d)
-FW_ROWDEV(fw_rowdev_fd, float, fw_ld8f_d)
+FW_ROWDEV(fw_rowdev_d, double, fw_ldd)
+FW_ROWDEV(fw_rowdev_fd, float, fw_ldfd)
 
 #endif
