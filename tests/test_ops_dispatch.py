@@ -34,14 +34,38 @@ def _inputs(dt):
     return np.concatenate(parts).astype(dt)
 
 
+UNARY = ("neg", "abs", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu")
+
+
+def _interval_edges(dt):
+    """Both sides of every edge of float32 tanh's intervals (0.09375 and the
+    half binades above it up to 12, and the clamp at 9.1), with both signs."""
+    edges = [0.0625, 0.09375, 9.1] + [b * f for b in 2.0 ** np.arange(-3, 4) for f in (1, 1.5)]
+    e = np.array(edges, np.float32)
+    x = np.concatenate([np.nextafter(e, -1), e, np.nextafter(e, 20)]).astype(dt)
+    return np.concatenate([x, -x])
+
+
 def _results(dt):
     x = _inputs(dt)
     rows = np.resize(x[np.isfinite(x)], (61, 257))
     w = np.linspace(0.5, 2, 257).astype(dt)
     out = {}
     with np.errstate(all="ignore"):
-        for name in ("neg", "abs", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu"):
+        for name in UNARY:
             out[name] = getattr(ops, name)(x)
+        out["tanh edges"] = ops.tanh(_interval_edges(dt))
+        # every length around the vector widths, and every start within a
+        # cache line (the unary loops align their stores: a short first part)
+        buf = np.resize(x, 200)
+        for name in UNARY:
+            for n in range(1, 40):
+                for start in (0, 1, 3, 8, 15):
+                    out[f"{name} {n} at {start}"] = getattr(ops, name)(buf[start : start + n])
+            src = buf[1:181].copy()
+            y = np.empty(200, dt)[3:183]
+            getattr(ops, name)(src, out=y)
+            out[f"{name} misaligned out"] = y
         out["softmax"] = ops.softmax(rows)
         out["log_softmax"] = ops.log_softmax(rows)
         out["layer_norm"] = ops.layer_norm(rows, w, w)

@@ -3,7 +3,6 @@
 cdef extern from "_fw_math.h" nogil:
     float fw_expf(float x)
     double fw_exp(double x)
-    float fw_tanhf(float x)
     double fw_tanh(double x)
     float fw_sigmoidf(float x)
     double fw_sigmoid(double x)

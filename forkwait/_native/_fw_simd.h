@@ -374,6 +374,74 @@ static inline fw_nl fw_iota_l(void) {
     return v;
 }
 
+/* c ? a : b lane for lane, c a comparison's mask (-1 or 0 in every lane) */
+static inline fw_nf fw_vself(fw_ni c, fw_nf a, fw_nf b) {
+    return (fw_nf)(((fw_ni)a & c) | ((fw_ni)b & ~c));
+}
+static inline fw_nd fw_vseld(fw_nl c, fw_nd a, fw_nd b) {
+    return (fw_nd)(((fw_nl)a & c) | ((fw_nl)b & ~c));
+}
+
+/* a < b ? a : b and a > b ? a : b lane for lane (x86's minps and maxps: b
+   where either is NaN: min(C, x) keeps a NaN x, min(x, C) does not):
+   one instruction where a select of computed values took a compare and two
+   logic operations. */
+static inline fw_nf fw_vminf(fw_nf a, fw_nf b) {
+#if defined(__AVX512F__)
+    return (fw_nf)_mm512_min_ps((__m512)a, (__m512)b);
+#elif FW_NB == 32
+    return (fw_nf)_mm256_min_ps((__m256)a, (__m256)b);
+#elif defined(__SSE2__)
+    return (fw_nf)_mm_min_ps((__m128)a, (__m128)b);
+#else
+    for (int j = 0; j < FW_NF; j++) a[j] = a[j] < b[j] ? a[j] : b[j];
+    return a;
+#endif
+}
+static inline fw_nf fw_vmaxf(fw_nf a, fw_nf b) {
+#if defined(__AVX512F__)
+    return (fw_nf)_mm512_max_ps((__m512)a, (__m512)b);
+#elif FW_NB == 32
+    return (fw_nf)_mm256_max_ps((__m256)a, (__m256)b);
+#elif defined(__SSE2__)
+    return (fw_nf)_mm_max_ps((__m128)a, (__m128)b);
+#else
+    for (int j = 0; j < FW_NF; j++) a[j] = a[j] > b[j] ? a[j] : b[j];
+    return a;
+#endif
+}
+
+/* fma(a, b, c) lane for lane: the source's own fused multiply-adds (part of
+   the algorithm, see _fw_math.h), an instruction where the variant has one,
+   libm's correctly rounded fma elsewhere: the same bits. */
+static inline fw_nf fw_vfmaf(fw_nf a, fw_nf b, fw_nf c) {
+#if defined(__AVX512F__)
+    return (fw_nf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__) && FW_NB == 32
+    return (fw_nf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    for (int j = 0; j < FW_NF; j++) a[j] = fmaf(a[j], b[j], c[j]);
+    return a;
+#endif
+}
+
+/* t[k & 15] lane for lane: one permute under AVX-512 (the table in one
+   register), two and a blend on bit 3 under AVX2, a load per lane otherwise;
+   an exact copy of the entry in every case. */
+static inline fw_nf fw_lut16f(const float t[16], fw_ni k) {
+#if defined(__AVX512F__)
+    return (fw_nf)_mm512_permutexvar_ps((__m512i)k, _mm512_loadu_ps(t));
+#elif defined(__AVX2__)
+    __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(t), (__m256i)k);
+    __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(t + 8), (__m256i)k);
+    return (fw_nf)_mm256_blendv_ps(lo, hi, (__m256)(k << 28));
+#else
+    fw_nf r;
+    for (int j = 0; j < FW_NF; j++) r[j] = t[k[j] & 15];
+    return r;
+#endif
+}
+
 /* ------------------------------------------------------ row-op helpers */
 
 /* The row ops (softmax, log_softmax, layer_norm) work on rows of a few hundred
