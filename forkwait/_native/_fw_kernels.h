@@ -9,10 +9,12 @@
  *
  * Same bits from every variant: the source writes every operation and its
  * order; the build passes -ffp-contract=off (no fused multiply-add the source
- * does not write, and it writes none), lanes and accumulators are combined in
- * a fixed order, and the only library calls (log) are the same scalar libm
- * calls in every variant. A variant changes the width of the vector
- * instructions, never the arithmetic. tests/test_ops_dispatch.py checks it.
+ * does not write), lanes and accumulators are combined in a fixed order, and
+ * the only library calls (log) are the same scalar libm calls in every
+ * variant. A variant changes the width of the vector instructions, never the
+ * arithmetic; where it has a cheaper instruction for the very same value
+ * (AVX-512's vscalefps for a scaling by 2^n that rounds once, vpermps for a
+ * table lookup) it uses it. tests/test_ops_dispatch.py checks it.
  */
 #ifndef FORKWAIT_FW_KERNELS_H
 #define FORKWAIT_FW_KERNELS_H

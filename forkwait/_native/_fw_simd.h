@@ -352,33 +352,45 @@ typedef float fw_hf __attribute__((vector_size(FW_NB / 2))); /* FW_ND floats */
 #define FW_ND (FW_NB / 8) /* double lanes */
 #define FW_NK (64 / FW_NB) /* native vectors in 64 bytes */
 
-static inline fw_nf fw_ldf(const float *p) { fw_nf v; memcpy(&v, p, sizeof v); return v; }
-static inline fw_nd fw_ldd(const double *p) { fw_nd v; memcpy(&v, p, sizeof v); return v; }
+static inline __attribute__((always_inline)) fw_nf fw_ldf(const float *p) { fw_nf v; memcpy(&v, p, sizeof v); return v; }
+static inline __attribute__((always_inline)) fw_nd fw_ldd(const double *p) { fw_nd v; memcpy(&v, p, sizeof v); return v; }
 static inline void fw_stf(float *p, fw_nf v) { memcpy(p, &v, sizeof v); }
 static inline void fw_std(double *p, fw_nd v) { memcpy(p, &v, sizeof v); }
 /* FW_ND floats widened to doubles */
-static inline fw_nd fw_ldfd(const float *p) {
+static inline __attribute__((always_inline)) fw_nd fw_ldfd(const float *p) {
     fw_hf v;
     memcpy(&v, p, sizeof v);
     return __builtin_convertvector(v, fw_nd);
 }
 /* the lane numbers 0, 1, 2, ... of a vector of n lanes (n <= 16) */
-static inline fw_ni fw_iota_i(void) {
+static inline __attribute__((always_inline)) fw_ni fw_iota_i(void) {
     fw_ni v;
     for (int j = 0; j < FW_NF; j++) v[j] = j;
     return v;
 }
-static inline fw_nl fw_iota_l(void) {
+static inline __attribute__((always_inline)) fw_nl fw_iota_l(void) {
     fw_nl v;
     for (int j = 0; j < FW_ND; j++) v[j] = j;
     return v;
 }
 
+/* c in every lane */
+static inline __attribute__((always_inline)) fw_nf fw_splatf(float c) {
+    fw_nf v;
+    for (int j = 0; j < FW_NF; j++) v[j] = c;
+    return v;
+}
+static inline __attribute__((always_inline)) fw_nd fw_splatd(double c) {
+    fw_nd v;
+    for (int j = 0; j < FW_ND; j++) v[j] = c;
+    return v;
+}
+
 /* c ? a : b lane for lane, c a comparison's mask (-1 or 0 in every lane) */
-static inline fw_nf fw_vself(fw_ni c, fw_nf a, fw_nf b) {
+static inline __attribute__((always_inline)) fw_nf fw_vself(fw_ni c, fw_nf a, fw_nf b) {
     return (fw_nf)(((fw_ni)a & c) | ((fw_ni)b & ~c));
 }
-static inline fw_nd fw_vseld(fw_nl c, fw_nd a, fw_nd b) {
+static inline __attribute__((always_inline)) fw_nd fw_vseld(fw_nl c, fw_nd a, fw_nd b) {
     return (fw_nd)(((fw_nl)a & c) | ((fw_nl)b & ~c));
 }
 
@@ -386,7 +398,7 @@ static inline fw_nd fw_vseld(fw_nl c, fw_nd a, fw_nd b) {
    where either is NaN: min(C, x) keeps a NaN x, min(x, C) does not):
    one instruction where a select of computed values took a compare and two
    logic operations. */
-static inline fw_nf fw_vminf(fw_nf a, fw_nf b) {
+static inline __attribute__((always_inline)) fw_nf fw_vminf(fw_nf a, fw_nf b) {
 #if defined(__AVX512F__)
     return (fw_nf)_mm512_min_ps((__m512)a, (__m512)b);
 #elif FW_NB == 32
@@ -398,7 +410,7 @@ static inline fw_nf fw_vminf(fw_nf a, fw_nf b) {
     return a;
 #endif
 }
-static inline fw_nf fw_vmaxf(fw_nf a, fw_nf b) {
+static inline __attribute__((always_inline)) fw_nf fw_vmaxf(fw_nf a, fw_nf b) {
 #if defined(__AVX512F__)
     return (fw_nf)_mm512_max_ps((__m512)a, (__m512)b);
 #elif FW_NB == 32
@@ -411,10 +423,35 @@ static inline fw_nf fw_vmaxf(fw_nf a, fw_nf b) {
 #endif
 }
 
+static inline __attribute__((always_inline)) fw_nd fw_vmind(fw_nd a, fw_nd b) {
+#if defined(__AVX512F__)
+    return (fw_nd)_mm512_min_pd((__m512d)a, (__m512d)b);
+#elif FW_NB == 32
+    return (fw_nd)_mm256_min_pd((__m256d)a, (__m256d)b);
+#elif defined(__SSE2__)
+    return (fw_nd)_mm_min_pd((__m128d)a, (__m128d)b);
+#else
+    for (int j = 0; j < FW_ND; j++) a[j] = a[j] < b[j] ? a[j] : b[j];
+    return a;
+#endif
+}
+static inline __attribute__((always_inline)) fw_nd fw_vmaxd(fw_nd a, fw_nd b) {
+#if defined(__AVX512F__)
+    return (fw_nd)_mm512_max_pd((__m512d)a, (__m512d)b);
+#elif FW_NB == 32
+    return (fw_nd)_mm256_max_pd((__m256d)a, (__m256d)b);
+#elif defined(__SSE2__)
+    return (fw_nd)_mm_max_pd((__m128d)a, (__m128d)b);
+#else
+    for (int j = 0; j < FW_ND; j++) a[j] = a[j] > b[j] ? a[j] : b[j];
+    return a;
+#endif
+}
+
 /* fma(a, b, c) lane for lane: the source's own fused multiply-adds (part of
    the algorithm, see _fw_math.h), an instruction where the variant has one,
    libm's correctly rounded fma elsewhere: the same bits. */
-static inline fw_nf fw_vfmaf(fw_nf a, fw_nf b, fw_nf c) {
+static inline __attribute__((always_inline)) fw_nf fw_vfmaf(fw_nf a, fw_nf b, fw_nf c) {
 #if defined(__AVX512F__)
     return (fw_nf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
 #elif defined(__FMA__) && FW_NB == 32
@@ -425,10 +462,55 @@ static inline fw_nf fw_vfmaf(fw_nf a, fw_nf b, fw_nf c) {
 #endif
 }
 
+static inline __attribute__((always_inline)) fw_nd fw_vfmad(fw_nd a, fw_nd b, fw_nd c) {
+#if defined(__AVX512F__)
+    return (fw_nd)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#elif defined(__FMA__) && FW_NB == 32
+    return (fw_nd)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#else
+    for (int j = 0; j < FW_ND; j++) a[j] = fma(a[j], b[j], c[j]);
+    return a;
+#endif
+}
+
+/* p 2^n rounded once (n an integer-valued vector; p in [0.7, 1.42] and n in
+   the range of exp's full versions, _fw_math.h): AVX-512's vscalefps, or the
+   product by two normal powers of two, the first of which is exact (p 2^n1
+   stays normal): the same correctly rounded value, subnormal, zero or
+   infinite results included. */
+static inline __attribute__((always_inline)) fw_nf fw_vscalef(fw_nf p, fw_nf n) {
+#if defined(__AVX512F__)
+    return (fw_nf)_mm512_scalef_ps((__m512)p, (__m512)n);
+#else
+    fw_ni ni = __builtin_convertvector(n, fw_ni); /* n in [-150, 129] */
+    fw_ni n1 = ni >> 1;
+    fw_ni n2 = ni - n1;
+    fw_nf s1 = (fw_nf)((n1 + 127) << 23);
+    fw_nf s2 = (fw_nf)((n2 + 127) << 23);
+    return (p * s1) * s2;
+#endif
+}
+static inline __attribute__((always_inline)) fw_nd fw_vscaled(fw_nd p, fw_nd n) {
+#if defined(__AVX512F__)
+    return (fw_nd)_mm512_scalef_pd((__m512d)p, (__m512d)n);
+#else
+    /* n in [-1077, 1025]; n1 = floor(n/2) by rounding n/2 - 1/4 to nearest,
+       the powers of two built from the low bits of n1 + 1023 + 2^52 */
+    const double magic = 6755399441055744.0;
+    fw_nd n1 = (n * 0.5 - 0.25 + magic) - magic;
+    fw_nd n2 = n - n1;
+    fw_nd t1 = n1 + (1023.0 + 4503599627370496.0);
+    fw_nd t2 = n2 + (1023.0 + 4503599627370496.0);
+    fw_nd s1 = (fw_nd)((fw_nul)t1 << 52);
+    fw_nd s2 = (fw_nd)((fw_nul)t2 << 52);
+    return (p * s1) * s2;
+#endif
+}
+
 /* t[k & 15] lane for lane: one permute under AVX-512 (the table in one
    register), two and a blend on bit 3 under AVX2, a load per lane otherwise;
    an exact copy of the entry in every case. */
-static inline fw_nf fw_lut16f(const float t[16], fw_ni k) {
+static inline __attribute__((always_inline)) fw_nf fw_lut16f(const float t[16], fw_ni k) {
 #if defined(__AVX512F__)
     return (fw_nf)_mm512_permutexvar_ps((__m512i)k, _mm512_loadu_ps(t));
 #elif defined(__AVX2__)
