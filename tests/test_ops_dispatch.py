@@ -66,6 +66,12 @@ def _results(dt):
             y = np.empty(200, dt)[3:183]
             getattr(ops, name)(src, out=y)
             out[f"{name} misaligned out"] = y
+        # the reductions' blocks are the variant's too (sum: a fixed tree)
+        fin = x[np.isfinite(x)]
+        for name in ("sum", "max", "min", "argmax"):
+            for n in (1, 31, 32, 33, 63, 64, 65, 255, 257, 4095, 4096, 4097, 8192, 12001):
+                out[f"{name} {n}"] = np.asarray(getattr(ops, name)(np.resize(fin, n)))
+            out[f"{name} with nan"] = np.asarray(getattr(ops, name)(x))
         out["softmax"] = ops.softmax(rows)
         out["log_softmax"] = ops.log_softmax(rows)
         out["layer_norm"] = ops.layer_norm(rows, w, w)
@@ -111,6 +117,19 @@ def test_every_runnable_variant_gives_identical_bits(dt, restore_variant):
 def test_set_variant_refuses_unknown_names():
     with pytest.raises(ValueError, match="no CPU variant"):
         _dispatch._set_variant("sse9")
+
+
+def test_each_variant_says_what_it_was_compiled_for(restore_variant):
+    isa = {}
+    for name in RUNNABLE:
+        _dispatch._set_variant(name)
+        isa[name] = _dispatch.variant_isa().split()
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert isa["baseline"][0] == "x86-64" and "avx2" not in isa["baseline"]
+        if "avx2" in isa:
+            assert {"avx2", "fma"} <= set(isa["avx2"]) and "avx512f" not in isa["avx2"]
+        if "avx512" in isa:
+            assert {"avx2", "fma", "avx512f", "avx512vl"} <= set(isa["avx512"])
 
 
 def test_parallel_info_names_the_variant():

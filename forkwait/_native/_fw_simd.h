@@ -1,15 +1,18 @@
-/* Explicitly vectorised loops for forkwait's kernels: sqrt, block sums, max/min.
- *
- * gcc does not vectorise these from plain C at -O3 without -ffast-math:
+/* The vectors of forkwait's hot loops, and the loops gcc does not vectorise
+ * from plain C at -O3 without -ffast-math:
  *   sqrt   with -fmath-errno (the default) every sqrt keeps a scalar errno path;
  *   sum    a reduction needs reassociation, which only we may choose: here it
- *          is a fixed one (8 vector accumulators, combined in a fixed order);
+ *          is a fixed one (256 bytes of lanes, combined in a fixed order);
  *   max    the NaN-propagating select `v > acc || v != v` is two compares and
  *          a blend per element; here the max is a plain `v > acc ? v : acc`
- *          (one vmaxpd/vblendvpd) and NaN is a separate flag.
- * GCC vector extensions (vector_size(32): 4 doubles / 8 floats) keep this
- * portable: without AVX gcc splits each operation in two, with the same
- * lane-wise IEEE results, so the bits do not depend on the instruction set.
+ *          (one vmaxpd/vblendvpd) and NaN is a separate flag;
+ *   rows   the row ops' sums and maxima (softmax, log_softmax, layer_norm).
+ * Everything is written on the variant's own vectors (GCC vector extensions
+ * of the widest width the instruction set has: fw_nf, fw_nd below), so every
+ * value stays in a register; a sum's lanes are a fixed number of bytes (256,
+ * or 64 for the row ops) held as as many of those vectors as it takes, with
+ * the same lane-wise IEEE arithmetic in each variant: the bits do not depend
+ * on the instruction set.
  *
  * Every result below depends on the element count only (never on a thread
  * count): the lane/accumulator layout and the combination order are fixed.
@@ -24,306 +27,6 @@
 #if defined(__AVX__) || defined(__SSE2__)
 #include <immintrin.h>
 #endif
-
-typedef double fw_v4d __attribute__((vector_size(32)));
-typedef float fw_v8f __attribute__((vector_size(32)));
-typedef int64_t fw_v4l __attribute__((vector_size(32)));
-typedef int32_t fw_v8i __attribute__((vector_size(32)));
-
-static inline fw_v4d fw_ld4d(const double *p) { fw_v4d v; memcpy(&v, p, 32); return v; }
-static inline fw_v8f fw_ld8f(const float *p) { fw_v8f v; memcpy(&v, p, 32); return v; }
-
-/* ----------------------------------------------------------------- sqrt */
-
-/* y[i] = sqrt(x[i]); y may be x. Correctly rounded (IEEE), as libm's sqrt:
-   the same bits as the scalar loop, without its errno branch. */
-static inline void fw_sqrt_d(const double *x, double *y, ptrdiff_t n) {
-    ptrdiff_t i = 0;
-#if defined(__AVX__)
-    for (; i + 4 <= n; i += 4)
-        _mm256_storeu_pd(y + i, _mm256_sqrt_pd(_mm256_loadu_pd(x + i)));
-#elif defined(__SSE2__)
-    for (; i + 2 <= n; i += 2)
-        _mm_storeu_pd(y + i, _mm_sqrt_pd(_mm_loadu_pd(x + i)));
-#endif
-    for (; i < n; i++) y[i] = sqrt(x[i]);
-}
-
-static inline void fw_sqrt_f(const float *x, float *y, ptrdiff_t n) {
-    ptrdiff_t i = 0;
-#if defined(__AVX__)
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_sqrt_ps(_mm256_loadu_ps(x + i)));
-#elif defined(__SSE2__)
-    for (; i + 4 <= n; i += 4)
-        _mm_storeu_ps(y + i, _mm_sqrt_ps(_mm_loadu_ps(x + i)));
-#endif
-    for (; i < n; i++) y[i] = sqrtf(x[i]);
-}
-
-/* ------------------------------------------------------------------ sum */
-
-/* The sum of n elements: 8 vector accumulators (32 lanes of float64, 64 of
-   float32); lane j sums the elements i = j (mod lanes) pairwise, down to
-   leaves of 8 consecutive steps (256 float64 / 512 float32 elements), so the
-   error grows as log2(n), like NumPy's pairwise sum. The lanes are combined
-   in a fixed tree, then the tail (n mod lanes elements) is added in order,
-   starting from +0.0 (so a sum of -0.0s is +0.0, as NumPy's).
-
-   The "2" variants reduce two arrays of the same length at once, with the
-   very same operations on each (so the same bits as two single calls): two
-   memory streams per core read ~1.6x faster than one on the machines we
-   measured (the reductions call them on two distant blocks). */
-#define FW_SUM_LEAF_D 256
-#define FW_SUM_LEAF_F 512
-
-/* FW_VSUM1/2(name, T, V, W, LEAF, LD): the pairwise vector sum of one or
-   two streams (T: element, V: vector of W elements, LD: its unaligned load) */
-#define FW_VSUM1(name, T, V, W, LEAF, LD)                                      \
-    static void name(const T *x, ptrdiff_t n, V acc[8]) {                     \
-        /* n: a positive multiple of 8 * W */                                  \
-        ptrdiff_t i, h;                                                        \
-        int k;                                                                 \
-        V r[8];                                                                \
-        if (n <= LEAF) {                                                       \
-            for (k = 0; k < 8; k++) acc[k] = LD(x + W * k);                    \
-            for (i = 8 * W; i < n; i += 8 * W)                                 \
-                for (k = 0; k < 8; k++) acc[k] += LD(x + i + W * k);           \
-            return;                                                            \
-        }                                                                      \
-        h = n / 2;                                                             \
-        h -= h % (8 * W);                                                      \
-        name(x, h, acc);                                                       \
-        name(x + h, n - h, r);                                                 \
-        for (k = 0; k < 8; k++) acc[k] += r[k];                                \
-    }
-#define FW_VSUM2(name, T, V, W, LEAF, LD)                                      \
-    static void name(const T *x, const T *y, ptrdiff_t n, V acc[8], V bcc[8]) { \
-        ptrdiff_t i, h;                                                        \
-        int k;                                                                 \
-        V r[8], q[8];                                                          \
-        if (n <= LEAF) {                                                       \
-            for (k = 0; k < 8; k++) {                                          \
-                acc[k] = LD(x + W * k);                                        \
-                bcc[k] = LD(y + W * k);                                        \
-            }                                                                  \
-            for (i = 8 * W; i < n; i += 8 * W)                                 \
-                for (k = 0; k < 8; k++) {                                      \
-                    acc[k] += LD(x + i + W * k);                               \
-                    bcc[k] += LD(y + i + W * k);                               \
-                }                                                              \
-            return;                                                            \
-        }                                                                      \
-        h = n / 2;                                                             \
-        h -= h % (8 * W);                                                      \
-        name(x, y, h, acc, bcc);                                               \
-        name(x + h, y + h, n - h, r, q);                                       \
-        for (k = 0; k < 8; k++) {                                              \
-            acc[k] += r[k];                                                    \
-            bcc[k] += q[k];                                                    \
-        }                                                                      \
-    }
-
-FW_VSUM1(fw_vsum_d, double, fw_v4d, 4, FW_SUM_LEAF_D, fw_ld4d)
-FW_VSUM2(fw_vsum2_d, double, fw_v4d, 4, FW_SUM_LEAF_D, fw_ld4d)
-FW_VSUM1(fw_vsum_f, float, fw_v8f, 8, FW_SUM_LEAF_F, fw_ld8f)
-FW_VSUM2(fw_vsum2_f, float, fw_v8f, 8, FW_SUM_LEAF_F, fw_ld8f)
-
-/* the lanes (when m > 0) combined, then the tail x[m:n] */
-static inline double fw_sum_end_d(const fw_v4d *acc, const double *x, ptrdiff_t m,
-                                  ptrdiff_t n) {
-    double s = 0.0;
-    fw_v4d a;
-    if (m > 0) {
-        a = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-        s += (a[0] + a[2]) + (a[1] + a[3]);
-    }
-    for (ptrdiff_t i = m; i < n; i++) s += x[i];
-    return s;
-}
-
-static inline float fw_sum_end_f(const fw_v8f *acc, const float *x, ptrdiff_t m,
-                                 ptrdiff_t n) {
-    float s = 0.0f;
-    fw_v8f a;
-    if (m > 0) {
-        a = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-        s += ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
-    }
-    for (ptrdiff_t i = m; i < n; i++) s += x[i];
-    return s;
-}
-
-static inline double fw_sum_d(const double *x, ptrdiff_t n) {
-    ptrdiff_t m = n - n % 32;
-    fw_v4d acc[8];
-    if (m > 0) fw_vsum_d(x, m, acc);
-    return fw_sum_end_d(acc, x, m, n);
-}
-
-static inline float fw_sum_f(const float *x, ptrdiff_t n) {
-    ptrdiff_t m = n - n % 64;
-    fw_v8f acc[8];
-    if (m > 0) fw_vsum_f(x, m, acc);
-    return fw_sum_end_f(acc, x, m, n);
-}
-
-static inline void fw_sum2_d(const double *x, const double *y, ptrdiff_t n, double *sx,
-                             double *sy) {
-    ptrdiff_t m = n - n % 32;
-    fw_v4d acc[8], bcc[8];
-    if (m > 0) fw_vsum2_d(x, y, m, acc, bcc);
-    *sx = fw_sum_end_d(acc, x, m, n);
-    *sy = fw_sum_end_d(bcc, y, m, n);
-}
-
-static inline void fw_sum2_f(const float *x, const float *y, ptrdiff_t n, float *sx,
-                             float *sy) {
-    ptrdiff_t m = n - n % 64;
-    fw_v8f acc[8], bcc[8];
-    if (m > 0) fw_vsum2_f(x, y, m, acc, bcc);
-    *sx = fw_sum_end_f(acc, x, m, n);
-    *sy = fw_sum_end_f(bcc, y, m, n);
-}
-
-/* -------------------------------------------------------------- max/min */
-
-/* The max (is_max) or min of n >= 1 elements; NaN if any element is NaN
-   (the first NaN of x). 8 vector accumulators take `v > acc ? v : acc` (min:
-   `<`) lane-wise, a separate mask records NaNs; the lanes are then combined
-   in lane order and the tail added in index order, keeping the first of
-   equal values (which matters only for the sign of a zero result). */
-
-/* acc = w CMP acc ? w : acc, lane-wise; nan |= w != w */
-#define FW_MAXSTEP(V, M, acc, w, nan, CMP)                                     \
-    do {                                                                       \
-        M c_ = (w) CMP (acc);                                                  \
-        (acc) = (V)(((M)(w) & c_) | ((M)(acc) & ~c_));                          \
-        (nan) |= (w) != (w);                                                   \
-    } while (0)
-
-/* FW_VMAX(name, T, V, M, W, LD): max/min lanes of S = 1 or 2 streams over
-   x[:m] (and y[:m]), m a positive multiple of 8 * W */
-#define FW_VMAX1(name, T, V, M, W, LD)                                         \
-    static inline void name(const T *x, ptrdiff_t m, int is_max, V acc[8], M *nan) { \
-        ptrdiff_t i;                                                           \
-        int k;                                                                 \
-        V w;                                                                   \
-        for (k = 0; k < 8; k++) acc[k] = LD(x + W * k);                        \
-        if (is_max) {                                                          \
-            for (i = 0; i < m; i += 8 * W)                                     \
-                for (k = 0; k < 8; k++) {                                      \
-                    w = LD(x + i + W * k);                                     \
-                    FW_MAXSTEP(V, M, acc[k], w, *nan, >);                      \
-                }                                                              \
-        } else {                                                               \
-            for (i = 0; i < m; i += 8 * W)                                     \
-                for (k = 0; k < 8; k++) {                                      \
-                    w = LD(x + i + W * k);                                     \
-                    FW_MAXSTEP(V, M, acc[k], w, *nan, <);                      \
-                }                                                              \
-        }                                                                      \
-    }
-#define FW_VMAX2(name, T, V, M, W, LD)                                         \
-    static inline void name(const T *x, const T *y, ptrdiff_t m, int is_max, V acc[8], \
-                            V bcc[8], M *nan, M *nbn) {                        \
-        ptrdiff_t i;                                                           \
-        int k;                                                                 \
-        V w, u;                                                                \
-        for (k = 0; k < 8; k++) {                                              \
-            acc[k] = LD(x + W * k);                                            \
-            bcc[k] = LD(y + W * k);                                            \
-        }                                                                      \
-        if (is_max) {                                                          \
-            for (i = 0; i < m; i += 8 * W)                                     \
-                for (k = 0; k < 8; k++) {                                      \
-                    w = LD(x + i + W * k);                                     \
-                    u = LD(y + i + W * k);                                     \
-                    FW_MAXSTEP(V, M, acc[k], w, *nan, >);                      \
-                    FW_MAXSTEP(V, M, bcc[k], u, *nbn, >);                      \
-                }                                                              \
-        } else {                                                               \
-            for (i = 0; i < m; i += 8 * W)                                     \
-                for (k = 0; k < 8; k++) {                                      \
-                    w = LD(x + i + W * k);                                     \
-                    u = LD(y + i + W * k);                                     \
-                    FW_MAXSTEP(V, M, acc[k], w, *nan, <);                      \
-                    FW_MAXSTEP(V, M, bcc[k], u, *nbn, <);                      \
-                }                                                              \
-        }                                                                      \
-    }
-
-FW_VMAX1(fw_vmax_d, double, fw_v4d, fw_v4l, 4, fw_ld4d)
-FW_VMAX2(fw_vmax2_d, double, fw_v4d, fw_v4l, 4, fw_ld4d)
-FW_VMAX1(fw_vmax_f, float, fw_v8f, fw_v8i, 8, fw_ld8f)
-FW_VMAX2(fw_vmax2_f, float, fw_v8f, fw_v8i, 8, fw_ld8f)
-
-/* FW_MAXEND(name, T, V, M, W): the lanes (when m > 0) combined in order, then
-   the tail x[m:n]; the first NaN of x if there is any NaN */
-#define FW_MAXEND(name, T, V, M, W)                                            \
-    static inline T name(const V *acc, M nanv, const T *x, ptrdiff_t m, ptrdiff_t n, \
-                         int is_max) {                                         \
-        T r = x[0], v;                                                         \
-        int k, j, nan = 0;                                                     \
-        ptrdiff_t i;                                                           \
-        if (m > 0) {                                                           \
-            for (j = 0; j < W; j++) nan |= nanv[j] != 0;                       \
-            r = acc[0][0];                                                     \
-            for (k = 0; k < 8; k++)                                            \
-                for (j = 0; j < W; j++) {                                      \
-                    v = acc[k][j];                                             \
-                    r = (is_max ? v > r : v < r) ? v : r;                      \
-                }                                                              \
-        }                                                                      \
-        for (i = m; i < n; i++) {                                              \
-            v = x[i];                                                          \
-            nan |= v != v;                                                     \
-            r = (is_max ? v > r : v < r) ? v : r;                              \
-        }                                                                      \
-        if (nan)                                                               \
-            for (i = 0; i < n; i++)                                            \
-                if (x[i] != x[i]) return x[i];                                 \
-        return r;                                                              \
-    }
-
-FW_MAXEND(fw_max_end_d, double, fw_v4d, fw_v4l, 4)
-FW_MAXEND(fw_max_end_f, float, fw_v8f, fw_v8i, 8)
-
-static inline double fw_max_d(const double *x, ptrdiff_t n, int is_max) {
-    ptrdiff_t m = n - n % 32;
-    fw_v4d acc[8];
-    fw_v4l nan = {0, 0, 0, 0};
-    if (m > 0) fw_vmax_d(x, m, is_max, acc, &nan);
-    return fw_max_end_d(acc, nan, x, m, n, is_max);
-}
-
-static inline float fw_max_f(const float *x, ptrdiff_t n, int is_max) {
-    ptrdiff_t m = n - n % 64;
-    fw_v8f acc[8];
-    fw_v8i nan = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (m > 0) fw_vmax_f(x, m, is_max, acc, &nan);
-    return fw_max_end_f(acc, nan, x, m, n, is_max);
-}
-
-static inline void fw_max2_d(const double *x, const double *y, ptrdiff_t n, int is_max,
-                             double *rx, double *ry) {
-    ptrdiff_t m = n - n % 32;
-    fw_v4d acc[8], bcc[8];
-    fw_v4l nan = {0, 0, 0, 0}, nbn = {0, 0, 0, 0};
-    if (m > 0) fw_vmax2_d(x, y, m, is_max, acc, bcc, &nan, &nbn);
-    *rx = fw_max_end_d(acc, nan, x, m, n, is_max);
-    *ry = fw_max_end_d(bcc, nbn, y, m, n, is_max);
-}
-
-static inline void fw_max2_f(const float *x, const float *y, ptrdiff_t n, int is_max,
-                             float *rx, float *ry) {
-    ptrdiff_t m = n - n % 64;
-    fw_v8f acc[8], bcc[8];
-    fw_v8i nan = {0, 0, 0, 0, 0, 0, 0, 0}, nbn = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (m > 0) fw_vmax2_f(x, y, m, is_max, acc, bcc, &nan, &nbn);
-    *rx = fw_max_end_f(acc, nan, x, m, n, is_max);
-    *ry = fw_max_end_f(bcc, nbn, y, m, n, is_max);
-}
 
 /* ------------------------------------------------ the variant's vectors */
 
@@ -351,46 +54,48 @@ typedef float fw_hf __attribute__((vector_size(FW_NB / 2))); /* FW_ND floats */
 #define FW_NF (FW_NB / 4) /* float lanes */
 #define FW_ND (FW_NB / 8) /* double lanes */
 #define FW_NK (64 / FW_NB) /* native vectors in 64 bytes */
+/* the helpers below are called once per vector in the hot loops: inlined always */
+#define FW_VI static inline __attribute__((always_inline))
 
-static inline __attribute__((always_inline)) fw_nf fw_ldf(const float *p) { fw_nf v; memcpy(&v, p, sizeof v); return v; }
-static inline __attribute__((always_inline)) fw_nd fw_ldd(const double *p) { fw_nd v; memcpy(&v, p, sizeof v); return v; }
-static inline void fw_stf(float *p, fw_nf v) { memcpy(p, &v, sizeof v); }
-static inline void fw_std(double *p, fw_nd v) { memcpy(p, &v, sizeof v); }
+FW_VI fw_nf fw_ldf(const float *p) { fw_nf v; memcpy(&v, p, sizeof v); return v; }
+FW_VI fw_nd fw_ldd(const double *p) { fw_nd v; memcpy(&v, p, sizeof v); return v; }
+FW_VI void fw_stf(float *p, fw_nf v) { memcpy(p, &v, sizeof v); }
+FW_VI void fw_std(double *p, fw_nd v) { memcpy(p, &v, sizeof v); }
 /* FW_ND floats widened to doubles */
-static inline __attribute__((always_inline)) fw_nd fw_ldfd(const float *p) {
+FW_VI fw_nd fw_ldfd(const float *p) {
     fw_hf v;
     memcpy(&v, p, sizeof v);
     return __builtin_convertvector(v, fw_nd);
 }
 /* the lane numbers 0, 1, 2, ... of a vector of n lanes (n <= 16) */
-static inline __attribute__((always_inline)) fw_ni fw_iota_i(void) {
+FW_VI fw_ni fw_iota_i(void) {
     fw_ni v;
     for (int j = 0; j < FW_NF; j++) v[j] = j;
     return v;
 }
-static inline __attribute__((always_inline)) fw_nl fw_iota_l(void) {
+FW_VI fw_nl fw_iota_l(void) {
     fw_nl v;
     for (int j = 0; j < FW_ND; j++) v[j] = j;
     return v;
 }
 
 /* c in every lane */
-static inline __attribute__((always_inline)) fw_nf fw_splatf(float c) {
+FW_VI fw_nf fw_splatf(float c) {
     fw_nf v;
     for (int j = 0; j < FW_NF; j++) v[j] = c;
     return v;
 }
-static inline __attribute__((always_inline)) fw_nd fw_splatd(double c) {
+FW_VI fw_nd fw_splatd(double c) {
     fw_nd v;
     for (int j = 0; j < FW_ND; j++) v[j] = c;
     return v;
 }
 
 /* c ? a : b lane for lane, c a comparison's mask (-1 or 0 in every lane) */
-static inline __attribute__((always_inline)) fw_nf fw_vself(fw_ni c, fw_nf a, fw_nf b) {
+FW_VI fw_nf fw_vself(fw_ni c, fw_nf a, fw_nf b) {
     return (fw_nf)(((fw_ni)a & c) | ((fw_ni)b & ~c));
 }
-static inline __attribute__((always_inline)) fw_nd fw_vseld(fw_nl c, fw_nd a, fw_nd b) {
+FW_VI fw_nd fw_vseld(fw_nl c, fw_nd a, fw_nd b) {
     return (fw_nd)(((fw_nl)a & c) | ((fw_nl)b & ~c));
 }
 
@@ -398,7 +103,7 @@ static inline __attribute__((always_inline)) fw_nd fw_vseld(fw_nl c, fw_nd a, fw
    where either is NaN: min(C, x) keeps a NaN x, min(x, C) does not):
    one instruction where a select of computed values took a compare and two
    logic operations. */
-static inline __attribute__((always_inline)) fw_nf fw_vminf(fw_nf a, fw_nf b) {
+FW_VI fw_nf fw_vminf(fw_nf a, fw_nf b) {
 #if defined(__AVX512F__)
     return (fw_nf)_mm512_min_ps((__m512)a, (__m512)b);
 #elif FW_NB == 32
@@ -410,7 +115,7 @@ static inline __attribute__((always_inline)) fw_nf fw_vminf(fw_nf a, fw_nf b) {
     return a;
 #endif
 }
-static inline __attribute__((always_inline)) fw_nf fw_vmaxf(fw_nf a, fw_nf b) {
+FW_VI fw_nf fw_vmaxf(fw_nf a, fw_nf b) {
 #if defined(__AVX512F__)
     return (fw_nf)_mm512_max_ps((__m512)a, (__m512)b);
 #elif FW_NB == 32
@@ -423,7 +128,7 @@ static inline __attribute__((always_inline)) fw_nf fw_vmaxf(fw_nf a, fw_nf b) {
 #endif
 }
 
-static inline __attribute__((always_inline)) fw_nd fw_vmind(fw_nd a, fw_nd b) {
+FW_VI fw_nd fw_vmind(fw_nd a, fw_nd b) {
 #if defined(__AVX512F__)
     return (fw_nd)_mm512_min_pd((__m512d)a, (__m512d)b);
 #elif FW_NB == 32
@@ -435,7 +140,7 @@ static inline __attribute__((always_inline)) fw_nd fw_vmind(fw_nd a, fw_nd b) {
     return a;
 #endif
 }
-static inline __attribute__((always_inline)) fw_nd fw_vmaxd(fw_nd a, fw_nd b) {
+FW_VI fw_nd fw_vmaxd(fw_nd a, fw_nd b) {
 #if defined(__AVX512F__)
     return (fw_nd)_mm512_max_pd((__m512d)a, (__m512d)b);
 #elif FW_NB == 32
@@ -451,7 +156,7 @@ static inline __attribute__((always_inline)) fw_nd fw_vmaxd(fw_nd a, fw_nd b) {
 /* fma(a, b, c) lane for lane: the source's own fused multiply-adds (part of
    the algorithm, see _fw_math.h), an instruction where the variant has one,
    libm's correctly rounded fma elsewhere: the same bits. */
-static inline __attribute__((always_inline)) fw_nf fw_vfmaf(fw_nf a, fw_nf b, fw_nf c) {
+FW_VI fw_nf fw_vfmaf(fw_nf a, fw_nf b, fw_nf c) {
 #if defined(__AVX512F__)
     return (fw_nf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
 #elif defined(__FMA__) && FW_NB == 32
@@ -462,7 +167,7 @@ static inline __attribute__((always_inline)) fw_nf fw_vfmaf(fw_nf a, fw_nf b, fw
 #endif
 }
 
-static inline __attribute__((always_inline)) fw_nd fw_vfmad(fw_nd a, fw_nd b, fw_nd c) {
+FW_VI fw_nd fw_vfmad(fw_nd a, fw_nd b, fw_nd c) {
 #if defined(__AVX512F__)
     return (fw_nd)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
 #elif defined(__FMA__) && FW_NB == 32
@@ -478,7 +183,7 @@ static inline __attribute__((always_inline)) fw_nd fw_vfmad(fw_nd a, fw_nd b, fw
    product by two normal powers of two, the first of which is exact (p 2^n1
    stays normal): the same correctly rounded value, subnormal, zero or
    infinite results included. */
-static inline __attribute__((always_inline)) fw_nf fw_vscalef(fw_nf p, fw_nf n) {
+FW_VI fw_nf fw_vscalef(fw_nf p, fw_nf n) {
 #if defined(__AVX512F__)
     return (fw_nf)_mm512_scalef_ps((__m512)p, (__m512)n);
 #else
@@ -490,7 +195,7 @@ static inline __attribute__((always_inline)) fw_nf fw_vscalef(fw_nf p, fw_nf n) 
     return (p * s1) * s2;
 #endif
 }
-static inline __attribute__((always_inline)) fw_nd fw_vscaled(fw_nd p, fw_nd n) {
+FW_VI fw_nd fw_vscaled(fw_nd p, fw_nd n) {
 #if defined(__AVX512F__)
     return (fw_nd)_mm512_scalef_pd((__m512d)p, (__m512d)n);
 #else
@@ -510,7 +215,7 @@ static inline __attribute__((always_inline)) fw_nd fw_vscaled(fw_nd p, fw_nd n) 
 /* t[k & 15] lane for lane: one permute under AVX-512 (the table in one
    register), two and a blend on bit 3 under AVX2, a load per lane otherwise;
    an exact copy of the entry in every case. */
-static inline __attribute__((always_inline)) fw_nf fw_lut16f(const float t[16], fw_ni k) {
+FW_VI fw_nf fw_lut16f(const float t[16], fw_ni k) {
 #if defined(__AVX512F__)
     return (fw_nf)_mm512_permutexvar_ps((__m512i)k, _mm512_loadu_ps(t));
 #elif defined(__AVX2__)
@@ -522,6 +227,340 @@ static inline __attribute__((always_inline)) fw_nf fw_lut16f(const float t[16], 
     for (int j = 0; j < FW_NF; j++) r[j] = t[k[j] & 15];
     return r;
 #endif
+}
+
+/* ----------------------------------------------------------------- sqrt */
+
+/* y[i] = sqrt(x[i]); y may be x. Correctly rounded (IEEE), as libm's sqrt:
+   the same bits as the scalar loop, without its errno branch. */
+static inline void fw_sqrt_d(const double *x, double *y, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 8 <= n; i += 8)
+        _mm512_storeu_pd(y + i, _mm512_sqrt_pd(_mm512_loadu_pd(x + i)));
+#elif defined(__AVX__)
+    for (; i + 4 <= n; i += 4)
+        _mm256_storeu_pd(y + i, _mm256_sqrt_pd(_mm256_loadu_pd(x + i)));
+#elif defined(__SSE2__)
+    for (; i + 2 <= n; i += 2)
+        _mm_storeu_pd(y + i, _mm_sqrt_pd(_mm_loadu_pd(x + i)));
+#endif
+    for (; i < n; i++) y[i] = sqrt(x[i]);
+}
+
+static inline void fw_sqrt_f(const float *x, float *y, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_sqrt_ps(_mm512_loadu_ps(x + i)));
+#elif defined(__AVX__)
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_sqrt_ps(_mm256_loadu_ps(x + i)));
+#elif defined(__SSE2__)
+    for (; i + 4 <= n; i += 4)
+        _mm_storeu_ps(y + i, _mm_sqrt_ps(_mm_loadu_ps(x + i)));
+#endif
+    for (; i < n; i++) y[i] = sqrtf(x[i]);
+}
+
+/* ------------------------------------------------------------------ sum */
+
+/* The sum of n elements: 256 bytes of lanes (32 float64 / 64 float32), held
+   as FW_SK of the variant's vectors (piece q: lanes q * FW_ND or q * FW_NF
+   onwards); lane j sums the elements i = j (mod lanes) pairwise, down to
+   leaves of 8 consecutive steps (256 float64 / 512 float32 elements), so the
+   error grows as log2(n), like NumPy's pairwise sum. The lanes are combined
+   in a fixed tree, then the tail (n mod lanes elements) is added in order,
+   starting from +0.0 (so a sum of -0.0s is +0.0, as NumPy's). (Until the
+   kernels v5 these lanes were eight 32-byte GCC vectors, which gcc kept in
+   memory in the x86-64-v2 build: a sum went at a third of the memory's speed,
+   a max at a sixth; the lanes and their order are the same.)
+
+   The "2" variants reduce two arrays of the same length at once, with the
+   very same operations on each (so the same bits as two single calls): two
+   memory streams per core read ~1.6x faster than one on the machines we
+   measured (the reductions call them on two distant blocks). */
+#define FW_SB 256             /* bytes of lanes of a sum or a max */
+#define FW_SK (FW_SB / FW_NB) /* the variant's vectors that hold them */
+#define FW_SUM_LEAF_D 256
+#define FW_SUM_LEAF_F 512
+typedef struct { fw_nd v[FW_SK]; } fw_lanesd;
+typedef struct { fw_nf v[FW_SK]; } fw_lanesf;
+
+/* FW_VSUM1/2(name, T, S, NL, LEAF, LD): the pairwise lane sums of one or two
+   streams (T: element, S: the lanes, NL: lanes of one piece, LD: its load) */
+#define FW_VSUM1(name, T, S, NL, LEAF, LD)                                     \
+    static void name(const T *x, ptrdiff_t n, S *acc) {                        \
+        /* n: a positive multiple of the lanes */                              \
+        const ptrdiff_t L = FW_SB / sizeof(T);                                 \
+        ptrdiff_t i, h;                                                        \
+        int q;                                                                 \
+        S a, r;                                                                \
+        if (n <= LEAF) {                                                       \
+            for (q = 0; q < FW_SK; q++) a.v[q] = LD(x + q * NL);               \
+            for (i = L; i < n; i += L)                                         \
+                for (q = 0; q < FW_SK; q++) a.v[q] += LD(x + i + q * NL);      \
+            *acc = a;                                                          \
+            return;                                                            \
+        }                                                                      \
+        h = n / 2;                                                             \
+        h -= h % L;                                                            \
+        name(x, h, &a);                                                        \
+        name(x + h, n - h, &r);                                                \
+        for (q = 0; q < FW_SK; q++) a.v[q] += r.v[q];                          \
+        *acc = a;                                                              \
+    }
+#define FW_VSUM2(name, T, S, NL, LEAF, LD)                                     \
+    static void name(const T *x, const T *y, ptrdiff_t n, S *acc, S *bcc) {    \
+        const ptrdiff_t L = FW_SB / sizeof(T);                                 \
+        ptrdiff_t i, h;                                                        \
+        int q;                                                                 \
+        S a, b, r, s;                                                          \
+        if (n <= LEAF) {                                                       \
+            for (q = 0; q < FW_SK; q++) {                                      \
+                a.v[q] = LD(x + q * NL);                                       \
+                b.v[q] = LD(y + q * NL);                                       \
+            }                                                                  \
+            for (i = L; i < n; i += L)                                         \
+                for (q = 0; q < FW_SK; q++) {                                  \
+                    a.v[q] += LD(x + i + q * NL);                              \
+                    b.v[q] += LD(y + i + q * NL);                              \
+                }                                                              \
+            *acc = a;                                                          \
+            *bcc = b;                                                          \
+            return;                                                            \
+        }                                                                      \
+        h = n / 2;                                                             \
+        h -= h % L;                                                            \
+        name(x, y, h, &a, &b);                                                 \
+        name(x + h, y + h, n - h, &r, &s);                                     \
+        for (q = 0; q < FW_SK; q++) {                                          \
+            a.v[q] += r.v[q];                                                  \
+            b.v[q] += s.v[q];                                                  \
+        }                                                                      \
+        *acc = a;                                                              \
+        *bcc = b;                                                              \
+    }
+
+FW_VSUM1(fw_vsum_d, double, fw_lanesd, FW_ND, FW_SUM_LEAF_D, fw_ldd)
+FW_VSUM2(fw_vsum2_d, double, fw_lanesd, FW_ND, FW_SUM_LEAF_D, fw_ldd)
+FW_VSUM1(fw_vsum_f, float, fw_lanesf, FW_NF, FW_SUM_LEAF_F, fw_ldf)
+FW_VSUM2(fw_vsum2_f, float, fw_lanesf, FW_NF, FW_SUM_LEAF_F, fw_ldf)
+
+/* the lanes (when m > 0) combined, then the tail x[m:n]: the 32 float64 lanes
+   are 8 groups of 4 (group k: lanes 4k..4k+3), added as
+   ((g0 + g4) + (g2 + g6)) + ((g1 + g5) + (g3 + g7)) lane for lane, then those
+   4 as (l0 + l2) + (l1 + l3); the 64 float32 lanes likewise, 8 groups of 8 and
+   ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) */
+static inline double fw_sum_end_d(const fw_lanesd *acc, const double *x, ptrdiff_t m,
+                                  ptrdiff_t n) {
+    double s = 0.0, l[32], a[4];
+    if (m > 0) {
+        memcpy(l, acc, sizeof l);
+        for (int j = 0; j < 4; j++)
+            a[j] = ((l[j] + l[16 + j]) + (l[8 + j] + l[24 + j])) +
+                   ((l[4 + j] + l[20 + j]) + (l[12 + j] + l[28 + j]));
+        s += (a[0] + a[2]) + (a[1] + a[3]);
+    }
+    for (ptrdiff_t i = m; i < n; i++) s += x[i];
+    return s;
+}
+
+static inline float fw_sum_end_f(const fw_lanesf *acc, const float *x, ptrdiff_t m,
+                                 ptrdiff_t n) {
+    float s = 0.0f, l[64], a[8];
+    if (m > 0) {
+        memcpy(l, acc, sizeof l);
+        for (int j = 0; j < 8; j++)
+            a[j] = ((l[j] + l[32 + j]) + (l[16 + j] + l[48 + j])) +
+                   ((l[8 + j] + l[40 + j]) + (l[24 + j] + l[56 + j]));
+        s += ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+    }
+    for (ptrdiff_t i = m; i < n; i++) s += x[i];
+    return s;
+}
+
+static inline double fw_sum_d(const double *x, ptrdiff_t n) {
+    ptrdiff_t m = n - n % 32;
+    fw_lanesd acc;
+    if (m > 0) fw_vsum_d(x, m, &acc);
+    return fw_sum_end_d(&acc, x, m, n);
+}
+
+static inline float fw_sum_f(const float *x, ptrdiff_t n) {
+    ptrdiff_t m = n - n % 64;
+    fw_lanesf acc;
+    if (m > 0) fw_vsum_f(x, m, &acc);
+    return fw_sum_end_f(&acc, x, m, n);
+}
+
+static inline void fw_sum2_d(const double *x, const double *y, ptrdiff_t n, double *sx,
+                             double *sy) {
+    ptrdiff_t m = n - n % 32;
+    fw_lanesd acc, bcc;
+    if (m > 0) fw_vsum2_d(x, y, m, &acc, &bcc);
+    *sx = fw_sum_end_d(&acc, x, m, n);
+    *sy = fw_sum_end_d(&bcc, y, m, n);
+}
+
+static inline void fw_sum2_f(const float *x, const float *y, ptrdiff_t n, float *sx,
+                             float *sy) {
+    ptrdiff_t m = n - n % 64;
+    fw_lanesf acc, bcc;
+    if (m > 0) fw_vsum2_f(x, y, m, &acc, &bcc);
+    *sx = fw_sum_end_f(&acc, x, m, n);
+    *sy = fw_sum_end_f(&bcc, y, m, n);
+}
+
+/* -------------------------------------------------------------- max/min */
+
+/* The max (is_max) or min of n >= 1 elements; NaN if any element is NaN
+   (the first NaN of x). 256 bytes of lanes take `v > acc ? v : acc` (min:
+   `<`) lane-wise, a separate mask records NaNs; the lanes are then combined
+   in lane order and the tail added in index order, keeping the first of
+   equal values (which matters only for the sign of a zero result). */
+
+/* acc = w CMP acc ? w : acc, lane-wise; nan |= w != w */
+#define FW_MAXSTEP(V, M, acc, w, nan, CMP)                                     \
+    do {                                                                       \
+        M c_ = (w) CMP (acc);                                                  \
+        (acc) = (V)(((M)(w) & c_) | ((M)(acc) & ~c_));                          \
+        (nan) |= (w) != (w);                                                   \
+    } while (0)
+
+/* FW_VMAX1/2(name, T, S, V, M, NL, LD): max/min lanes of one or two streams
+   over x[:m] (and y[:m]), m a positive multiple of the lanes */
+#define FW_VMAX1(name, T, S, V, M, NL, LD)                                     \
+    static void name(const T *x, ptrdiff_t m, int is_max, S *acc, M *nan) {    \
+        const ptrdiff_t L = FW_SB / sizeof(T);                                 \
+        ptrdiff_t i;                                                           \
+        int q;                                                                 \
+        S a;                                                                   \
+        M f = *nan;                                                            \
+        V w;                                                                   \
+        for (q = 0; q < FW_SK; q++) a.v[q] = LD(x + q * NL);                   \
+        if (is_max) {                                                          \
+            for (i = 0; i < m; i += L)                                         \
+                for (q = 0; q < FW_SK; q++) {                                  \
+                    w = LD(x + i + q * NL);                                    \
+                    FW_MAXSTEP(V, M, a.v[q], w, f, >);                         \
+                }                                                              \
+        } else {                                                               \
+            for (i = 0; i < m; i += L)                                         \
+                for (q = 0; q < FW_SK; q++) {                                  \
+                    w = LD(x + i + q * NL);                                    \
+                    FW_MAXSTEP(V, M, a.v[q], w, f, <);                         \
+                }                                                              \
+        }                                                                      \
+        *acc = a;                                                              \
+        *nan = f;                                                              \
+    }
+#define FW_VMAX2(name, T, S, V, M, NL, LD)                                     \
+    static void name(const T *x, const T *y, ptrdiff_t m, int is_max, S *acc, S *bcc, \
+                     M *nan, M *nbn) {                                         \
+        const ptrdiff_t L = FW_SB / sizeof(T);                                 \
+        ptrdiff_t i;                                                           \
+        int q;                                                                 \
+        S a, b;                                                                \
+        M f = *nan, g = *nbn;                                                  \
+        V w, u;                                                                \
+        for (q = 0; q < FW_SK; q++) {                                          \
+            a.v[q] = LD(x + q * NL);                                           \
+            b.v[q] = LD(y + q * NL);                                           \
+        }                                                                      \
+        if (is_max) {                                                          \
+            for (i = 0; i < m; i += L)                                         \
+                for (q = 0; q < FW_SK; q++) {                                  \
+                    w = LD(x + i + q * NL);                                    \
+                    u = LD(y + i + q * NL);                                    \
+                    FW_MAXSTEP(V, M, a.v[q], w, f, >);                         \
+                    FW_MAXSTEP(V, M, b.v[q], u, g, >);                         \
+                }                                                              \
+        } else {                                                               \
+            for (i = 0; i < m; i += L)                                         \
+                for (q = 0; q < FW_SK; q++) {                                  \
+                    w = LD(x + i + q * NL);                                    \
+                    u = LD(y + i + q * NL);                                    \
+                    FW_MAXSTEP(V, M, a.v[q], w, f, <);                         \
+                    FW_MAXSTEP(V, M, b.v[q], u, g, <);                         \
+                }                                                              \
+        }                                                                      \
+        *acc = a;                                                              \
+        *bcc = b;                                                              \
+        *nan = f;                                                              \
+        *nbn = g;                                                              \
+    }
+
+FW_VMAX1(fw_vmax_d, double, fw_lanesd, fw_nd, fw_nl, FW_ND, fw_ldd)
+FW_VMAX2(fw_vmax2_d, double, fw_lanesd, fw_nd, fw_nl, FW_ND, fw_ldd)
+FW_VMAX1(fw_vmax_f, float, fw_lanesf, fw_nf, fw_ni, FW_NF, fw_ldf)
+FW_VMAX2(fw_vmax2_f, float, fw_lanesf, fw_nf, fw_ni, FW_NF, fw_ldf)
+
+/* FW_MAXEND(name, T, S, M, NL): the lanes (when m > 0) combined in lane
+   order, then the tail x[m:n]; the first NaN of x if there is any NaN */
+#define FW_MAXEND(name, T, S, M, NL)                                           \
+    static inline T name(const S *acc, M nanv, const T *x, ptrdiff_t m, ptrdiff_t n, \
+                         int is_max) {                                         \
+        T r = x[0], v, l[FW_SB / sizeof(T)];                                   \
+        int j, nan = 0;                                                        \
+        ptrdiff_t i;                                                           \
+        if (m > 0) {                                                           \
+            for (j = 0; j < NL; j++) nan |= nanv[j] != 0;                      \
+            memcpy(l, acc, sizeof l);                                          \
+            r = l[0];                                                          \
+            for (j = 0; j < (int)(FW_SB / sizeof(T)); j++) {                   \
+                v = l[j];                                                      \
+                r = (is_max ? v > r : v < r) ? v : r;                          \
+            }                                                                  \
+        }                                                                      \
+        for (i = m; i < n; i++) {                                              \
+            v = x[i];                                                          \
+            nan |= v != v;                                                     \
+            r = (is_max ? v > r : v < r) ? v : r;                              \
+        }                                                                      \
+        if (nan)                                                               \
+            for (i = 0; i < n; i++)                                            \
+                if (x[i] != x[i]) return x[i];                                 \
+        return r;                                                              \
+    }
+
+FW_MAXEND(fw_max_end_d, double, fw_lanesd, fw_nl, FW_ND)
+FW_MAXEND(fw_max_end_f, float, fw_lanesf, fw_ni, FW_NF)
+
+static inline double fw_max_d(const double *x, ptrdiff_t n, int is_max) {
+    ptrdiff_t m = n - n % 32;
+    fw_lanesd acc;
+    fw_nl nan = {0};
+    if (m > 0) fw_vmax_d(x, m, is_max, &acc, &nan);
+    return fw_max_end_d(&acc, nan, x, m, n, is_max);
+}
+
+static inline float fw_max_f(const float *x, ptrdiff_t n, int is_max) {
+    ptrdiff_t m = n - n % 64;
+    fw_lanesf acc;
+    fw_ni nan = {0};
+    if (m > 0) fw_vmax_f(x, m, is_max, &acc, &nan);
+    return fw_max_end_f(&acc, nan, x, m, n, is_max);
+}
+
+static inline void fw_max2_d(const double *x, const double *y, ptrdiff_t n, int is_max,
+                             double *rx, double *ry) {
+    ptrdiff_t m = n - n % 32;
+    fw_lanesd acc, bcc;
+    fw_nl nan = {0}, nbn = {0};
+    if (m > 0) fw_vmax2_d(x, y, m, is_max, &acc, &bcc, &nan, &nbn);
+    *rx = fw_max_end_d(&acc, nan, x, m, n, is_max);
+    *ry = fw_max_end_d(&bcc, nbn, y, m, n, is_max);
+}
+
+static inline void fw_max2_f(const float *x, const float *y, ptrdiff_t n, int is_max,
+                             float *rx, float *ry) {
+    ptrdiff_t m = n - n % 64;
+    fw_lanesf acc, bcc;
+    fw_ni nan = {0}, nbn = {0};
+    if (m > 0) fw_vmax2_f(x, y, m, is_max, &acc, &bcc, &nan, &nbn);
+    *rx = fw_max_end_f(&acc, nan, x, m, n, is_max);
+    *ry = fw_max_end_f(&bcc, nbn, y, m, n, is_max);
 }
 
 /* ------------------------------------------------------ row-op helpers */
