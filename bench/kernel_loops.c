@@ -21,6 +21,7 @@
  * found here through a weak reference.
  *
  *   /tmp/kernel_loops [-n N] [-r rounds] [-v avx512,avx2,...] [-c exp,tanh,...] [-a bytes]
+ *                     [-k calls per round]
  *
  * Inputs: uniform(-5, 5); N elements (default 10^6; row ops: rows of 1000),
  * float32 and float64, out of place; x and y start `-a` bytes past a 64-byte
@@ -30,7 +31,13 @@
  * and, when FW_MKL_LIB names a library that exports MKL's vector math (torch's
  * libtorch_cpu.so does: run with LD_LIBRARY_PATH set to its directory and
  * MKL_NUM_THREADS=1), vmsExp/vmsTanh/vmdExp/vmdTanh in the mode torch uses
- * (VML_HA, no FTZ/DAZ, errors ignored). */
+ * (VML_HA, no FTZ/DAZ, errors ignored).
+ *
+ * Instructions per element of one variant, exact whatever the load (valgrind
+ * runs neither AVX-512 nor MKL's code; callgrind the avx2 and baseline ones):
+ *   valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \
+ *       /tmp/fw_kernel_loops_$UID/kernel_loops -n 100000 -r 1 -k 1 -v avx2 -c exp
+ *   callgrind_annotate /tmp/cg.out | grep unary   (Ir / (2 calls x 2 dtypes x N)) */
 #include "_fw_kernels.h"
 
 #include <dlfcn.h>
@@ -121,6 +128,7 @@ static int listed(const char *list, const char *name) {
 
 int main(int argc, char **argv) {
     int rounds = 9;
+    long reps = 0;
     const char *vlist = NULL, *clist = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-n")) N = atol(argv[i + 1]);
@@ -128,6 +136,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-v")) vlist = argv[i + 1];
         else if (!strcmp(argv[i], "-c")) clist = argv[i + 1];
         else if (!strcmp(argv[i], "-a")) OFS = atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "-k")) reps = atol(argv[i + 1]);
     }
     if (N < D) N = D;
     const fw_kernels *ks[8];
@@ -155,7 +164,7 @@ int main(int argc, char **argv) {
         WD[i] = WF[i] = 1.0f + (float)i / D;
         BD[i] = BF[i] = (float)i / D;
     }
-    long reps = 20000000 / N > 2 ? 20000000 / N : 2;
+    if (reps <= 0) reps = 20000000 / N > 2 ? 20000000 / N : 2;
     FILE *f = fopen("/proc/loadavg", "r");
     char load[64] = "?";
     if (f) {

@@ -1,10 +1,14 @@
 #!/bin/sh
 # Build bench/kernel_loops.c against this checkout's hot loops (every CPU
-# variant) and, given another checkout's root, its loops too (as old_<variant>),
-# then run it: sh bench/kernel_loops.sh [other-checkout] [-- kernel_loops args]
+# variant) and, given another checkout's root, its loops too (as old_<variant>;
+# only where both have the same fw_kernels table), then run it:
+#   sh bench/kernel_loops.sh [other-checkout] [-- kernel_loops args]
+# FW_KERNELS_ROOT=<checkout> builds the loops of that checkout instead of this
+# one's (any table: a binary of its own; for callgrind counts of old code).
 # MKL's vector math joins as a peer where torch is installed (FW_MKL_LIB).
 set -e
 HERE=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=${FW_KERNELS_ROOT:-$HERE}
 OUT=${TMPDIR:-/tmp}/fw_kernel_loops_$(id -u)
 mkdir -p "$OUT"
 OTHER=
@@ -19,9 +23,9 @@ build() { # root prefix
     gcc $B $V512 -I"$1/forkwait/_native" -c -DFW_VARIANT=$2avx512 "$1/forkwait/_native/_fw_kernels.c" -o "$OUT/$2avx512.o"
 }
 rm -f "$OUT"/*.o
-build "$HERE" ""
+build "$ROOT" ""
 [ -n "$OTHER" ] && build "$OTHER" old_
-gcc $B -DFW_BUILT_AVX2 -DFW_BUILT_AVX512 -I"$HERE/forkwait/_native" "$HERE/bench/kernel_loops.c" "$OUT"/*.o -o "$OUT/kernel_loops" -ldl -lm
+gcc $B -DFW_BUILT_AVX2 -DFW_BUILT_AVX512 -I"$ROOT/forkwait/_native" "$HERE/bench/kernel_loops.c" "$OUT"/*.o -o "$OUT/kernel_loops" -ldl -lm
 if [ -z "$FW_MKL_LIB" ]; then
     T=$(python -c "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))" 2>/dev/null || true)
     if [ -n "$T" ] && [ -f "$T/libtorch_cpu.so" ]; then

@@ -27,11 +27,12 @@
 #define FW_VMAP(T, W, LD, ST, F, x, y, n)                                         \
     do {                                                                       \
         ptrdiff_t i_ = 0;                                                      \
-        for (; i_ + 2 * W <= n; i_ += 2 * W) {                                 \
+        const ptrdiff_t e2_ = (n) - (n) % (2 * W), e1_ = (n) - (n) % W;        \
+        for (; i_ < e2_; i_ += 2 * W) {                                        \
             ST(y + i_, F(LD(x + i_)));                                         \
             ST(y + i_ + W, F(LD(x + i_ + W)));                                 \
         }                                                                      \
-        for (; i_ + W <= n; i_ += W) ST(y + i_, F(LD(x + i_)));                \
+        for (; i_ < e1_; i_ += W) ST(y + i_, F(LD(x + i_)));                   \
         if (i_ < n) {                                                          \
             T b_[W];                                                           \
             memset(b_, 0, sizeof b_);                                          \
@@ -70,7 +71,7 @@ static inline int fw_all_l(fw_nl m) {
             M ok_ = (M){0} - 1;                                                \
             V v_;                                                              \
             m_ = n - b_ < FW_RUN ? n - b_ : FW_RUN;                            \
-            for (i_ = 0; i_ + W <= m_; i_ += W) {                              \
+            for (i_ = 0; i_ < m_ - m_ % W; i_ += W) {                          \
                 v_ = LD(xb_ + i_);                                             \
                 ST(o_ + i_, FAST(v_));                                         \
                 ok_ &= IN(v_);                                                 \
@@ -175,7 +176,8 @@ static void unary_d(int op, const double *x, double *y, ptrdiff_t n) {
 #define FW_VMAP_SHIFT(T, W, LD, ST, F, x, c, y, n)                                \
     do {                                                                       \
         ptrdiff_t i_ = 0, j_;                                                  \
-        for (; i_ + W <= n; i_ += W) ST(y + i_, F(LD(x + i_) - (c)));          \
+        const ptrdiff_t e1_ = (n) - (n) % W;                                   \
+        for (; i_ < e1_; i_ += W) ST(y + i_, F(LD(x + i_) - (c)));             \
         if (i_ < n) {                                                          \
             T b_[W];                                                           \
             for (j_ = 0; j_ < W; j_++) b_[j_] = i_ + j_ < n ? x[i_ + j_] : (c); \
@@ -210,7 +212,7 @@ static void unary_d(int op, const double *x, double *y, ptrdiff_t n) {
                 M ok = (M){0} - 1;                                             \
                 V t;                                                           \
                 T p[W];                                                        \
-                for (i = 0; i + W <= k; i += W) {                              \
+                for (i = 0; i < k - k % W; i += W) {                           \
                     t = LD(xj + i) - m;                                        \
                     ST(e + i, FAST(t));                                        \
                     ok &= t > -(LIM); /* false for NaN */                      \
