@@ -403,7 +403,7 @@ def section_small(args):
         r = interleaved({"fw": f, "np": g}, args.rounds, args.reps * 200)
         print(
             f"{name:<11} fw {r['fw'] * 1e6:6.2f} us  numpy {r['np'] * 1e6:6.2f} us  "
-            f"ratio {r['fw'] / r['np']:.2f}",
+            f"ratio {r['fw'] / r['np']:.2f}  {machine_tag()}",
             flush=True,
         )
 
@@ -495,7 +495,7 @@ def _matmul_threads(size, dt, nt, a, b, out, args):
     )
     if torch is not None:
         line += f"  torch/fw {paired_ratio(t, 'torch', 'fw'):.2f}"
-    print(line, flush=True)
+    print(f"{line}  load {loadavg()}  {machine_tag()}", flush=True)
 
 
 # NumPy "cold": a fresh process whose NumPy OpenBLAS is limited to 1 thread
@@ -527,7 +527,8 @@ for size in {sizes!r}:
         print(f"{{size:>5}} {{np.dtype(dt).name}} threads=1: "
               f"fw {{statistics.median(t['fw']) * 1e3:8.3f}} ms  "
               f"np(cold) {{statistics.median(t['np']) * 1e3:8.3f}} ms  "
-              f"np(cold)/fw {{b.paired_ratio(t, 'np', 'fw'):.2f}}", flush=True)
+              f"np(cold)/fw {{b.paired_ratio(t, 'np', 'fw'):.2f}}  {{b.machine_tag()}}",
+              flush=True)
 """
 
 
@@ -610,7 +611,7 @@ def _matmul_concurrent(args, rng):
                 f1, f2, npr = _concurrent_case(xs, outs, reps, pool, args)
                 print(
                     f"{size:>5} {np.dtype(dt).name}: fw intra=1 {f1:.2f}  fw intra=2 {f2:.2f}  "
-                    f"numpy {npr:.2f}",
+                    f"numpy {npr:.2f}  {machine_tag()}",
                     flush=True,
                 )
     finally:
@@ -700,7 +701,7 @@ def section_branches(args):
     print("  ".join(f"{k} {statistics.median(v) * 1e3:.1f} ms" for k, v in t.items()))
     print(
         f"shared/split {paired_ratio(t, 'shared', 'split'):.3f} (target <= 1.05)  "
-        f"fixed/shared {paired_ratio(t, 'fixed', 'shared'):.3f} (target > 1)",
+        f"fixed/shared {paired_ratio(t, 'fixed', 'shared'):.3f} (target > 1)  {machine_tag()}",
         flush=True,
     )
 
