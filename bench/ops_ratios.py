@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import os
 import statistics
 import subprocess
@@ -228,46 +229,66 @@ def _compute_dtype(dt, rng, args, rows, lib):
     }
     poly = lib.poly32 if dt == np.float32 else lib.poly64
     px, pout = x.ctypes.data, out.ctypes.data
+    two = 2 in args.threads
     for name, (f, g, t) in cases.items():
-        cands = {"fw1": with_threads(1, f), "fw2": with_threads(2, f), "np": g}
+        if args.ops and name not in args.ops:
+            continue
+        cands = {"fw1": with_threads(1, f), "np": g}
+        if two:
+            cands["fw2"] = with_threads(2, f)
         if torch is not None:
             cands["torch1"] = torch_threads(1, t)
-            cands["torch2"] = torch_threads(2, t)
+            if two:
+                cands["torch2"] = torch_threads(2, t)
+        load0 = loadavg()
         # settle: torch's OpenMP threads spin after a call and would take a core
         # from whichever candidate comes next
-        r = interleaved(cands, args.rounds, args.reps, settle=0.05)
-        # 2 threads vs 1: its own run of short rounds, next to a C + OpenMP
-        # compute-bound loop (what a second thread can give right now), each
-        # ratio taken within a round
-        time.sleep(0.2)
-        sc = interleaved_raw(
-            {
-                "fw1": with_threads(1, f),
-                "fw2": with_threads(2, f),
-                "C1": lambda: poly(pout, px, x.size, 1),
-                "C2": lambda: poly(pout, px, x.size, 2),
-            },
-            3 * args.rounds,
-            args.reps,
-        )
-        row = {
-            "op": f"{name} {np.dtype(dt).name}",
-            "fw2/fw1": paired_ratio(sc, "fw1", "fw2"),
-            "C2/C1": paired_ratio(sc, "C1", "C2"),
-            # the same from each side's fastest round: the quiet-machine figure
-            "best fw2/fw1": min(sc["fw1"]) / min(sc["fw2"]),
-            "best C2/C1": min(sc["C1"]) / min(sc["C2"]),
-            "vs numpy": r["np"] / r["fw2"],
-            "fw2 ms": r["fw2"] * 1e3,
-        }
+        r = interleaved_raw(cands, args.rounds, args.reps, settle=0.05)
+        row = {"op": f"{name} {np.dtype(dt).name}"}
         if torch is not None:
-            row["torch2/torch1"] = r["torch1"] / r["torch2"]
-            row["vs torch1"] = r["torch1"] / r["fw1"]
-            row["vs torch2"] = r["torch2"] / r["fw2"]
+            row["vs torch1"] = paired_ratio(r, "torch1", "fw1")
+        if two:
+            if torch is not None:
+                row["vs torch2"] = paired_ratio(r, "torch2", "fw2")
+            # 2 threads vs 1: its own run of short rounds, next to two C + OpenMP
+            # loops over the same arrays (each ratio taken within a round): a
+            # compute-bound polynomial (C2/C1: what a second thread can give a
+            # compute-bound loop right now) and the STREAM triad as a copy
+            # (out = x + 0 x: one array read, one written, an element-wise op's
+            # bytes; M2/M1: what it can give a memory-bound one)
+            time.sleep(0.2)
+            nd = x.nbytes // 8
+            sc = interleaved_raw(
+                {
+                    "fw1": with_threads(1, f),
+                    "fw2": with_threads(2, f),
+                    "C1": lambda: poly(pout, px, x.size, 1),
+                    "C2": lambda: poly(pout, px, x.size, 2),
+                    "M1": lambda nd=nd: lib.triad(pout, px, px, 0.0, nd, 1),
+                    "M2": lambda nd=nd: lib.triad(pout, px, px, 0.0, nd, 2),
+                },
+                3 * args.rounds,
+                args.reps,
+            )
+            row["fw2/fw1"] = paired_ratio(sc, "fw1", "fw2")
+            row["C2/C1"] = paired_ratio(sc, "C1", "C2")
+            row["M2/M1"] = paired_ratio(sc, "M1", "M2")
+            # the copy's 2-thread time / the op's: 1 = at the memory bound
+            row["M2/fw2"] = paired_ratio(sc, "M2", "fw2")
+            # the same from each side's fastest round: the quiet-machine figure
+            row["best fw2/fw1"] = min(sc["fw1"]) / min(sc["fw2"])
+            row["best C2/C1"] = min(sc["C1"]) / min(sc["C2"])
+            if torch is not None:
+                row["torch2/torch1"] = paired_ratio(r, "torch1", "torch2")
+        row["vs numpy"] = paired_ratio(r, "np", "fw2" if two else "fw1")
+        row["fw1 ms"] = statistics.median(r["fw1"]) * 1e3
+        row["load"] = f"{load0} -> {loadavg()}"
+        row["machine"] = machine_tag()
         rows.append(row)
         print(
             "  ".join(
-                f"{k}={v:.2f}" if isinstance(v, float) else f"{v:<20}" for k, v in row.items()
+                f"{v:<20}" if k == "op" else f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in row.items()
             ),
             flush=True,
         )
@@ -275,30 +296,22 @@ def _compute_dtype(dt, rng, args, rows, lib):
 
 def section_compute(args):
     print("\n## compute-bound ops, 10^6 elements (softmax/layer_norm: 1000 x 1000)")
-    print("ratios > 1: forkwait faster. fw2/fw1: 2 vs 1 thread; np: NumPy (1 thread) /")
-    print("forkwait 2 threads; torch1/torch2: torch at 1/2 threads / forkwait at 1/2 threads;")
-    print("C2/C1, torch2/torch1: the same 2-vs-1-thread ratio of a C + OpenMP compute-bound")
-    print("loop (bench/_stream_triad.c) and of torch, in the same rounds")
+    print(machine_header())
+    print("ratios > 1: forkwait faster. vs torch1/vs torch2: torch at 1/2 threads / forkwait")
+    print("at 1/2 threads; vs numpy: NumPy (1 thread) / forkwait (2 threads if run, else 1);")
+    print("fw2/fw1: forkwait 2 vs 1 thread, next to the same ratio of two C + OpenMP loops")
+    print("over the same arrays in the same rounds (bench/_stream_triad.c): C2/C1 a")
+    print("compute-bound polynomial, M2/M1 the STREAM triad as a copy; M2/fw2: the copy's")
+    print("2-thread time / forkwait's (1: at the memory bound); torch2/torch1: torch's own")
     rng = np.random.default_rng(0)
     rows = []
     lib = _c_peers()
     for dt in (np.float32, np.float64):
         _compute_dtype(dt, rng, args, rows, lib)
-    print(
-        f"geomean fw2/fw1 {geomean([r['fw2/fw1'] for r in rows]):.2f}  "
-        f"C2/C1 {geomean([r['C2/C1'] for r in rows]):.2f}  "
-        f"best fw2/fw1 {geomean([r['best fw2/fw1'] for r in rows]):.2f}  "
-        f"best C2/C1 {geomean([r['best C2/C1'] for r in rows]):.2f}  "
-        f"(fw2/fw1)/(C2/C1) {geomean([r['fw2/fw1'] / r['C2/C1'] for r in rows]):.2f}  "
-        f"vs numpy {geomean([r['vs numpy'] for r in rows]):.2f}",
-        end="",
-    )
-    if torch is not None:
-        print(
-            f"  torch2/torch1 {geomean([r['torch2/torch1'] for r in rows]):.2f}"
-            f"  vs torch1 {geomean([r['vs torch1'] for r in rows]):.2f}"
-            f"  vs torch2 {geomean([r['vs torch2'] for r in rows]):.2f}"
-        )
+    keys = ["vs torch1", "vs torch2", "fw2/fw1", "C2/C1", "M2/M1", "M2/fw2", "best fw2/fw1",
+            "best C2/C1", "torch2/torch1", "vs numpy"]
+    means = [f"{k} {geomean([r[k] for r in rows]):.2f}" for k in keys if rows and k in rows[0]]
+    print("geomean  " + "  ".join(means) + f"  {machine_tag()}")
     print()
 
 
@@ -320,40 +333,54 @@ def _c_peers():
 
 def section_memory(args):
     print("\n## memory-bound ops, 10^7 float64 elements: bandwidth vs a STREAM triad")
-    print("(bytes counted as STREAM does: 3 arrays for add/mul/triad, 1 for sum/max;")
-    print(" C sum: a plain C + OpenMP simd reduction, the read-only ceiling)")
+    print(machine_header())
+    print("(bytes counted as STREAM does: 3 arrays for add/mul/triad, 2 for exp/tanh, 1 for")
+    print(" sum/max; C sum: a plain C + OpenMP simd reduction, the read-only ceiling; x2/x1:")
+    print(" the 2-thread speed-up, from the medians)")
     n = 10_000_000
     rng = np.random.default_rng(1)
     a, b, c = (rng.standard_normal(n) for _ in range(3))
     lib = _c_peers()
     pa, pb, pc = (arr.ctypes.data for arr in (a, b, c))
+    nbytes = {"triad": 24, "C sum": 8, "add": 24, "mul": 24, "exp": 16, "tanh": 16, "sum": 8,
+              "max": 8, "np.add": 24, "np.sum": 8}
+    med = {}
     for nt in (1, 2):
+        load0 = loadavg()
         cands = {
             "triad": lambda nt=nt: lib.triad(pa, pb, pc, 3.0, n, nt),
             "C sum": lambda nt=nt: lib.csum(pb, n, nt),
             "add": with_threads(nt, lambda: ops.add(b, c, out=a)),
             "mul": with_threads(nt, lambda: ops.mul(b, c, out=a)),
+            "exp": with_threads(nt, lambda: ops.exp(b, out=a)),
+            "tanh": with_threads(nt, lambda: ops.tanh(b, out=a)),
             "sum": with_threads(nt, lambda: ops.sum(b)),
             "max": with_threads(nt, lambda: ops.max(b)),
             "np.add": lambda: np.add(b, c, out=a),
             "np.sum": lambda: np.sum(b),
         }
         t = interleaved_raw(cands, args.rounds, max(1, args.reps // 4))
-        nbytes = {"triad": 24, "C sum": 8, "add": 24, "mul": 24, "sum": 8, "max": 8,
-                  "np.add": 24, "np.sum": 8}
-        bw = {k: nbytes[k] * n / statistics.median(t[k]) / 1e9 for k in t}
+        med[nt] = {k: statistics.median(v) for k, v in t.items()}
+        bw = {k: nbytes[k] * n / med[nt][k] / 1e9 for k in t}
         print(f"threads={nt}: " + "  ".join(f"{k} {bw[k]:.1f} GB/s" for k in bw))
         # fraction of the triad's bandwidth, from each round's pair of times
         frac = {
             k: paired_ratio(t, "triad", k) * nbytes[k] / nbytes["triad"]
-            for k in ("add", "mul", "sum", "max")
+            for k in ("add", "mul", "exp", "tanh", "sum", "max")
         }
         print(
             "  fraction of triad: " + "  ".join(f"{k} {v:.2f}" for k, v in frac.items())
             + f"   sum / C sum {paired_ratio(t, 'C sum', 'sum'):.2f}"
-            + f"  max / C sum {paired_ratio(t, 'C sum', 'max'):.2f}",
+            + f"  max / C sum {paired_ratio(t, 'C sum', 'max'):.2f}"
+            + f"  load {load0} -> {loadavg()}  {machine_tag()}",
             flush=True,
         )
+    print(
+        "x2/x1: "
+        + "  ".join(f"{k} {med[1][k] / med[2][k]:.2f}" for k in med[1] if not k.startswith("np"))
+        + f"  {machine_tag()}",
+        flush=True,
+    )
 
 
 def section_small(args):
@@ -376,7 +403,7 @@ def section_small(args):
         r = interleaved({"fw": f, "np": g}, args.rounds, args.reps * 200)
         print(
             f"{name:<11} fw {r['fw'] * 1e6:6.2f} us  numpy {r['np'] * 1e6:6.2f} us  "
-            f"ratio {r['fw'] / r['np']:.2f}",
+            f"ratio {r['fw'] / r['np']:.2f}  {machine_tag()}",
             flush=True,
         )
 
@@ -384,21 +411,61 @@ def section_small(args):
 MATMUL_SIZES = (64, 128, 256, 512, 1024)
 
 
-def cpu_line() -> str:
-    """The CPU model, its caches and the kernels' dispatched variant."""
-    from forkwait._native import _dispatch
-
-    info = {}
+@functools.cache
+def _cpu() -> dict:
+    m = {"model": "?", "fms": "?", "cpu_isa": "?", "l2": "?", "l3": "?"}
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            first = f.read().split("\n\n")[0].splitlines()
+        info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first)}
+        m["model"] = " ".join(info.get("model name", "?").split())
+        m["fms"] = "/".join(info.get(k, "?") for k in ("cpu family", "model", "stepping"))
+        flags = set(info.get("flags", "").split())
+        want = ("avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_fp16",
+                "amx_tile")
+        m["cpu_isa"] = ",".join(f for f in want if f in flags) or "none of avx2/avx512"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         for line in out.splitlines():
             k, _, v = line.partition(":")
-            if k.strip() in ("Model name", "L2 cache", "L3 cache"):
-                info[k.strip()] = " ".join(v.split())
+            if k.strip() in ("L2 cache", "L3 cache"):
+                m["l2" if k.strip() == "L2 cache" else "l3"] = " ".join(v.split())
+    return m
+
+
+def machine() -> dict:
+    """What produced a figure: the CPU (model, family/model/stepping, its
+    vector extensions, caches), forkwait's dispatched variant and the
+    extensions it was compiled for, and the ISA torch's kernels dispatch to."""
+    from forkwait._native import _dispatch
+
+    m = dict(_cpu())
+    m["variant"] = _dispatch.variant()
+    m["variant_isa"] = _dispatch.variant_isa()
+    m["torch_isa"] = "absent"
+    if torch is not None:
+        isa = torch.backends.cpu.get_cpu_capability()
+        mkl = os.environ.get("MKL_ENABLE_INSTRUCTIONS")
+        m["torch_isa"] = isa + (f", MKL_ENABLE_INSTRUCTIONS={mkl}" if mkl else "")
+    return m
+
+
+def machine_header() -> str:
+    m = machine()
     return (
-        f"# cpu: {info.get('Model name', '?')}, L2 {info.get('L2 cache', '?')}, "
-        f"L3 {info.get('L3 cache', '?')}; variant {_dispatch.variant()}"
+        f"# cpu: {m['model']} (family/model/stepping {m['fms']}; {m['cpu_isa']}), "
+        f"L2 {m['l2']}, L3 {m['l3']}\n"
+        f"# forkwait variant: {m['variant']} (compiled for: {m['variant_isa']}); "
+        f"torch kernels: {m['torch_isa']}"
     )
+
+
+def machine_tag() -> str:
+    """The same, short, for every row: figures from different machines or
+    variants never get mixed."""
+    m = machine()
+    short = m["model"].replace("(R)", "").replace("(TM)", "").replace(" Processor", "")
+    return f"[{short} {m['fms']} | fw {m['variant']} | torch {m['torch_isa']}]"
 
 
 def _matmul_reps(size, dt):
@@ -428,7 +495,7 @@ def _matmul_threads(size, dt, nt, a, b, out, args):
     )
     if torch is not None:
         line += f"  torch/fw {paired_ratio(t, 'torch', 'fw'):.2f}"
-    print(line, flush=True)
+    print(f"{line}  load {loadavg()}  {machine_tag()}", flush=True)
 
 
 # NumPy "cold": a fresh process whose NumPy OpenBLAS is limited to 1 thread
@@ -460,7 +527,8 @@ for size in {sizes!r}:
         print(f"{{size:>5}} {{np.dtype(dt).name}} threads=1: "
               f"fw {{statistics.median(t['fw']) * 1e3:8.3f}} ms  "
               f"np(cold) {{statistics.median(t['np']) * 1e3:8.3f}} ms  "
-              f"np(cold)/fw {{b.paired_ratio(t, 'np', 'fw'):.2f}}", flush=True)
+              f"np(cold)/fw {{b.paired_ratio(t, 'np', 'fw'):.2f}}  {{b.machine_tag()}}",
+              flush=True)
 """
 
 
@@ -543,7 +611,7 @@ def _matmul_concurrent(args, rng):
                 f1, f2, npr = _concurrent_case(xs, outs, reps, pool, args)
                 print(
                     f"{size:>5} {np.dtype(dt).name}: fw intra=1 {f1:.2f}  fw intra=2 {f2:.2f}  "
-                    f"numpy {npr:.2f}",
+                    f"numpy {npr:.2f}  {machine_tag()}",
                     flush=True,
                 )
     finally:
@@ -566,7 +634,7 @@ def _matmul_switches(args):
 
 def section_matmul(args):
     print("\n## matmul: NumPy's BLAS (same thread count) time / forkwait time")
-    print(cpu_line())
+    print(machine_header())
     _matmul_switches(args)
     parts = args.matmul_parts.split(",")
     print(f"# switches: blas={args.matmul_blas} wide={args.matmul_wide} parts={parts}")
@@ -633,7 +701,7 @@ def section_branches(args):
     print("  ".join(f"{k} {statistics.median(v) * 1e3:.1f} ms" for k, v in t.items()))
     print(
         f"shared/split {paired_ratio(t, 'shared', 'split'):.3f} (target <= 1.05)  "
-        f"fixed/shared {paired_ratio(t, 'fixed', 'shared'):.3f} (target > 1)",
+        f"fixed/shared {paired_ratio(t, 'fixed', 'shared'):.3f} (target > 1)  {machine_tag()}",
         flush=True,
     )
 
@@ -805,10 +873,26 @@ def main(argv=None):
     p.add_argument("--matmul-sizes", default=None,
                    help="matmul: comma-separated sizes (default 64,128,256,512,1024; "
                         "the concurrent part skips 64)")
+    p.add_argument("--threads", default="1,2",
+                   help="compute: the thread counts, 1 or 1,2 (2 also runs the 2-vs-1 "
+                        "scaling next to the C loops); take 2-thread figures only on a quiet "
+                        "machine")
+    p.add_argument("--ops", default=None,
+                   help="compute: only these ops, comma-separated (default: all)")
+    p.add_argument("--wait-quiet", type=float, default=None, metavar="LOAD",
+                   help="first wait (up to 30 minutes) until the 1-minute load average is "
+                        "below LOAD; the load is printed before and after every row")
     p.add_argument("--matmul-parts", default="1,2,cold,concurrent",
                    help="matmul: which parts to run (1 and 2 threads, cold, concurrent)")
     args = p.parse_args(argv)
+    args.threads = [int(v) for v in args.threads.split(",")]
+    args.ops = args.ops.split(",") if args.ops else None
+    if args.wait_quiet is not None:
+        t_end = time.monotonic() + 1800
+        while float(loadavg().split()[0]) >= args.wait_quiet and time.monotonic() < t_end:
+            time.sleep(15)
     print(f"# forkwait.ops ratios; cpus={os.cpu_count()} load(before)={loadavg()}")
+    print(machine_header())
     print(
         f"# numpy {np.__version__}, torch {torch.__version__ if torch else 'absent'}, "
         f"numexpr {numexpr.__version__ if numexpr else 'absent'}"

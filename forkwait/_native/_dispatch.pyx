@@ -38,6 +38,12 @@ def variant():
     return _current.name.decode()
 
 
+def variant_isa():
+    """The instruction-set extensions the variant in use was compiled for,
+    space-separated (for example ``"x86-64 sse4.2 popcnt avx avx2 fma"``)."""
+    return _current.isa.decode()
+
+
 def _set_variant(str name):
     """Use the variant ``name`` from now on (tests; ValueError if it cannot run)."""
     global _current

@@ -3,8 +3,8 @@
 Entry points take 1-D C-contiguous views (the Python layer flattens, promotes
 and allocates) and a grain size. The unary loops are the CPU variant that
 ``_dispatch`` chose (``_fw_kernels.c``: the branch-free math of ``_fw_math.h``,
-which gcc vectorises); the binary loops are memory-bound and live here. Every
-kernel runs through ``run_chunked`` (``_fw_common.pxd``).
+written on the variant's own vectors); the binary loops are memory-bound and
+live here. Every kernel runs through ``run_chunked`` (``_fw_common.pxd``).
 
 ``fast_unary`` and ``fast_binary`` are the small-array fast path: they take
 the arguments as they came, check the common case in C (exact float32/float64

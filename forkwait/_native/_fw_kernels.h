@@ -9,10 +9,12 @@
  *
  * Same bits from every variant: the source writes every operation and its
  * order; the build passes -ffp-contract=off (no fused multiply-add the source
- * does not write, and it writes none), lanes and accumulators are combined in
- * a fixed order, and the only library calls (log) are the same scalar libm
- * calls in every variant. A variant changes the width of the vector
- * instructions, never the arithmetic. tests/test_ops_dispatch.py checks it.
+ * does not write), lanes and accumulators are combined in a fixed order, and
+ * the only library calls (log) are the same scalar libm calls in every
+ * variant. A variant changes the width of the vector instructions, never the
+ * arithmetic; where it has a cheaper instruction for the very same value
+ * (AVX-512's vscalefps for a scaling by 2^n that rounds once, vpermps for a
+ * table lookup) it uses it. tests/test_ops_dispatch.py checks it.
  */
 #ifndef FORKWAIT_FW_KERNELS_H
 #define FORKWAIT_FW_KERNELS_H
@@ -29,6 +31,9 @@ enum { FW_SOFTMAX = 0, FW_LOG_SOFTMAX = 1 };
 
 typedef struct fw_kernels {
     const char *name;
+    /* the instruction-set extensions this copy was compiled for (from the
+       compiler's own macros: what the variant's flags turned on) */
+    const char *isa;
     /* y[i] = op(x[i]) for i < n; y may be x */
     void (*unary_f)(int op, const float *x, float *y, ptrdiff_t n);
     void (*unary_d)(int op, const double *x, double *y, ptrdiff_t n);
@@ -42,6 +47,18 @@ typedef struct fw_kernels {
                          const float *w, const float *b, double eps);
     void (*layer_norm_d)(const double *x, double *y, ptrdiff_t r0, ptrdiff_t r1,
                          ptrdiff_t d, const double *w, const double *b, double eps);
+    /* the reductions' blocks (_fw_simd.h): the pairwise sum of x[:n]; the max
+       (is_max) or min of x[:n], n >= 1; the "2" ones, two arrays at once */
+    float (*sum_f)(const float *x, ptrdiff_t n);
+    double (*sum_d)(const double *x, ptrdiff_t n);
+    void (*sum2_f)(const float *x, const float *y, ptrdiff_t n, float *sx, float *sy);
+    void (*sum2_d)(const double *x, const double *y, ptrdiff_t n, double *sx, double *sy);
+    float (*max_f)(const float *x, ptrdiff_t n, int is_max);
+    double (*max_d)(const double *x, ptrdiff_t n, int is_max);
+    void (*max2_f)(const float *x, const float *y, ptrdiff_t n, int is_max, float *rx,
+                   float *ry);
+    void (*max2_d)(const double *x, const double *y, ptrdiff_t n, int is_max, double *rx,
+                   double *ry);
 } fw_kernels;
 
 #define FW_HIDDEN __attribute__((visibility("hidden")))

@@ -2,8 +2,9 @@
 
 Reproducibility: a sum over contiguous elements is always the same tree, built
 from the element count only: fixed blocks of ``BLOCK`` elements, each summed
-with 8 vector accumulators, pairwise down to leaves of 8 vector steps
-(``_fw_simd.h``), and the block partials combined pairwise in index order.
+with 256 bytes of vector lanes, pairwise down to leaves of 8 vector steps
+(``_fw_simd.h``; the CPU variant's copy, through ``_dispatch``: the same bits
+in each), and the block partials combined pairwise in index order.
 max, min and argmax also reduce fixed blocks (vectorised, NaN as a separate
 flag) and fold the block results in index order. A team of any size computes
 the same block partials and combines them in the same order, so the result is
@@ -17,20 +18,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from forkwait._native._team cimport team_begin, team_end
+from forkwait._native._dispatch cimport kernels
 from forkwait._native._fw_common cimport chunk_items
-
-cdef extern from "_fw_simd.h" nogil:
-    float fw_sum_f(const float* x, Py_ssize_t n)
-    double fw_sum_d(const double* x, Py_ssize_t n)
-    float fw_max_f(const float* x, Py_ssize_t n, int is_max)
-    double fw_max_d(const double* x, Py_ssize_t n, int is_max)
-    void fw_sum2_f(const float* x, const float* y, Py_ssize_t n, float* sx, float* sy)
-    void fw_sum2_d(const double* x, const double* y, Py_ssize_t n, double* sx,
-                   double* sy)
-    void fw_max2_f(const float* x, const float* y, Py_ssize_t n, int is_max,
-                   float* rx, float* ry)
-    void fw_max2_d(const double* x, const double* y, Py_ssize_t n, int is_max,
-                   double* rx, double* ry)
 
 cdef enum:
     SUM = 0
@@ -49,11 +38,11 @@ REDUCE = {"sum": SUM, "max": MAX, "min": MIN, "argmax": ARGMAX}
 # ----------------------------------------------------------------- sums
 
 cdef inline floating _pairwise_sum(const floating* x, Py_ssize_t n) noexcept nogil:
-    """Sum of n <= BLOCK elements: 8 vector accumulators, pairwise (_fw_simd.h)."""
+    """Sum of n <= BLOCK elements: 256 bytes of lanes, pairwise (_fw_simd.h)."""
     if floating is float:
-        return fw_sum_f(x, n)
+        return kernels().sum_f(x, n)
     else:
-        return fw_sum_d(x, n)
+        return kernels().sum_d(x, n)
 
 
 cdef floating _sum_contig(const floating* x, Py_ssize_t n) noexcept nogil:
@@ -82,9 +71,9 @@ cdef inline floating _max_contig(const floating* x, Py_ssize_t n,
                                  bint is_max) noexcept nogil:
     """max (or min) of 1 <= n <= BLOCK elements; any NaN makes the result NaN."""
     if floating is float:
-        return fw_max_f(x, n, is_max)
+        return kernels().max_f(x, n, is_max)
     else:
-        return fw_max_d(x, n, is_max)
+        return kernels().max_d(x, n, is_max)
 
 
 cdef inline floating _pick(floating r, floating v, bint is_max) noexcept nogil:
@@ -140,14 +129,14 @@ cdef void _reduce_pair(int op, const floating* xa, const floating* xb,
     two memory streams per core read much faster than one."""
     if op == SUM:
         if floating is float:
-            fw_sum2_f(xa, xb, BLOCK, va, vb)
+            kernels().sum2_f(xa, xb, BLOCK, va, vb)
         else:
-            fw_sum2_d(xa, xb, BLOCK, va, vb)
+            kernels().sum2_d(xa, xb, BLOCK, va, vb)
         return
     if floating is float:
-        fw_max2_f(xa, xb, BLOCK, op != MIN, va, vb)
+        kernels().max2_f(xa, xb, BLOCK, op != MIN, va, vb)
     else:
-        fw_max2_d(xa, xb, BLOCK, op != MIN, va, vb)
+        kernels().max2_d(xa, xb, BLOCK, op != MIN, va, vb)
     if op == ARGMAX:
         ia[0] = _find(xa, BLOCK, va[0])
         ib[0] = _find(xb, BLOCK, vb[0])
