@@ -11,9 +11,11 @@ printed with them.
 
 - loops: 4 pure-Python loops (about 40 ms each) forked, vs the same 4 in turn,
   vs ThreadPoolExecutor(2).map; speed-up over serial.
-- fib tree: fib(26) by fork/wait, cut off at fib(14) (about 100 us of pure Python
-  per leaf), vs serial fib(26); a ThreadPoolExecutor cannot nest (a task that
-  waits on its own children deadlocks the pool once every worker waits).
+- fib tree: fib(28) by fork/wait, cut off where a leaf takes about 100 us of pure
+  Python on this interpreter and machine (the smallest k whose fib(k) takes at
+  least LEAF_US, measured first: fib(15) on the Xeon under 3.13t), vs serial fib(28);
+  a ThreadPoolExecutor cannot nest (a task that waits on its own children
+  deadlocks the pool once every worker waits).
 - trip: fork+wait of a no-op (microseconds); tpe_trip: submit+result.
 - many: 100k no-op forks then wait_all, per task; tpe_many: 100k submits then
   their results, per task.
@@ -31,7 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 import forkwait as fw
 
 LOOP_N = 400_000
-CUTOFF = 14
+FIB_N = 28
+LEAF_US = 90.0
+CUTOFF = 14  # set by _calibrate_cutoff() before the rounds
 
 
 def spin(n: int) -> int:
@@ -53,6 +57,19 @@ def ffib(k: int) -> int:
     return fw.wait(a) + b
 
 
+def _calibrate_cutoff() -> int:
+    """The smallest k whose serial fib(k) takes at least LEAF_US (median of 7)."""
+    for k in range(10, 25):
+        ts = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            sfib(k)
+            ts.append(time.perf_counter() - t0)
+        if statistics.median(ts) * 1e6 >= LEAF_US:
+            return k
+    return 24
+
+
 def noop() -> None:
     return None
 
@@ -68,8 +85,8 @@ def round_once(ex: ThreadPoolExecutor) -> dict[str, float]:
     r["loops_serial"] = timed(lambda: [spin(LOOP_N) for _ in range(4)])
     r["loops_fork"] = timed(lambda: fw.wait_all([fw.fork(spin, LOOP_N) for _ in range(4)]))
     r["loops_tpe"] = timed(lambda: list(ex.map(spin, [LOOP_N] * 4)))
-    r["fib_serial"] = timed(lambda: sfib(26))
-    r["fib_fork"] = timed(lambda: ffib(26))
+    r["fib_serial"] = timed(lambda: sfib(FIB_N))
+    r["fib_fork"] = timed(lambda: ffib(FIB_N))
     n = 20_000
     r["trip_us"] = timed(lambda: [fw.wait(fw.fork(noop)) for _ in range(n)]) / n * 1e6
     r["tpe_trip_us"] = timed(lambda: [ex.submit(noop).result() for _ in range(n)]) / n * 1e6
@@ -92,7 +109,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    global CUTOFF
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    CUTOFF = _calibrate_cutoff()
     fw.set_num_interop_threads(2)
     with open("/proc/loadavg") as f:
         load0 = " ".join(f.read().split()[:3])
@@ -107,9 +126,10 @@ def main() -> None:
         "loops_tpe_speedup": statistics.median(r["loops_serial"] / r["loops_tpe"] for r in rows),
         "fib_fork_speedup": statistics.median(r["fib_serial"] / r["fib_fork"] for r in rows),
     }
-    leaf_us = med["fib_serial"] / sum(1 for _ in _leaves(26)) * 1e6
+    leaf_us = med["fib_serial"] / sum(1 for _ in _leaves(FIB_N)) * 1e6
     out = {"python": sys.version.split()[0] + ("t" if not gil else ""), "gil": gil,
-           "load_before": load0, "load_after": load1, **med, **ratios, "leaf_us": leaf_us}
+           "load_before": load0, "load_after": load1, **med, **ratios, "leaf_us": leaf_us,
+           "cutoff": CUTOFF}
     if args.json:
         print(json.dumps(out))
         return
@@ -118,7 +138,7 @@ def main() -> None:
     print(f"4 pure-Python loops: forked {ratios['loops_fork_speedup']:.2f}x serial, "
           f"ThreadPoolExecutor {ratios['loops_tpe_speedup']:.2f}x "
           f"(serial {med['loops_serial'] * 1e3:.0f} ms)")
-    print(f"fib(26) by fork/wait, leaves fib({CUTOFF}) of {leaf_us:.0f} us: "
+    print(f"fib({FIB_N}) by fork/wait, leaves fib(<= {CUTOFF}), {leaf_us:.0f} us on average: "
           f"{ratios['fib_fork_speedup']:.2f}x serial ({med['fib_serial'] * 1e3:.0f} ms)")
     print(f"round trip: fork+wait {med['trip_us']:.2f} us, TPE submit+result "
           f"{med['tpe_trip_us']:.2f} us")

@@ -45,6 +45,8 @@ cdef class FutureCore:
     cdef object _a0          # up to two positional arguments of a call without
     cdef object _a1          # keywords, kept here instead of in a tuple
     cdef int _nargs
+    cdef bint _quiet        # forkwait's own (a collector's): never reports a failure
+                            # (beside _nargs: the two ints share 8 bytes)
     cdef object _ctx        # the context it runs in; a GIL-free call's capsule instead
     cdef object _callbacks   # None, one callable, or a list of them
     cdef list _cf_waiters
@@ -52,7 +54,6 @@ cdef class FutureCore:
     cdef int _intra
     cdef int _completing
     cdef _FailureGuard _guard  # set while a failure is not retrieved
-    cdef bint _quiet        # forkwait's own (a collector's): never reports a failure
     cdef tuple _many_keep   # a collect_all future's (members, the bytes node.many is in)
     # profiling (only set while forkwait.profile() records)
     cdef long long _prof_id
