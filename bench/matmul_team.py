@@ -1,5 +1,6 @@
 """ops.matmul at 2 threads: the whole product as one GEMM on forkwait's team
-(the default from 2**26 multiply-adds for float32, 2**24 for float64) against
+(the default from 2**26 multiply-adds for float32, 2**24 for float64; 2**21
+for both on Intel CPUs) against
 the column split over two OpenBLAS copies (``set_wide_team(0)``) and against
 NumPy's own 2-thread GEMM, as per-call medians; and a matmul / gelu / matmul /
 exp sequence, where OpenBLAS threads that spin beside forkwait's would show.
@@ -95,7 +96,7 @@ def main() -> None:
     ap.add_argument("--parts", default="calls,sequence")
     ap.add_argument("--team-min", type=int, default=-1,
                     help="fewest multiply-adds handed whole to the team, both dtypes "
-                         "(default: forkwait's, 2**26 float32 and 2**24 float64)")
+                         "(default: forkwait's, 2**26 float32 and 2**24 float64, 2**21 on Intel)")
     args = ap.parse_args()
     print("load before:", loadavg())
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -630,6 +630,14 @@ def _matmul_switches(args):
         native_blas.select_blas(*args.matmul_blas.split(","))
     if args.matmul_wide is not None:
         native_matmul.set_wide(args.matmul_wide)
+    if args.matmul_team_min is not None:
+        native_matmul.set_wide_team_min(args.matmul_team_min, args.matmul_team_min)
+
+
+def _team_min():
+    old = native_matmul.set_wide_team_min(0, 0)
+    native_matmul.set_wide_team_min(*old)
+    return old
 
 
 def section_matmul(args):
@@ -637,7 +645,8 @@ def section_matmul(args):
     print(machine_header())
     _matmul_switches(args)
     parts = args.matmul_parts.split(",")
-    print(f"# switches: blas={args.matmul_blas} wide={args.matmul_wide} parts={parts}")
+    print(f"# switches: blas={args.matmul_blas} wide={args.matmul_wide} parts={parts} "
+          f"team-min={_team_min()}")
     print(f"# BLAS behind ops.matmul: {native_blas.blas_info()[:2]}")
     print("(NumPy 'warm': its OpenBLAS has run multi-threaded in this process before the")
     print(" limit, as the compute section's peers do; 'cold' below: a fresh process)")
@@ -870,6 +879,9 @@ def main(argv=None):
     p.add_argument("--matmul-wide", type=int, default=None,
                    help="matmul: dtypes that may take a wide call (bit 0 float32, bit 1 "
                         "float64; 0: always split over the team; default: forkwait's)")
+    p.add_argument("--matmul-team-min", type=int, default=None, metavar="MADDS",
+                   help="matmul: the multiply-adds from which a team's product is one GEMM "
+                        "on the team, both dtypes (default: forkwait's, per dtype)")
     p.add_argument("--matmul-sizes", default=None,
                    help="matmul: comma-separated sizes (default 64,128,256,512,1024; "
                         "the concurrent part skips 64)")

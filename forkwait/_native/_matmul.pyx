@@ -94,10 +94,19 @@ def set_ksplit(int dtypes):
 # and float32 from 512 x 512 x 512 ran as fast or faster that way than with
 # the column split, alone and in a matmul / gelu / matmul / exp sequence
 # (with OpenBLAS's own threads instead: 0.51-0.77 of the split's speed);
-# float32 at 384 was 6-9% slower in the sequence.
+# float32 at 384 was 6-9% slower in the sequence. On an Intel Xeon
+# (Sapphire Rapids class, AVX-512) the team won from 128 x 128 x 128 in both
+# dtypes (np / forkwait at 2 threads, ops_ratios' interleaved calls: 128
+# float64 1.02 / 1.02 against 0.46-0.78 split; bench/matmul_team.py: 128
+# 1.07 / 1.08, 256 1.00 / 0.99, the sequence 1.04-1.05x the split's speed), so
+# the threshold is chosen by vendor: each side's measurement, not a flag's
+# guess (the issue's "dispatch by measurement"; docs/ops.md).
+cdef extern from "_fw_cpu_vendor.h" nogil:
+    int fw_cpu_is_intel()
+
 cdef int _wide_team = 3
-cdef Py_ssize_t _team_min_f32 = 1 << 26
-cdef Py_ssize_t _team_min_f64 = 1 << 24
+cdef Py_ssize_t _team_min_f32 = (1 << 21) if fw_cpu_is_intel() else (1 << 26)
+cdef Py_ssize_t _team_min_f64 = (1 << 21) if fw_cpu_is_intel() else (1 << 24)
 
 
 def set_wide_team(int dtypes):
@@ -114,8 +123,8 @@ def set_wide_team(int dtypes):
 
 def set_wide_team_min(Py_ssize_t float32_madds, Py_ssize_t float64_madds):
     """(Benchmarks) The fewest multiply-adds a team's product hands whole to
-    the copy on the team, per dtype (defaults 2**26 and 2**24). Returns the
-    old pair."""
+    the copy on the team, per dtype (defaults 2**26 and 2**24; 2**21 for
+    both on Intel CPUs). Returns the old pair."""
     global _team_min_f32, _team_min_f64
     if float32_madds < 0 or float64_madds < 0:
         raise ValueError("set_wide_team_min takes counts >= 0")
