@@ -50,6 +50,7 @@ cdef class FutureCore:
     cdef list _cf_waiters
     cdef FutureCore _parent
     cdef int _intra
+    cdef int _torch         # torch's thread count where it was forked (0: none; _fw_torch.h)
     cdef int _completing
     cdef _FailureGuard _guard  # set while a failure is not retrieved
     cdef bint _quiet        # forkwait's own (a collector's): never reports a failure
