@@ -258,3 +258,14 @@ def test_profiler_names_forked_modules_by_their_class():
         fw.wait_all([fw.fork(branch, x), fw.fork(scripted, x), fw.fork(branch.forward, x)])
     names = sorted(t.name for t in prof.tasks)
     assert names == sorted(["Branch", "Branch", Branch.forward.__qualname__])
+
+
+def test_demo_torch_prints_rows_and_computed_sentences():
+    from forkwait.cli._demo_torch import demo_torch
+
+    lines = []
+    times = demo_torch(batch=4, dim=16, rounds=5, out=lines.append)
+    assert len(times) == 6 and all(len(ts) == 5 for ts in times.values())
+    text = "\n".join(lines)
+    assert "fork/wait, default" in text and "TorchScript with torch.jit.fork" in text
+    assert "torch.jit.fork in the eager model" in text  # a sentence from the table's rows

@@ -14,6 +14,7 @@ torch is imported by the functions here, never at import of this module.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -81,8 +82,11 @@ class BranchModel:
 
     def eager_jit_fork(self) -> Any:
         """The eager model as written, torch.jit.fork and all: in eager mode
-        each fork runs its branch at once, in the calling thread."""
-        return self.model(self.x)
+        each fork runs its branch at once, in the calling thread (torch
+        2.13 deprecates torch.jit: its warnings are silenced here)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return self.model(self.x)
 
 
 def build(batch: int, dim: int, layers: int = 4, branches: int = 4, seed: int = 0) -> BranchModel:
@@ -96,7 +100,10 @@ def build(batch: int, dim: int, layers: int = 4, branches: int = 4, seed: int = 
     torch.manual_seed(seed)
     model = branches_cls(dim, layers, branches).eval()
     x = torch.randn(batch, dim)
-    return BranchModel(model, torch.jit.script(model), x, batch, dim, layers, branches)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates torch.jit
+        scripted = torch.jit.script(model)
+    return BranchModel(model, scripted, x, batch, dim, layers, branches)
 
 
 def torch_threads(n: int | None) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
