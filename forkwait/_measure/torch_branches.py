@@ -70,10 +70,13 @@ class BranchModel:
         return torch.stack([b(self.x) for b in self.model.branches]).sum(0)
 
     def forked(self) -> Any:
-        """Eager, the branches forked with forkwait."""
+        """Eager, the branches forked with forkwait, each in inference mode
+        where the caller is (torch's inference and grad modes are per
+        thread: a pool thread does not inherit them)."""
         import torch
 
-        futs = [fork(b, self.x) for b in self.model.branches]
+        run = _inference if torch.is_inference_mode_enabled() else _plain
+        futs = [fork(run, b, self.x) for b in self.model.branches]
         return torch.stack(wait_all(futs)).sum(0)
 
     def jit_fork(self) -> Any:
@@ -87,6 +90,17 @@ class BranchModel:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             return self.model(self.x)
+
+
+def _inference(module: Any, x: Any) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return module(x)
+
+
+def _plain(module: Any, x: Any) -> Any:
+    return module(x)
 
 
 def build(batch: int, dim: int, layers: int = 4, branches: int = 4, seed: int = 0) -> BranchModel:
