@@ -22,11 +22,13 @@ from forkwait._threads import (
     get_intra_op_mode,
     get_num_interop_threads,
     get_num_threads,
+    get_torch_budget,
     num_threads,
     set_blas_budget,
     set_intra_op_mode,
     set_num_interop_threads,
     set_num_threads,
+    set_torch_budget,
 )
 from forkwait._tune import tune, tune_region
 from forkwait._version import __version__
@@ -44,6 +46,7 @@ __all__ = [
     "get_intra_op_mode",
     "get_num_interop_threads",
     "get_num_threads",
+    "get_torch_budget",
     "num_threads",
     "ops",
     "parallel_info",
@@ -53,6 +56,7 @@ __all__ = [
     "set_intra_op_mode",
     "set_num_interop_threads",
     "set_num_threads",
+    "set_torch_budget",
     "tune",
     "tune_region",
     "wait",

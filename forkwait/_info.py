@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 
 from forkwait._native import _blas, _dispatch, _team, pool
-from forkwait._threads import SOURCES, available_cpus, get_blas_budget, get_intra_op_mode
+from forkwait._threads import (
+    SOURCES,
+    available_cpus,
+    get_blas_budget,
+    get_intra_op_mode,
+    get_torch_budget,
+)
 from forkwait._version import __version__
 
 _ENV_VARS = (
@@ -15,6 +22,7 @@ _ENV_VARS = (
     "FORKWAIT_NUM_INTEROP_THREADS",
     "FORKWAIT_INTRA_OP_MODE",
     "FORKWAIT_BLAS_BUDGET",
+    "FORKWAIT_TORCH_BUDGET",
     "OMP_NUM_THREADS",
     "OMP_WAIT_POLICY",
     "OMP_PROC_BIND",
@@ -52,6 +60,15 @@ def _kernels_here() -> str:
             "team before the fork: GCC bug 60035; other threads run kernels in parallel)"
         )
     return "parallel when asked for"
+
+
+def _torch_line() -> str:
+    state = _blas.torch_state()
+    where = ("torch not imported" if "torch" not in sys.modules
+             else f"torch's libgomp: {state['libgomp']}" if state["found"]
+             else "torch imported, its OpenMP not found (nothing to budget)")
+    return (f"torch budget in forked tasks: {'on' if get_torch_budget() else 'off'}"
+            f" [{SOURCES['torch_budget']}]; {where}")
 
 
 def _blas_line() -> str:
@@ -135,6 +152,7 @@ def parallel_info() -> str:
         f" [{SOURCES['blas_budget']}]; libraries: "
         + (", ".join(f"{os.path.basename(lib['path'])} ({lib['num_threads']})"
                      for lib in _blas.libraries()) or "none loaded"),
+        _torch_line(),
         f"CPUs available to this process: {available_cpus()} (os.cpu_count(): {os.cpu_count()})",
         "environment:",
     ]

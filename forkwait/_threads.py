@@ -278,6 +278,82 @@ def get_blas_budget() -> bool:
     return bool(_blas.budget_on())
 
 
+def set_torch_budget(enabled: bool) -> None:
+    """Share the CPUs between PyTorch's intra-op threads in forked tasks.
+
+    PyTorch sizes each intra-op team (``at::parallel_for``, its MKL and
+    oneDNN calls) from a per-thread OpenMP setting of its own libgomp, and a
+    thread takes ``torch.set_num_threads``'s count once, at its first
+    parallel call. Without a budget every forked eager branch runs torch's
+    full team, so ``r`` branches at once run ``r x`` that many threads.
+
+    With the budget on (the default), a thread that begins a forked task
+    while ``r`` threads run tasks (itself included; a task blocked in a wait
+    does not count) sets that per-thread setting, in torch's libgomp and in
+    its own thread only, to ``max(1, cpus // r)`` for the task, and to torch's
+    own count when the task runs alone; never above the count torch had in
+    the thread that forked the task (``torch.set_num_threads``,
+    ``OMP_NUM_THREADS``: an upper bound). The thread's setting is put back
+    when the task ends. torch's process-wide setting is never changed, and a
+    task that calls ``torch.set_num_threads`` itself keeps its count. The
+    share is taken when the task begins: a task that began alone keeps its
+    full team if others begin after it.
+
+    Nothing happens until torch is imported by the program (forkwait never
+    imports it), nor with a torch built without OpenMP. Turn it off with
+    ``set_torch_budget(False)`` or ``FORKWAIT_TORCH_BUDGET=0``. See
+    docs/pytorch.md.
+
+    Parameters
+    ----------
+    enabled : bool
+        True to turn the budget on, False to turn it off (tasks that begin
+        afterwards leave torch's threads as they are).
+
+    Raises
+    ------
+    TypeError
+        If `enabled` is not a bool.
+
+    Examples
+    --------
+    >>> import forkwait as fw
+    >>> fw.set_torch_budget(False)
+    >>> fw.get_torch_budget()
+    False
+    >>> fw.set_torch_budget(True)
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__} {enabled!r}")
+    _blas.set_torch_budget(enabled, available_cpus())
+    SOURCES["torch_budget"] = f"set in code: set_torch_budget({enabled})"
+
+
+def get_torch_budget() -> bool:
+    """Whether the torch budget is on (see :func:`set_torch_budget`).
+
+    Examples
+    --------
+    >>> import forkwait as fw
+    >>> fw.get_torch_budget() in (True, False)
+    True
+    """
+    return bool(_blas.torch_budget_on())
+
+
+def _switch_from_env(name: str, default: bool) -> tuple[bool, str]:
+    """An on/off environment switch: its value and where it came from."""
+    raw = os.environ.get(name, "").strip()
+    if raw:
+        if raw.lower() in ("1", "true", "on", "yes"):
+            return True, f"environment: {name}={raw}"
+        if raw.lower() in ("0", "false", "off", "no"):
+            return False, f"environment: {name}={raw}"
+        warnings.warn(f"ignoring {name}={raw!r}: not 0/1/true/false/on/off",
+                      RuntimeWarning, stacklevel=3)
+    return default, f"default: {'on' if default else 'off'}"
+
+
 def _init_from_env() -> dict[str, str]:
     """Apply the environment's defaults at import; return where each came from."""
     intra, intra_src = _count_from_env(("FORKWAIT_NUM_THREADS", "OMP_NUM_THREADS"), MAX_THREADS)
@@ -293,19 +369,13 @@ def _init_from_env() -> dict[str, str]:
             mode_src = f"environment: FORKWAIT_INTRA_OP_MODE={mode}"
         except ValueError as exc:
             warnings.warn(f"ignoring FORKWAIT_INTRA_OP_MODE: {exc}", RuntimeWarning, stacklevel=2)
-    budget_src = "default: off"
-    raw = os.environ.get("FORKWAIT_BLAS_BUDGET", "").strip()
-    if raw:
-        if raw.lower() in ("1", "true", "on", "yes"):
-            _blas.set_budget(True, available_cpus())
-            budget_src = f"environment: FORKWAIT_BLAS_BUDGET={raw}"
-        elif raw.lower() in ("0", "false", "off", "no"):
-            budget_src = f"environment: FORKWAIT_BLAS_BUDGET={raw}"
-        else:
-            warnings.warn(f"ignoring FORKWAIT_BLAS_BUDGET={raw!r}: not 0/1/true/false/on/off",
-                          RuntimeWarning, stacklevel=2)
+    blas_on, budget_src = _switch_from_env("FORKWAIT_BLAS_BUDGET", False)
+    if blas_on:
+        _blas.set_budget(True, available_cpus())
+    torch_on, torch_src = _switch_from_env("FORKWAIT_TORCH_BUDGET", True)
+    _blas.set_torch_budget(torch_on, available_cpus())
     return {"num_threads": intra_src, "num_interop_threads": inter_src,
-            "intra_op_mode": mode_src, "blas_budget": budget_src}
+            "intra_op_mode": mode_src, "blas_budget": budget_src, "torch_budget": torch_src}
 
 
 def _save_settings() -> tuple[int, int, str, dict[str, str]]:

@@ -609,3 +609,23 @@ def test_demo_says_when_the_machine_was_busy_or_has_one_cpu():
     assert [row.kind for row in one] == ["serial", "default"]
     assert "Only one CPU is available" in said(one, ncpu=1)
     assert "Only one CPU is available" not in said(demo_times(DEMO))
+
+
+def test_demo_torch_without_torch_says_so():
+    from _child import run_python
+
+    proc = run_python(
+        "import sys\n"
+        "sys.modules['torch'] = None  # as if PyTorch were not installed\n"
+        "from forkwait.cli import main\n"
+        "sys.exit(main(['demo', '--torch']))\n",
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "--torch needs PyTorch, which is not installed here" in proc.stderr
+
+
+def test_demo_torch_rejects_a_bad_size():
+    from forkwait.cli import main
+
+    assert main(["demo", "--torch", "128"]) == 2

@@ -10,6 +10,8 @@ from _child import run_python
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+# a page whose examples need an optional package says so: <!-- examples need: torch -->
+NEEDS = re.compile(r"<!-- examples need: ([\w, ]+) -->")
 
 
 def blocks(path):
@@ -21,6 +23,9 @@ def test_doc_examples_run(path, tmp_path):
     code = blocks(path)
     if not code:
         pytest.skip(f"{path.name} has no python examples")
+    for found in NEEDS.findall(path.read_text()):
+        for module in found.replace(",", " ").split():
+            pytest.importorskip(module)
     program = "\n\n".join(code)
     # run in a scratch directory: examples may write files (traces, plots)
     run_python(program, timeout=300, cwd=tmp_path)

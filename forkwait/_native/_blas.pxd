@@ -45,6 +45,13 @@ cdef int blas_pin_wide(int lib, int n) noexcept nogil
 cdef int blas_pin_least(const int* libs, int n) noexcept nogil
 cdef void blas_unpin_wide(int lib) noexcept nogil
 cdef int blas_tasks_running() noexcept nogil
+# the torch budget (_fw_torch.h): torch's count where a task is forked (its
+# cap), and a thread's outermost task's begin (GIL held; `soon`: the tasks
+# queued that other threads may begin soon, asked only when torch is there) and end
+cdef int torch_cap_here() noexcept nogil
+ctypedef int (*fw_soon_fn)() noexcept nogil
+cdef void torch_begin(int cap, fw_soon_fn soon) noexcept
+cdef void torch_end() noexcept nogil
 # os.fork(): the child's reset of all of it (called by the pool's one
 # pthread_atfork child handler; calls nothing of any library's), and the
 # child's first BLAS step, which ops.matmul takes while blas_gemms().forked

@@ -84,6 +84,7 @@ fw_ob_team_ok = omp_team_ok
 
 include "_blas_find.pxi"
 include "_blas_load.pxi"
+include "_torch.pxi"
 
 
 # ------------------------------------------------- for the pool and ops.matmul

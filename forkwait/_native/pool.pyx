@@ -52,7 +52,8 @@ from forkwait._native._atomic cimport (
     FW_ADD, FW_ADDLL, FW_LOAD, FW_LOADLL, FW_STORE, FW_STORE_REL, fw_cas_int,
 )
 from forkwait._native._blas cimport (
-    blas_atfork_child, blas_atfork_parent, blas_atfork_prepare, blas_tasks,
+    blas_atfork_child, blas_atfork_parent, blas_atfork_prepare, blas_tasks, torch_begin,
+    torch_cap_here, torch_end,
 )
 from forkwait._native._team cimport (
     get_local_threads, set_local_threads, team_atfork_child, team_held, team_release,

@@ -18,7 +18,7 @@ import forkwait as fw
 from forkwait import _threads
 from forkwait._measure.timing import Load, LoadWatch, beats, paired_speedup
 from forkwait._threads import available_cpus
-from forkwait.cli._common import positive_int
+from forkwait.cli._common import CommandError, positive_int
 
 #: Differences smaller than this are not called a win or a loss.
 MIN_GAIN = 0.05
@@ -38,9 +38,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cols", type=positive_int, default=1024, help="columns of each array (1024)")
     p.add_argument("--steps", type=positive_int, default=12, help="layers per branch (12)")
     p.add_argument("--rounds", type=positive_int, default=9, help="timed rounds (9)")
+    p.add_argument("--torch", nargs="?", const="128x1024", default=None, metavar="BxD",
+                   help="instead: 4 eager PyTorch branches of 4 x (Linear, ReLU) on a BxD "
+                   "input (128x1024), serially, with fork/wait and with torch.jit.fork "
+                   "(needs PyTorch)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.torch is not None:
+        from forkwait.cli._demo_torch import demo_torch, size
+
+        try:
+            batch, dim = size(args.torch)
+        except argparse.ArgumentTypeError as exc:
+            raise CommandError(f"--torch: {exc}", status=2) from None
+        demo_torch(batch=batch, dim=dim, rounds=args.rounds)
+        return 0
     demo(branches=args.branches, rows=args.rows, cols=args.cols, steps=args.steps,
          rounds=args.rounds)
     return 0

@@ -58,6 +58,7 @@ cdef object _fork_impl(object fn, PyObject **argv, Py_ssize_t nargs, object kwar
             if nargs == 2:
                 fut._a1 = <object>argv[1]
     fut._intra = get_local_threads()
+    fut._torch = torch_cap_here()
     if prepare == NULL or not _make_gil_free(fut, <object>prepare):
         fut._ctx = PyContext_CopyCurrent()
     fut.node.is_task = 1

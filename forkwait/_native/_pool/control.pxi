@@ -98,11 +98,7 @@ def _now():
 
 def _stats():
     """A snapshot of the pool for parallel_info() and tests."""
-    cdef Py_ssize_t queued = FW_LOAD(&fw_P.inject.len)
-    cdef int i
-    cdef int ns = FW_LOAD(&fw_P.n_slots)
-    for i in range(ns):
-        queued += fw_deque_len(i)
+    cdef Py_ssize_t queued = fw_queued_hint()
     fw_lock(&fw_P.sleep_lock)
     d = (queued, fw_stats_running(), fw_P.sleepers, fw_P.live_workers,
          fw_P.target_workers, fw_P.state, fw_P.n_spares, fw_P.n_deep,

@@ -111,6 +111,7 @@ cdef extern from "_pool/state.h" nogil:
     long long fw_stats_completed()
     int fw_slot_acquire(int want)
     Py_ssize_t fw_deque_len(int i)
+    Py_ssize_t fw_queued_hint()
     int fw_prof_on
     long long fw_cur_task
     double fw_wait_acc

@@ -52,6 +52,7 @@ cdef class FutureCore:
     cdef list _cf_waiters
     cdef FutureCore _parent
     cdef int _intra
+    cdef int _torch         # torch's thread count where it was forked (0: none; _fw_torch.h)
     cdef int _completing
     cdef _FailureGuard _guard  # set while a failure is not retrieved
     cdef tuple _many_keep   # a collect_all future's (members, the bytes node.many is in)

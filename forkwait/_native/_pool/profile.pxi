@@ -13,7 +13,13 @@ cdef str _task_name(fn):
     except Exception:
         pass
     try:
-        return type(fn).__qualname__
+        # a callable object (a torch nn.Module, say) is named by its class;
+        # a scripted module by the class it was scripted from (TorchScript's
+        # original_name), not RecursiveScriptModule
+        name = getattr(fn, "original_name", None)
+        if isinstance(name, str) and name:
+            return name
+        return type(fn).__name__
     except Exception:
         return "<callable>"
 

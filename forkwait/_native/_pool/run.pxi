@@ -42,6 +42,16 @@ cdef inline void _blas_asleep(int delta) noexcept nogil:
         blas_tasks(delta)
 
 
+cdef int _starting_soon() noexcept nogil:
+    """For the torch budget: queued tasks that other threads may begin
+    soon (at most the pool's workers), counted as running with this one: a
+    waiting thread that runs the first of several forked branches at once
+    must not take the whole team the others will share."""
+    cdef Py_ssize_t q = fw_queued_hint()
+    cdef int w = FW_LOAD(&fw_P.target_workers)
+    return <int>(q if q < w else w)
+
+
 cdef int _run_task(FutureCore fut) except -1:
     """Run a claimed task in this thread and complete its future.
 
@@ -79,6 +89,7 @@ cdef int _run_task(FutureCore fut) except -1:
     fw_task_depth += 1
     if fw_task_depth == 1:
         blas_tasks(1)   # the BLAS budget counts threads running task code
+        torch_begin(fut._torch, _starting_soon)  # and torch's threads get their share (_fw_torch.h)
     PyContext_Enter(ctx)
     if fut._args is None:
         raw = fw_call2_caught(<PyObject *>fut._fn, <PyObject *>fut._a0, <PyObject *>fut._a1,
@@ -89,6 +100,7 @@ cdef int _run_task(FutureCore fut) except -1:
     PyContext_Exit(ctx)
     fw_task_depth -= 1
     if fw_task_depth == 0:
+        torch_end()
         blas_tasks(-1)
     fw_set_cur(outer_fut)
     if get_local_threads() != saved:  # the task's own override ends with it

@@ -305,6 +305,14 @@ static inline int fw_slot_acquire(int want) {
 /* Tasks queued in deque i now (a hint: no lock). */
 static inline Py_ssize_t fw_deque_len(int i) { return FW_LOAD(&fw_P.deques[i].len); }
 
+/* Tasks queued anywhere now: the injection queue and every deque (a hint: no lock). */
+static inline Py_ssize_t fw_queued_hint(void) {
+    Py_ssize_t q = FW_LOAD(&fw_P.inject.len);
+    int i, ns = FW_LOAD(&fw_P.n_slots);
+    for (i = 0; i < ns; i++) q += fw_deque_len(i);
+    return q;
+}
+
 /* ------------------------------------------------------------ totals */
 /* Totals for reports (sleep lock held). */
 static inline long long fw_stats_running(void) {
