@@ -44,16 +44,16 @@ cdef class FutureCore:
     cdef dict _kwargs
     cdef object _a0          # up to two positional arguments of a call without
     cdef object _a1          # keywords, kept here instead of in a tuple
-    cdef int _nargs
-    cdef bint _quiet        # forkwait's own (a collector's): never reports a failure
-                            # (beside _nargs: the two ints share 8 bytes)
+    cdef int _completing    # a manual completion is under way (CAS)
+    cdef signed char _nargs # 0-2: how many of _a0, _a1 are the call's
+    cdef char _quiet        # forkwait's own (a collector's): never reports a failure
+    # (_completing, _nargs and _quiet share 8 bytes; _intra and _torch the next 8)
     cdef object _ctx        # the context it runs in; a GIL-free call's capsule instead
     cdef object _callbacks   # None, one callable, or a list of them
     cdef list _cf_waiters
     cdef FutureCore _parent
     cdef int _intra
     cdef int _torch         # torch's thread count where it was forked (0: none; _fw_torch.h)
-    cdef int _completing
     cdef _FailureGuard _guard  # set while a failure is not retrieved
     cdef tuple _many_keep   # a collect_all future's (members, the bytes node.many is in)
     # profiling (only set while forkwait.profile() records)
