@@ -81,16 +81,6 @@ static void fw_split_run(fw_split_body body, void *ctx, Py_ssize_t n, Py_ssize_t
     }
 #else
     for (t = 0; t < team; t++) fw_split_drain(&shares[t], body, ctx, n, chunk);
-/* (Benchmarks) An empty region of libgomp's alone: the floor under any team. */
-static inline void fw_omp_empty_region(int team) {
-#if FW_HAVE_OPENMP
-    #pragma omp parallel num_threads(team)
-    { __asm__ __volatile__("" ::: "memory"); }
-#else
-    (void)team;
-#endif
-}
-
 #endif
     if (shares != stack_shares) free(shares);
 }
