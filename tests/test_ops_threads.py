@@ -240,3 +240,51 @@ def test_wait_policy_setting_in_subprocess():
     for policy in ("passive", "active"):
         r = run_python(code, env={"OMP_WAIT_POLICY": policy})
         assert float(r.stdout) == pytest.approx(np.e * (1 << 20))
+
+
+def _chunked_results():
+    """Kernels that deal their items out in chunks, on odd sizes (odd chunk
+    counts, a partial last chunk)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(3 * 4096 * 5 + 17).astype(np.float32)
+    rows = rng.standard_normal((67, 1031))
+    return [ops.gelu(x), ops.tanh(x), ops.add(x, x[::-1].copy()),
+            ops.layer_norm(rows), ops.softmax(rows)]
+
+
+@needs_openmp
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_chunked_kernels_same_bits_at_any_team_and_split(dynamic):
+    # each thread takes its own share of chunks first, then helps with the
+    # others' (_fw_split.h); schedule(dynamic) is the former rule, kept for
+    # benchmarks: which thread computes a chunk never changes a value
+    fw.set_intra_op_mode("fixed")  # teams of any size, whatever the CPU count
+    fw.set_num_threads(1)
+    ref = _chunked_results()
+    old = _team._set_split_dynamic(dynamic)
+    try:
+        for n in (2, 3, 4, 7):
+            fw.set_num_threads(n)
+            for a, b in zip(_chunked_results(), ref, strict=True):
+                np.testing.assert_array_equal(a, b)
+            assert probe() == n
+    finally:
+        _team._set_split_dynamic(old)
+
+
+@needs_openmp
+def test_shares_of_threads_openmp_did_not_start_are_done_by_the_others():
+    # OMP_THREAD_LIMIT=2: a team of 5 asked for gets 2 threads; the shares of
+    # the 3 that do not exist are taken by those that do, once each
+    code = """
+        import numpy as np, forkwait as fw
+        from forkwait import ops
+        x = np.arange(5 * 4096 * 7 + 3, dtype=np.float64) / 1e4
+        fw.set_intra_op_mode("fixed")
+        fw.set_num_threads(1)
+        ref = ops.sqrt(x)
+        fw.set_num_threads(5)
+        print(np.array_equal(ops.sqrt(x), ref), np.array_equal(ref, np.sqrt(x)))
+    """
+    r = run_python(code, env={"OMP_THREAD_LIMIT": "2"})
+    assert r.stdout.split() == ["True", "True"]

@@ -2,7 +2,7 @@
 
 from cython.parallel cimport prange
 
-from forkwait._native._team cimport team_begin, team_end
+from forkwait._native._team cimport team_begin, team_end, team_split_dynamic
 
 cdef enum:
     # fewest elements in a chunk of a dynamic split (see chunk_items)
@@ -39,20 +39,27 @@ cdef inline Py_ssize_t chunk_items(Py_ssize_t n, Py_ssize_t size, int team) noex
 
 ctypedef void (*chunk_body)(void* ctx, Py_ssize_t start, Py_ssize_t stop) noexcept nogil
 
+cdef extern from "_fw_split.h" nogil:
+    void fw_split_run(chunk_body body, void* ctx, Py_ssize_t n, Py_ssize_t chunk, int team)
+
 
 cdef inline void run_chunked(chunk_body body, void* ctx, Py_ssize_t n, Py_ssize_t size,
                              Py_ssize_t grain) noexcept nogil:
     """body(ctx, start, stop) over [0, n) items of ``size`` elements: serially
     on the calling thread when team_begin says so (below ``grain`` elements,
-    nested, one thread), else in chunk_items chunks over the team."""
+    nested, one thread), else in chunk_items chunks over the team, each thread
+    taking its own contiguous share first (``_fw_split.h``)."""
     cdef Py_ssize_t chunk, start, t
     cdef int team = team_begin(n * size if n > 1 else 0, grain)
     if team == 1:
         body(ctx, 0, n)
     else:
         chunk = chunk_items(n, size, team)
-        for t in prange((n + chunk - 1) // chunk, schedule="dynamic", num_threads=team):
-            start = t * chunk
-            if start < n:
-                body(ctx, start, start + chunk if start + chunk < n else n)
+        if team_split_dynamic():  # the schedule before _fw_split.h (benchmarks)
+            for t in prange((n + chunk - 1) // chunk, schedule="dynamic", num_threads=team):
+                start = t * chunk
+                if start < n:
+                    body(ctx, start, start + chunk if start + chunk < n else n)
+        else:
+            fw_split_run(body, ctx, n, chunk, team)
     team_end(team)

@@ -10,3 +10,4 @@ cdef int omp_team_ok() noexcept nogil
 cdef void team_atfork_child() noexcept nogil
 cdef int team_held() noexcept nogil
 cdef void team_release() noexcept nogil
+cdef int team_split_dynamic() noexcept nogil

@@ -8,9 +8,10 @@ DESIGN.md rule 3).
 """
 
 from cython.parallel cimport prange
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from forkwait._native._atomic cimport (
-    FW_ADD_ACQREL, FW_CAS_ACQREL, FW_LOAD, FW_LOAD_ACQ, FW_STORE_REL,
+    FW_ADD_ACQREL, FW_CAS_ACQREL, FW_LOAD, FW_LOAD_ACQ, FW_LOAD_RLX, FW_STORE_REL,
 )
 from forkwait._native._openmp cimport (
     FW_HAVE_OPENMP, FW_OPENMP_VERSION, fw_omp_release_threads, omp_get_num_threads,
@@ -147,6 +148,73 @@ cdef void team_release() noexcept nogil:
 
 
 cdef int _teams_released = 0
+
+# 1: run_chunked deals chunks out with OpenMP's schedule(dynamic), as before
+# _fw_split.h (kept for benchmarks that compare the two in one process).
+cdef int _split_dynamic = 0
+
+
+cdef int team_split_dynamic() noexcept nogil:
+    return FW_LOAD_RLX(&_split_dynamic)
+
+
+def _set_split_dynamic(bint on):
+    """(Benchmarks) Chunked kernels use schedule(dynamic) (True) or each
+    thread's own share first (False, the default); returns the old value."""
+    global _split_dynamic
+    cdef int old = _split_dynamic
+    FW_STORE_REL(&_split_dynamic, 1 if on else 0)
+    return bool(old)
+
+
+cdef extern from "_fw_split.h" nogil:
+    ctypedef void (*fw_split_body)(void* ctx, Py_ssize_t start, Py_ssize_t stop) noexcept nogil
+    void fw_split_run(fw_split_body body, void* ctx, Py_ssize_t n, Py_ssize_t chunk, int team)
+    void fw_omp_empty_region(int team)
+
+
+cdef void _nothing(void* ctx, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    pass
+
+
+cdef double _seconds() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+def _empty_regions(int reps, str kind="kernel"):
+    """(Benchmarks) Seconds per empty parallel region, timed in C over
+    ``reps`` regions in a row, at the calling thread's team size:
+    ``"kernel"``, a chunked kernel's region (team_begin, the region of
+    _fw_split.h over 2 chunks per thread, team_end) with nothing to do;
+    ``"dynamic"``, the same with schedule(dynamic) (Cython's prange, the
+    region before _fw_split.h); ``"tokens"``, team_begin, libgomp's bare
+    empty ``#pragma omp parallel``, team_end; ``"omp"``, the bare region
+    alone (the floor)."""
+    cdef int r, team, t
+    cdef int mode = {"kernel": 0, "dynamic": 1, "omp": 2, "tokens": 3}[kind]
+    cdef double t0, t1
+    if reps < 1:
+        raise ValueError(f"reps must be a positive int, got {reps}")
+    with nogil:
+        t0 = _seconds()
+        for r in range(reps):
+            if mode == 2:
+                fw_omp_empty_region(requested_threads())
+                continue
+            team = team_begin(1 << 30, 1)
+            if team > 1:
+                if mode == 0:
+                    fw_split_run(_nothing, NULL, 2 * team, 1, team)
+                elif mode == 1:
+                    for t in prange(2 * team, schedule="dynamic", num_threads=team):
+                        _nothing(NULL, t, t + 1)
+                else:
+                    fw_omp_empty_region(team)
+            team_end(team)
+        t1 = _seconds()
+    return (t1 - t0) / reps
 
 
 def _released_teams():

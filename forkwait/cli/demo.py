@@ -17,6 +17,7 @@ import numpy as np
 import forkwait as fw
 from forkwait import _threads
 from forkwait._measure.timing import Load, LoadWatch, beats, paired_speedup
+from forkwait._native import _team
 from forkwait._threads import available_cpus
 from forkwait.cli._common import CommandError, positive_int
 
@@ -135,8 +136,26 @@ def measure(work: list[Callable[[], np.ndarray]], rows: list[Row],
     return times
 
 
+@dataclass(frozen=True)
+class Costs:
+    """What the sentences explaining a slow row quote, measured in the same run:
+    kernel calls per run, a team's fork-join (an empty team region of `ncpu`
+    threads, timed in C; None where no team of 2 exists here)."""
+
+    kernels: int
+    forkjoin_s: float | None
+
+
+def measure_forkjoin(ncpu: int, reps: int = 2000, rounds: int = 5) -> float | None:
+    """Seconds per empty team region of `ncpu` threads (median of `rounds`)."""
+    if ncpu < 2 or not _team.openmp_info()[0]:
+        return None
+    with fw.num_threads(ncpu):
+        return statistics.median(_team._empty_regions(reps) for _ in range(rounds))
+
+
 def conclusions(times: dict[Row, list[float]], load: Load, ncpu: int, branches: int,
-                elements: int) -> list[str]:
+                elements: int, costs: Costs | None = None) -> list[str]:
     """The sentences the table supports (each from one rule)."""
     rows = list(times)
     serial = rows[0]
@@ -174,15 +193,25 @@ def conclusions(times: dict[Row, list[float]], load: Load, ncpu: int, branches: 
         elif beats(times[default], times[row], MIN_GAIN):
             s, _ = paired_speedup(times[row], times[default])
             out.append(f"{row.name} was slower than the default (the default ran {s:.2f}x as "
-                       f"fast): {_why_slower(row, ncpu, elements)}")
+                       f"fast): {_why_slower(row, ncpu, elements, times, costs)}")
     return out
 
 
-def _why_slower(row: Row, ncpu: int, elements: int) -> str:
+def _why_slower(row: Row, ncpu: int, elements: int, times: dict[Row, list[float]],
+                costs: Costs | None) -> str:
     if row.kind == "serial-intra":
-        return (f"splitting each kernel ({elements} elements) across {ncpu} threads costs a "
-                "fork-join per call and keeps the branches one after another; forking "
-                "whole branches gives each thread a long run of work.")
+        serial = next(iter(times))
+        split = (f"it splits each kernel call ({elements} elements) across {ncpu} threads "
+                 "while the branches run one after another, so the Python between the "
+                 "kernels runs on one thread")
+        if costs is None or costs.forkjoin_s is None or not costs.kernels:
+            return split + "; forking whole branches runs it on several."
+        kernel_s = statistics.median(times[serial]) / costs.kernels
+        share = costs.forkjoin_s / kernel_s
+        return (f"{split}, and each of its {costs.kernels} calls pays a team's fork-join "
+                f"({costs.forkjoin_s * 1e6:.1f} us measured here, {share:.1%} of a call's "
+                f"{kernel_s * 1e6:.0f} us on one thread); forking whole branches runs "
+                "the Python on several threads and needs no team.")
     if row.kind == "one-interop":
         return ("one pool thread and the waiting main thread run at most two branches at "
                 f"once, on {ncpu} CPUs.")
@@ -206,6 +235,7 @@ def demo(branches: int = 8, rows: int = 64, cols: int = 1024, steps: int = 12, r
     watch = LoadWatch()
     try:
         times = measure(work, table, rounds)
+        costs = Costs(kernels=3 * steps * branches, forkjoin_s=measure_forkjoin(ncpu))
     finally:
         _threads._restore_settings(saved)
     load = watch.stop()
@@ -227,6 +257,6 @@ def demo(branches: int = 8, rows: int = 64, cols: int = 1024, steps: int = 12, r
         out(f"{row.name:<{width}}  {statistics.median(ts) * 1e3:>9.1f}  {spread:>15}  "
             f"{f'{speed:.2f}x {ivs}':>23}")
     out("Speed-up: the serial row's time over the row's, as the median of per-round ratios.")
-    for sentence in conclusions(times, load, ncpu, branches, rows * cols):
+    for sentence in conclusions(times, load, ncpu, branches, rows * cols, costs):
         out(sentence)
     return times
