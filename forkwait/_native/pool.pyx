@@ -55,7 +55,7 @@ from forkwait._native._blas cimport (
     blas_atfork_child, blas_atfork_parent, blas_atfork_prepare, blas_tasks,
 )
 from forkwait._native._team cimport (
-    get_local_threads, set_local_threads, team_atfork_child, team_held, team_release,
+    get_local_threads, set_local_threads, team_atfork_child, team_held, team_release, team_tasks,
 )
 
 import _thread
