@@ -594,7 +594,8 @@ def test_demo_says_why_a_row_lost():
     # the serial row's median, 0.101 s, over 96 calls: 1052 us a call; 2 us is 0.2% of it
     assert "each of its 96 calls pays a team's fork-join (2.0 us measured here, 0.2% of a " \
            "call's 1052 us on one thread)" in text
-    assert "4 OpenMP threads on 2 CPUs (oversubscription)" in text
+    assert "each of the 3 branches running at once (on the pool's 2 threads and the waiting " \
+           "main thread) asks for 2 threads: 6 OpenMP threads on 2 CPUs (oversubscription)" in text
     assert "1 inter-op x 1 intra-op was slower" not in text  # within the noise of the default
     text = said(demo_times({**DEMO, "one-interop": 1.3}))
     assert "run at most two branches at once" in text
@@ -611,6 +612,8 @@ def test_demo_says_when_a_row_beat_the_default():
 def test_demo_says_when_the_machine_was_busy_or_has_one_cpu():
     busy = Load("2.0 1.0 1.0", "2.0 1.0 1.0", 1.2, 5.0)
     assert "The machine was busy" in said(demo_times(DEMO), load=busy)
+    assert "may have no CPU of its own" in said(demo_times(DEMO), load=busy)
+    assert "may have no CPU of its own" not in said(demo_times(DEMO))
     assert "The machine was busy" not in said(demo_times(DEMO))
     one = {row: [0.1] * 7 for row in demo_cmd.settings(1)}
     assert [row.kind for row in one] == ["serial", "default"]

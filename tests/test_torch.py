@@ -129,8 +129,9 @@ def test_budget_off_leaves_torch_alone(cap):
     _blas.set_torch_budget(False, 4)
     assert not fw.get_torch_budget()
     changes = _blas.torch_state()["changes"]
-    assert with_running(3, torch.get_num_threads) == CAP
-    assert with_running(1, torch.get_num_threads) == CAP
+    assert with_running(3, torch.get_num_threads) == CAP  # inline, where the budget would apply
+    # (no n = 1 case: alone, the task may run on a pool thread, whose count is
+    # whatever torch's own lazy setting gave that thread, in an earlier test)
     assert _blas.torch_state()["changes"] == changes
     assert torch.get_num_threads() == CAP
 

@@ -12,6 +12,9 @@ static __thread int fw_local_threads = 0;
 static int fw_global_threads = 1;
 /* CPUs this process may use; the budget that concurrent kernels share. */
 static int fw_cpu_budget = 1;
+/* Threads running forked task code now (the pool counts them, as it does for
+ * the BLAS budget; a task blocked in a wait does not count). */
+static int fw_team_tasks = 0;
 /* OpenMP threads held by kernels running now (shared mode accounting). */
 static int fw_busy_threads = 0;
 /* 0: shared (no oversubscription), 1: fixed (torch-like). */

@@ -11,3 +11,4 @@ cdef void team_atfork_child() noexcept nogil
 cdef int team_held() noexcept nogil
 cdef void team_release() noexcept nogil
 cdef int team_split_dynamic() noexcept nogil
+cdef void team_tasks(int delta) noexcept nogil

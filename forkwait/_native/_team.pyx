@@ -29,6 +29,7 @@ cdef extern from "_fw_team_state.h" nogil:
     int fw_last_team
     int fw_ran_team
     int fw_team_serial
+    int fw_team_tasks
 
 cdef extern from "_fw_team.h" nogil:
     int fw_team_waiting
@@ -85,8 +86,18 @@ cdef int team_begin(Py_ssize_t n_items, Py_ssize_t grain) noexcept nogil:
     """
     global fw_kernel_depth, fw_tokens_held, fw_last_team, fw_ran_team
     cdef int want = requested_threads()
-    cdef int team
+    cdef int team, tasks, share
     fw_kernel_depth += 1
+    if want > 1 and FW_LOAD_RLX(&fw_mode) != MODE_FIXED:
+        # shared mode: while several forked tasks run, a kernel of one of
+        # them asks for no more than its share of the CPUs (the BLAS budget's
+        # rule): otherwise the first kernel takes every token for a team whose
+        # threads then spin beside the other tasks' kernels and Python
+        tasks = FW_LOAD_RLX(&fw_team_tasks)
+        if tasks > 1:
+            share = FW_LOAD_RLX(&fw_cpu_budget) // tasks
+            if want > share:
+                want = share if share > 1 else 1
     if (want <= 1 or n_items < grain or fw_kernel_depth > 1 or fw_team_serial
             or omp_in_parallel()):
         fw_last_team = 1
@@ -102,6 +113,16 @@ cdef int team_begin(Py_ssize_t n_items, Py_ssize_t grain) noexcept nogil:
     if team > 1:
         fw_ran_team = 1
     return team
+
+
+cdef void team_tasks(int delta) noexcept nogil:
+    """The pool: a thread starts (+1) or stops (-1) running forked task code."""
+    FW_ADD_ACQREL(&fw_team_tasks, delta)
+
+
+def _running_tasks():
+    """(Tests) Threads running forked task code now, as team_begin sees them."""
+    return FW_LOAD_ACQ(&fw_team_tasks)
 
 
 cdef void team_end(int team) noexcept nogil:
@@ -239,6 +260,7 @@ cdef void team_atfork_child() noexcept nogil:
     if fw_ran_team:
         fw_team_serial = 1  # GCC bug 60035: see _fw_team_state.h
     FW_STORE_REL(&fw_busy_threads, 0)
+    FW_STORE_REL(&fw_team_tasks, 0)
     fw_kernel_depth = 0
     fw_team_atfork_child()
 

@@ -56,7 +56,7 @@ from forkwait._native._blas cimport (
     torch_cap_here, torch_end,
 )
 from forkwait._native._team cimport (
-    get_local_threads, set_local_threads, team_atfork_child, team_held, team_release,
+    get_local_threads, set_local_threads, team_atfork_child, team_held, team_release, team_tasks,
 )
 
 import _thread

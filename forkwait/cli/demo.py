@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "machine's load, and what the table says.",
     )
     p.add_argument("--branches", type=positive_int, default=8, help="independent branches (8)")
-    p.add_argument("--rows", type=positive_int, default=64, help="rows of each array (64)")
+    p.add_argument("--rows", type=positive_int, default=512, help="rows of each array (512)")
     p.add_argument("--cols", type=positive_int, default=1024, help="columns of each array (1024)")
     p.add_argument("--steps", type=positive_int, default=12, help="layers per branch (12)")
     p.add_argument("--rounds", type=positive_int, default=9, help="timed rounds (9)")
@@ -193,12 +193,16 @@ def conclusions(times: dict[Row, list[float]], load: Load, ncpu: int, branches: 
         elif beats(times[default], times[row], MIN_GAIN):
             s, _ = paired_speedup(times[row], times[default])
             out.append(f"{row.name} was slower than the default (the default ran {s:.2f}x as "
-                       f"fast): {_why_slower(row, ncpu, elements, times, costs)}")
+                       f"fast): {_why_slower(row, ncpu, elements, times, costs, load.busy())}")
     return out
 
 
 def _why_slower(row: Row, ncpu: int, elements: int, times: dict[Row, list[float]],
-                costs: Costs | None) -> str:
+                costs: Costs | None, busy: bool = False) -> str:
+    if row.kind == "serial-intra" and busy:
+        return (f"it splits each kernel call across {ncpu} threads, and with other processes "
+                "on the CPUs a thread of the team may have no CPU of its own: the others "
+                "wait for it at every kernel (docs/threads.md).")
     if row.kind == "serial-intra":
         serial = next(iter(times))
         split = (f"it splits each kernel call ({elements} elements) across {ncpu} threads "
@@ -216,13 +220,15 @@ def _why_slower(row: Row, ncpu: int, elements: int, times: dict[Row, list[float]
         return ("one pool thread and the waiting main thread run at most two branches at "
                 f"once, on {ncpu} CPUs.")
     if row.kind == "fixed":
-        return (f"in fixed mode each of the {ncpu} branches running at once asks for {ncpu} "
-                f"threads: {ncpu * ncpu} OpenMP threads on {ncpu} CPUs (oversubscription); "
-                "the default shared mode splits the CPUs between them.")
+        running = row.interop + 1  # the pool's threads and the waiting main thread
+        return (f"in fixed mode each of the {running} branches running at once (on the "
+                f"pool's {row.interop} threads and the waiting main thread) asks for "
+                f"{row.intra} threads: {running * row.intra} OpenMP threads on {ncpu} CPUs "
+                "(oversubscription); the default shared mode splits the CPUs between them.")
     return "serially, one branch runs at a time."
 
 
-def demo(branches: int = 8, rows: int = 64, cols: int = 1024, steps: int = 12, rounds: int = 9,
+def demo(branches: int = 8, rows: int = 512, cols: int = 1024, steps: int = 12, rounds: int = 9,
          out: Callable[[str], object] = print) -> dict[Row, list[float]]:
     """Time the model under the demo's settings; print the table and what it
     says; return the times per row."""

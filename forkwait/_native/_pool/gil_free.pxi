@@ -92,7 +92,7 @@ cdef inline void _gil_free_body(fw_node *n) noexcept nogil:
         set_local_threads(n.gil_free.intra)
     fw_task_depth += 1
     if fw_task_depth == 1:
-        blas_tasks(1)
+        _tasks_running(1)
     cdef bint out = fw_get_slot() < 0
     FW_ADD(&fw_P.n_kernels, 1)
     if out:
@@ -103,7 +103,7 @@ cdef inline void _gil_free_body(fw_node *n) noexcept nogil:
     FW_ADD(&fw_P.n_kernels, -1)
     fw_task_depth -= 1
     if fw_task_depth == 0:
-        blas_tasks(-1)
+        _tasks_running(-1)
     if get_local_threads() != saved:
         set_local_threads(saved)
     FW_ADD(&fw_P.n_gil_free, 1)

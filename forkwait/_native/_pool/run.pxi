@@ -36,10 +36,17 @@ cdef inline void _gc_retrack(FutureCore fut) noexcept:
         PyObject_GC_Track(ctx)
 
 
+cdef inline void _tasks_running(int delta) noexcept nogil:
+    """Threads running task code: counted for the BLAS budget and for the
+    teams' share of the CPUs (team_begin)."""
+    blas_tasks(delta)
+    team_tasks(delta)
+
+
 cdef inline void _blas_asleep(int delta) noexcept nogil:
     """A task blocks in a wait (-1) or goes on (+1): not running, for the budget."""
     if fw_task_depth > 0:
-        blas_tasks(delta)
+        _tasks_running(delta)
 
 
 cdef int _starting_soon() noexcept nogil:
@@ -88,7 +95,7 @@ cdef int _run_task(FutureCore fut) except -1:
     fw_set_cur(<PyObject *>fut)
     fw_task_depth += 1
     if fw_task_depth == 1:
-        blas_tasks(1)   # the BLAS budget counts threads running task code
+        _tasks_running(1)   # the BLAS budget and the teams count threads running task code
         torch_begin(fut._torch, _starting_soon)  # and torch's threads get their share (_fw_torch.h)
     PyContext_Enter(ctx)
     if fut._args is None:
@@ -101,7 +108,7 @@ cdef int _run_task(FutureCore fut) except -1:
     fw_task_depth -= 1
     if fw_task_depth == 0:
         torch_end()
-        blas_tasks(-1)
+        _tasks_running(-1)
     fw_set_cur(outer_fut)
     if get_local_threads() != saved:  # the task's own override ends with it
         set_local_threads(saved)
