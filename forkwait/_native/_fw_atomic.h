@@ -25,6 +25,8 @@
 /* add `v` and return the new value */
 #define FW_ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
 #define FW_ADD_ACQREL(p, v) __atomic_add_fetch((p), (v), __ATOMIC_ACQ_REL)
+/* the value before the add, relaxed: a claim counter whose claims carry no data */
+#define FW_FETCH_ADD_RLX(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
 
 /* the old value, `v` stored */
 #define FW_XCHG(p, v) __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)

@@ -43,7 +43,7 @@ static inline void fw_split_drain(fw_share *s, fw_split_body body, void *ctx, Py
                                   Py_ssize_t chunk) {
     Py_ssize_t c, start;
     while (FW_LOAD_RLX(&s->next) < s->stop) {
-        c = __atomic_fetch_add(&s->next, 1, __ATOMIC_RELAXED);
+        c = FW_FETCH_ADD_RLX(&s->next, 1);
         if (c >= s->stop) break;
         start = c * chunk;
         body(ctx, start, start + chunk < n ? start + chunk : n);

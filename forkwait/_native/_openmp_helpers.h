@@ -8,18 +8,21 @@
 #define FW_HAVE_OPENMP 1
 #define FW_OPENMP_VERSION _OPENMP
 #include <dlfcn.h>
+#include "_fw_atomic.h"
 /* Give back the calling thread's OpenMP threads (its team's pool: libgomp
  * frees the calling thread's pool only, and joins its threads). OpenMP 5.0's
  * omp_pause_resource, found at run time: compilers that have it (gcc >= 9)
  * may still say _OPENMP 201511; where the runtime lacks it, nothing (-1). */
 typedef int (*fw_omp_pause_t)(int kind, int device);
 static inline int fw_omp_release_threads(void) {
-    static fw_omp_pause_t pause = NULL;
+    static fw_omp_pause_t found = NULL;
     static int looked = 0;
-    if (!__atomic_load_n(&looked, __ATOMIC_ACQUIRE)) {
-        pause = (fw_omp_pause_t)dlsym(RTLD_DEFAULT, "omp_pause_resource");
-        __atomic_store_n(&looked, 1, __ATOMIC_RELEASE);
+    fw_omp_pause_t pause;
+    if (!FW_LOAD_ACQ(&looked)) {  /* two first callers both look: the same pointer */
+        FW_STORE_REL(&found, (fw_omp_pause_t)dlsym(RTLD_DEFAULT, "omp_pause_resource"));
+        FW_STORE_REL(&looked, 1);
     }
+    pause = FW_LOAD_ACQ(&found);
     if (pause == NULL) return -1;
     return pause(1 /* omp_pause_soft */, omp_get_initial_device());
 }
