@@ -37,6 +37,9 @@ def gate():
     ev.set()
 
 
+WORKER_START_S = 180  # under pytest-timeout's 300 s for a test and its fixtures
+
+
 @pytest.fixture(scope="session")
 def cluster():
     """A LocalCluster of 2 worker processes of 1 thread each, on loopback."""
@@ -57,6 +60,8 @@ def cluster():
 def client(cluster):
     """The session cluster's client, with both workers up before and after."""
     cl, client = cluster
-    client.wait_for_workers(2, timeout=60)
+    # (a nanny restarts a killed worker: a new Python process importing
+    # distributed, numpy and forkwait, which took over 60 s on 2 busy cores)
+    client.wait_for_workers(2, timeout=WORKER_START_S)
     yield client
-    client.wait_for_workers(2, timeout=60)
+    client.wait_for_workers(2, timeout=WORKER_START_S)
