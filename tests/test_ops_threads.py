@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 from _child import run_python
+from _pool_helpers import TIMEOUT
 
 import forkwait as fw
 from forkwait import ops
@@ -190,25 +191,26 @@ def test_concurrent_kernels_never_exceed_cpus_in_shared_mode(mode):
 def test_gil_released_while_a_forked_kernel_runs():
     x = np.random.default_rng(1).standard_normal(1 << 23)
     out = np.empty_like(x)
-    marks = {}
     started = threading.Event()
+    ticked = threading.Event()
+    calls = []
 
     def task():
+        # kernels of milliseconds each, until the main thread has run Python
+        # code meanwhile (on one CPU it may first wait for a time slice)
+        deadline = time.monotonic() + TIMEOUT
         with fw.num_threads(1):
             started.set()
-            marks["start"] = time.perf_counter()
-            for _ in range(3):
+            while not ticked.is_set() and time.monotonic() < deadline:
                 ops.exp(x, out=out)  # ~8M elements: milliseconds of nogil work
-            marks["end"] = time.perf_counter()
+                calls.append(1)
 
     fut = fw.fork(task)
     started.wait()
-    ticks = []
     while not fut.done():
-        ticks.append(time.perf_counter())
+        ticked.set()  # Python code (which needs the GIL) while the task runs
     fut.wait()
-    # the main thread ran Python code (which needs the GIL) while the kernels ran
-    assert any(marks["start"] < t < marks["end"] for t in ticks)
+    assert ticked.is_set() and calls
 
 
 @pytest.mark.skipif(HAVE_OPENMP, reason="an OpenMP build")
