@@ -6,6 +6,9 @@
 #
 # FW_DEBUG_DIR (default /tmp/fw-debug), FW_DEBUG_SRC (default this checkout),
 # FW_DEBUG_WORKTREE=1 to include uncommitted changes.
+# PYTHON (default python3): an interpreter with the test extra installed
+# (pip install -e ".[test]", e.g. the checkout's .venv/bin/python); the clone's
+# forkwait comes first on its path.
 set -euo pipefail
 SRC="${FW_DEBUG_SRC:-$(cd "$(dirname "$0")/.." && pwd)}"
 DIR="${FW_DEBUG_DIR:-/tmp/fw-debug}"

@@ -7,6 +7,9 @@
 # Environment: FW_SAN_DIR (the clone, default /tmp/fw-san), FW_SAN_SRC (what to
 # clone, default this checkout; committed files only, plus the working tree's
 # changes when FW_SAN_WORKTREE=1), FORKWAIT_SANITIZE (default address,undefined).
+# PYTHON (default python3): an interpreter with the test extra installed
+# (pip install -e ".[test]", e.g. the checkout's .venv/bin/python); the clone's
+# forkwait comes first on its path.
 #
 # CPython itself is not instrumented, so the ASan runtime is preloaded, leak
 # detection is off (CPython keeps memory until exit on purpose) and ASan's
