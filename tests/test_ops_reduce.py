@@ -283,3 +283,20 @@ def test_row_op_errors():
         ops.softmax(np.ones(3), out=np.ones(3, np.float32))
     assert ops.softmax(np.ones((0, 3))).shape == (0, 3)
     assert ops.layer_norm(np.ones((2, 0))).shape == (2, 0)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_a_nan_sum_is_the_positive_quiet_nan(dt):
+    """Which NaN an addition of NaNs (or of inf and -inf) returns follows the
+    order of its operands, which the compiler picks: a NaN sum is made the one
+    positive quiet NaN, so its bits do not depend on the build or the variant."""
+    canonical = np.array(np.nan, dt).tobytes()
+    cases = [np.array([1.0, np.inf, -np.inf, 2.0], dt),
+             np.array([np.nan, -np.nan, 1.0], dt),
+             -np.full(10_000, np.nan, dt)]  # negative NaNs in every block
+    for x in cases:
+        assert np.asarray(ops.sum(x)).tobytes() == canonical
+        cols = ops.sum(np.stack([x, x], axis=1), axis=0)
+        assert cols.tobytes() == canonical * 2
+        rows = ops.sum(np.stack([x, x]), axis=1)
+        assert rows.tobytes() == canonical * 2

@@ -13,6 +13,7 @@ not another one). Each thread reads two distant blocks at once (two memory
 streams per core read faster than one); that changes no partial.
 """
 
+from libc.math cimport NAN
 from libc.stdlib cimport free, malloc
 from cython cimport floating
 from cython.parallel cimport prange
@@ -63,6 +64,18 @@ cdef floating _combine_sum(const floating* p, Py_ssize_t lo,
         return p[lo]
     left = lo + (hi - lo + 1) // 2
     return _combine_sum(p, lo, left) + _combine_sum(p, left, hi)
+
+
+cdef void _canonical_nans(floating* v, Py_ssize_t n) noexcept nogil:
+    """A sum that is NaN becomes the positive quiet NaN. Which NaN an addition
+    of two NaNs (or of inf and -inf, x86's negative default NaN) returns
+    follows the order of its operands, which the compiler picks for a
+    commutative add (-O0 and -O2 builds of the same code differed in the sign
+    of a NaN sum); so the result's bits would depend on the build."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if v[i] != v[i]:
+            v[i] = NAN
 
 
 # ------------------------------------------------------------ max / min
@@ -256,6 +269,8 @@ def reduce_all(int op, const floating[::1] x, Py_ssize_t grain):
         else:
             _reduce_parallel(op, &x[0], n, team, &value, &index)
         team_end(team)
+    if op == SUM:
+        _canonical_nans(&value, 1)
     return value, index
 
 
@@ -363,3 +378,5 @@ def reduce_axis(int op, const floating[::1] x, Py_ssize_t outer, Py_ssize_t k,
             for item in prange(items, schedule="static", num_threads=team):
                 _axis_item(op, &x[0], k, inner, item, tiles, &out[0], pidx, divisor)
         team_end(team)
+        if op == SUM:
+            _canonical_nans(&out[0], outer * inner)
