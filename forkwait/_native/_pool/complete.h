@@ -78,13 +78,15 @@ static inline int fw_settle(fw_node *n, int final_state, int from_running) {
     }
     fw_cf_decide(n);
     if (from_running) {
-        if (n->runner != NULL && n->runner->top == n) n->runner->top = n->outer;
+        fw_thread *runner = FW_LOAD_RLX(&n->runner);  /* this thread's own write */
+        if (runner != NULL && runner->top == n) runner->top = n->outer;
         n->outer = NULL;
         if (fw_me != NULL) FW_OWN_ADD(&fw_me->n_run, -1);
         else FW_ADD(&fw_P.n_running, -1);
         if (n->on_pool) FW_ADD(&fw_P.n_running_pool, -1);
         n->on_pool = 0;
-        n->runner = NULL;
+        FW_STORE_REL(&n->runner, NULL);  /* atomic: the cycle check and a wait's
+                                            own-ancestor check read it unlocked */
     }
     if (n->is_task) {
         if (fw_me != NULL) FW_OWN_ADD(&fw_me->n_done, 1);

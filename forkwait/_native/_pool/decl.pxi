@@ -155,6 +155,7 @@ cdef extern from "_pool/wait.h" nogil:
                       int check_cycle, fw_many *many, double *slept)
     unsigned long long fw_help_begin(fw_node *n)
     void fw_help_end(fw_node *n)
+    fw_thread *fw_runner_of(fw_node *n)
 
 cdef extern from "_pool/fork.h" nogil:
     void fw_atfork_prepare()

@@ -65,7 +65,7 @@ static inline void fw_mark_running(fw_node *n) {
     /* A release store: claims read the state under this queue lock, and no
      * wait-side handshake depends on RUNNING (only on the final states). */
     FW_STORE_REL(&n->state, FW_RUNNING);
-    n->runner = fw_me;
+    FW_STORE_REL(&n->runner, fw_me);  /* atomic: read unlocked (wait.h, wait.pxi) */
     n->outer = fw_me->top;
     fw_me->top = n;
     n->on_pool = fw_slot >= 0 && fw_slot < FW_MAX_INTEROP;  /* a worker (spares are never joined) */

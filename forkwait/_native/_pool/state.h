@@ -60,7 +60,7 @@ typedef struct fw_node {
     struct fw_node *prev, *next;
     struct fw_node *parent;     /* the task that forked it (the Future holds a reference) */
     struct fw_queue *queue;     /* the queue it is linked in, or NULL */
-    struct fw_thread *runner;   /* while RUNNING: the thread that runs it */
+    struct fw_thread *runner;   /* while RUNNING: the thread that runs it (atomic) */
     int depth;                  /* 0: forked outside any task */
     int waiters;                /* threads sleeping until it is done (sleep lock) */
     int help_waiters;           /* of those, threads that would run its subtree (atomic) */

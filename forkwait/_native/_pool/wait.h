@@ -40,13 +40,17 @@ enum { FW_W_DONE = 0, FW_W_RESCAN = 1, FW_W_POLL = 2, FW_W_TIMEOUT = 3, FW_W_CYC
  * `budget` bounds the walk; when it runs out, no cycle is reported. */
 static int fw_many_waits_on_me(const fw_many *m, int *budget);
 
+/* The thread running `n` now, or NULL (an atomic read: runners set and
+ * clear it without a lock the reader holds). */
+static inline fw_thread *fw_runner_of(fw_node *n) { return FW_LOAD_ACQ(&n->runner); }
+
 static int fw_waits_on_me(fw_node *t, int *budget) {
     fw_thread *r;
     if (t == NULL || --*budget < 0) return 0;
     if (FW_LOAD(&t->state) >= FW_FINISHED) return 0;
     if (t->many != NULL) return fw_many_waits_on_me(t->many, budget);
     if (FW_LOAD(&t->state) != FW_RUNNING) return 0;
-    r = t->runner;
+    r = fw_runner_of(t);  /* (a thread is freed only under the sleep lock, held here) */
     if (r == NULL) return 0;
     if (r == fw_me) return 1;
     if (r->waiting_many != NULL) return fw_many_waits_on_me(r->waiting_many, budget);

@@ -103,8 +103,8 @@ cdef void _end_blocking() noexcept nogil:
 
 
 cdef int _check_not_own_ancestor(FutureCore fut) except -1:
-    if FW_LOAD(&fut.node.state) == FW_RUNNING and fut.node.runner != NULL \
-            and fut.node.runner == fw_me_get():
+    cdef fw_thread *runner = fw_runner_of(&fut.node)
+    if FW_LOAD(&fut.node.state) == FW_RUNNING and runner != NULL and runner == fw_me_get():
         raise RuntimeError(
             f"deadlock: {fut!r} waits on itself (the waiting code runs inside that "
             "task, directly or through tasks it waits on)"
