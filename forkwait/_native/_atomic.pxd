@@ -5,6 +5,7 @@
 cdef extern from "_fw_atomic.h" nogil:
     int FW_LOAD(...)
     long long FW_LOADLL "FW_LOAD"(...)
+    long long FW_LOADLL_RLX "FW_LOAD_RLX"(...)
     int FW_LOAD_ACQ(...)
     int FW_LOAD_RLX(...)
     void FW_STORE(...)

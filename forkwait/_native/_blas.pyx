@@ -28,7 +28,7 @@ import os
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from libc.stdlib cimport calloc, free
 
-from forkwait._native._atomic cimport FW_STORE
+from forkwait._native._atomic cimport FW_LOADLL_RLX, FW_STORE, FW_STORE_RLX
 from forkwait._native._team cimport omp_team_ok
 
 cdef extern from "_fw_blas.h" nogil:

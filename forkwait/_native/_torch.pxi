@@ -21,8 +21,8 @@ cdef dict _sys_modules = sys.modules
 # sys.modules' size when "torch" was last found missing from it: until the
 # size changes (a module was imported), a task's start looks no further
 # (a read of the dict's size instead of a lookup on every outermost task;
-# a racy read on 3.13t only costs an extra lookup)
-cdef Py_ssize_t _mods_without_torch = -1
+# threads racing to update it only cost an extra lookup)
+cdef long long _mods_without_torch = -1  # (atomic, relaxed)
 
 
 cdef bint _torch_look() noexcept:
@@ -30,12 +30,12 @@ cdef bint _torch_look() noexcept:
     a read of sys.modules' size)."""
     global _mods_without_torch
     cdef int found
-    cdef Py_ssize_t n = len(_sys_modules)
-    if n == _mods_without_torch:
+    cdef long long n = len(_sys_modules)
+    if n == FW_LOADLL_RLX(&_mods_without_torch):
         return False
     try:
         if "torch" not in _sys_modules:
-            _mods_without_torch = n
+            FW_STORE_RLX(&_mods_without_torch, n)
             return False
     except Exception:
         return False

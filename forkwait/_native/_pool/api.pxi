@@ -83,7 +83,9 @@ cdef object _fork_impl(object fn, PyObject **argv, Py_ssize_t nargs, object kwar
         else:
             fw_notify_pushed()
         if cur != NULL:
-            fw_notify_helpers(fut.node.parent)
+            # (the parent, not fut.node.parent: a pool thread may have run
+            # fut and dropped its link already)
+            fw_notify_helpers(&parent.node)
         return fut
     _gc_retrack(fut)
     Py_DECREF(fut)

@@ -141,7 +141,7 @@ cdef inline void _unlink_parent(FutureCore fut) noexcept:
                                or FW_ADD(&fut.node.live, -1) == 0):
         FW_STORE_REL(&fut.node.live, 0)
         p = fut._parent
-        fut.node.parent = NULL
+        FW_STORE_REL(&fut.node.parent, NULL)  # (atomic: _fork_impl no longer reads it after the push)
         fut._parent = None
         fut = p
 

@@ -25,7 +25,7 @@ cdef _spawn_missing():
     cdef bint start
     for index in range(FW_MAX_INTEROP):
         fw_lock(&fw_P.sleep_lock)
-        if index >= fw_P.target_workers:
+        if index >= FW_LOAD(&fw_P.target_workers):
             fw_unlock(&fw_P.sleep_lock)
             break
         start = not fw_P.slot_alive[index]
@@ -101,7 +101,7 @@ def _stats():
     cdef Py_ssize_t queued = fw_queued_hint()
     fw_lock(&fw_P.sleep_lock)
     d = (queued, fw_stats_running(), fw_P.sleepers, fw_P.live_workers,
-         fw_P.target_workers, fw_P.state, fw_P.n_spares, fw_P.n_deep,
+         FW_LOAD(&fw_P.target_workers), fw_P.state, fw_P.n_spares, fw_P.n_deep,
          fw_stats_completed(), fw_P.n_spawned_spares, fw_P.n_spare_failures,
          FW_LOADLL(&fw_P.n_steals), FW_LOADLL(&fw_P.n_helped),
          FW_LOADLL(&fw_P.n_gil_free))

@@ -23,7 +23,7 @@ static inline void fw_q_link_tail(fw_queue *q, fw_node *n) {
     n->next = NULL;
     if (q->tail) q->tail->next = n; else q->head = n;
     q->tail = n;
-    n->queue = q;
+    FW_STORE_REL(&n->queue, q);  /* atomic: fw_claim_node reads it unlocked */
     if (n->gil_free != NULL) FW_ADD(&q->n_gil_free_queued, 1);
     FW_ADD(&q->len, 1);
 }
@@ -32,7 +32,7 @@ static inline void fw_q_unlink(fw_queue *q, fw_node *n) {
     if (n->prev) n->prev->next = n->next; else q->head = n->next;
     if (n->next) n->next->prev = n->prev; else q->tail = n->prev;
     n->prev = n->next = NULL;
-    n->queue = NULL;
+    FW_STORE_REL(&n->queue, NULL);
     if (n->gil_free != NULL) FW_ADD(&q->n_gil_free_queued, -1);
     FW_ADD(&q->len, -1);
 }
