@@ -5,6 +5,7 @@ session (started by the first test that asks for it). Helpers to import: _child.
 (the kernels' references).
 """
 
+import sys
 import threading
 
 import pytest
@@ -46,6 +47,12 @@ def cluster():
     distributed = pytest.importorskip("distributed")
     import dask
 
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        # Dask's statistical profiler walks other threads' frames (as it does
+        # not on 3.11, where distributed turns it off); on 3.13t that crashed
+        # the test process (a segfault in distributed/profile.py), whatever
+        # the threads ran: off for the session (docs/freethreading.md)
+        dask.config.set({"distributed.worker.profile.enabled": False})
     # A task that keeps killing workers fails after 2 tries, not 4.
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         cl = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
