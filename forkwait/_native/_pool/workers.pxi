@@ -86,7 +86,7 @@ def _worker_main(int index):
             # cleared under the same hold (finally), so either this thread
             # stays or the next resize finds its slot free.
             fw_lock(&fw_P.sleep_lock)
-            if FW_LOAD(&fw_P.state) == FW_POOL_RUNNING and index < fw_P.target_workers:
+            if FW_LOAD(&fw_P.state) == FW_POOL_RUNNING and index < FW_LOAD(&fw_P.target_workers):
                 fw_unlock(&fw_P.sleep_lock)
                 continue
             break
