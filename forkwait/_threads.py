@@ -260,10 +260,7 @@ def set_blas_budget(enabled: bool) -> None:
     64.0
     >>> fw.set_blas_budget(False)
     """
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__} {enabled!r}")
-    _blas.set_budget(enabled, available_cpus())
-    SOURCES["blas_budget"] = f"set in code: set_blas_budget({enabled})"
+    _set_switch("blas_budget", enabled, _blas.set_budget)
 
 
 def get_blas_budget() -> bool:
@@ -323,10 +320,7 @@ def set_torch_budget(enabled: bool) -> None:
     False
     >>> fw.set_torch_budget(True)
     """
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__} {enabled!r}")
-    _blas.set_torch_budget(enabled, available_cpus())
-    SOURCES["torch_budget"] = f"set in code: set_torch_budget({enabled})"
+    _set_switch("torch_budget", enabled, _blas.set_torch_budget)
 
 
 def get_torch_budget() -> bool:
@@ -339,6 +333,15 @@ def get_torch_budget() -> bool:
     True
     """
     return bool(_blas.torch_budget_on())
+
+
+def _set_switch(key: str, enabled: object, setter) -> None:
+    """set_blas_budget / set_torch_budget: check, set (with the CPUs the
+    budgets divide) and record where the setting came from."""
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__} {enabled!r}")
+    setter(enabled, available_cpus())
+    SOURCES[key] = f"set in code: set_{key}({enabled})"
 
 
 def _switch_from_env(name: str, default: bool) -> tuple[bool, str]:
