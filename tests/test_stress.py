@@ -161,6 +161,22 @@ def test_many_fork_wait_pairs_memory_stays_flat(interop):
 
 
 @pytest.mark.slow
+def _run_clients(client, resizer, stop, errors, n=8):
+    """Run `n` client threads (client(c) for c in range(n)) while `resizer`
+    changes settings until `stop` is set; every client ended, none failed."""
+    rt = threading.Thread(target=resizer)
+    rt.start()
+    clients = [threading.Thread(target=client, args=(c,)) for c in range(n)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join(TIMEOUT * 4)
+    stop.set()
+    rt.join(TIMEOUT)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in clients)
+
+
 def test_threads_fork_wait_callback_cancel_while_settings_change(interop, intra, client):
     """8 threads fork, wait, add callbacks and cancel at once while another
     thread resizes both thread settings: every future ends exactly once (one
@@ -254,17 +270,7 @@ def test_threads_fork_wait_callback_cancel_while_settings_change(interop, intra,
     with fw.backend(dask_client):  # the backend's own threads start here, not below
         assert fw.fork(ident, 0).result(timeout=TIMEOUT) == 0
     threads_before = threading.active_count()
-    rt = threading.Thread(target=resizer)
-    rt.start()
-    clients = [threading.Thread(target=client, args=(c,)) for c in range(8)]
-    for t in clients:
-        t.start()
-    for t in clients:
-        t.join(TIMEOUT * 4)
-    stop.set()
-    rt.join(TIMEOUT)
-    assert not errors, errors
-    assert not any(t.is_alive() for t in clients)
+    _run_clients(client, resizer, stop, errors)
     n = 8 * rounds * batch
     assert len(outcome) == n
     assert until(lambda: len(called) == n, TIMEOUT)
@@ -354,17 +360,7 @@ def test_threads_fork_wait_cancel_resize_pure_python_work_exactly_once(interop):
             fw.set_num_interop_threads(rng.randint(1, 4))
             time.sleep(0.001)
 
-    rt = threading.Thread(target=resizer)
-    rt.start()
-    clients = [threading.Thread(target=client, args=(c,)) for c in range(8)]
-    for t in clients:
-        t.start()
-    for t in clients:
-        t.join(TIMEOUT * 4)
-    stop.set()
-    rt.join(TIMEOUT)
-    assert not errors, errors
-    assert not any(t.is_alive() for t in clients)
+    _run_clients(client, resizer, stop, errors)
     with lock:
         done = dict(ran)
     everything = {(c, r, j) for c in range(8) for r in range(rounds) for j in range(batch)}
